@@ -1,0 +1,71 @@
+"""Backends, registered in one place. A model spec picks one:
+
+    gemini-3.1-flash-lite            Google Gemini (google-genai SDK)
+    mlx:<local-dir-or-hub-repo>      a vision model run locally by mlx-vlm
+    openai:<model>@<base_url>        any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio, mlx_vlm.server)
+
+Imports are lazy: choosing Gemini never imports mlx.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from enrich.backends.base import Backend, Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
+from enrich.errors import ConfigError
+from enrich.settings import Settings
+
+
+def _gemini(spec: str, settings: Settings) -> Backend:
+    from enrich.backends.gemini import GeminiBackend
+
+    return GeminiBackend(
+        spec,
+        api_key=settings.api_key,
+        base_url=settings.base_url,
+        api_version=settings.api_version,
+        timeout_s=settings.request_timeout_s,
+    )
+
+
+def _mlx(spec: str, settings: Settings) -> Backend:
+    from enrich.backends.mlx_local import MlxBackend
+
+    return MlxBackend(spec.split(":", 1)[1])
+
+
+def _openai(spec: str, settings: Settings) -> Backend:
+    from enrich.backends.openai_compat import OpenAICompatBackend
+
+    body = spec.split(":", 1)[1]
+    if "@" not in body:
+        raise ConfigError(f"openai model spec must be openai:<model>@<base_url>, not {spec!r}")
+    model, base_url = body.split("@", 1)
+    return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s)
+
+
+# prefix -> factory; the empty prefix is the default (Gemini model ids)
+REGISTRY: dict[str, Callable[[str, Settings], Backend]] = {
+    "mlx:": _mlx,
+    "openai:": _openai,
+    "": _gemini,
+}
+
+
+def backend_name(spec: str) -> str:
+    for prefix in REGISTRY:
+        if prefix and spec.startswith(prefix):
+            return prefix.rstrip(":")
+    return "gemini"
+
+
+def create_backend(spec: str, settings: Settings) -> Backend:
+    for prefix, factory in REGISTRY.items():
+        if spec.startswith(prefix):
+            return factory(spec, settings)
+    raise ConfigError(f"no backend for model {spec!r}")
+
+
+__all__ = [
+    "Backend", "Capabilities", "DescribeRequest", "DescribeResult", "MediaPart", "Usage",
+    "REGISTRY", "backend_name", "create_backend",
+]

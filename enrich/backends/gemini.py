@@ -1,0 +1,224 @@
+"""Google Gemini through the real `google-genai` SDK.
+
+The endpoint comes from settings (config or GOOGLE_GEMINI_BASE_URL, which the local emulator uses);
+the key from GOOGLE_API_KEY / GEMINI_API_KEY. Errors are mapped onto enrich.errors so the caller knows
+whether to retry, record or stop; the key is scrubbed from every message that leaves this module.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from pydantic import SecretStr, ValidationError
+
+from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, Usage
+from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+
+GEMINI_MIME_TYPES = frozenset(
+    {
+        "image/jpeg", "image/png", "image/webp", "image/heic", "image/heif",
+        "audio/wav", "audio/mp3", "audio/mpeg", "audio/aac", "audio/mp4", "audio/flac", "audio/ogg",
+        "video/mp4", "video/quicktime", "video/webm",
+        "application/pdf", "text/plain", "text/markdown", "text/html",
+    }
+)
+BLOCK_FINISH_REASONS = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
+RESOLUTIONS = {
+    "low": types.MediaResolution.MEDIA_RESOLUTION_LOW,
+    "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
+    "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
+}
+RETRYABLE_CODES = {408, 429, 500, 502, 503, 504}
+_DELAY_RE = re.compile(r"^\s*([0-9.]+)s\s*$")
+
+
+def retry_after_from(exc: genai_errors.APIError) -> float | None:
+    """The server's advice on when to retry: google.rpc.RetryInfo.retryDelay, else Retry-After."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    err = details.get("error", details)
+    for entry in err.get("details", []) or []:
+        if isinstance(entry, dict) and "retryDelay" in entry:
+            m = _DELAY_RE.match(str(entry["retryDelay"]))
+            if m:
+                return float(m.group(1))
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        value = headers.get("retry-after") if hasattr(headers, "get") else None
+        try:
+            return float(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+class GeminiBackend:
+    name = "gemini"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: SecretStr | None,
+        base_url: str | None = None,
+        api_version: str = "v1beta",
+        timeout_s: float = 60.0,
+        max_inline_bytes: int = 20 * 1024 * 1024,
+    ) -> None:
+        if api_key is None or not api_key.get_secret_value():
+            raise FatalRunError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --emulator")
+        self.model = model
+        self._secret = api_key.get_secret_value()
+        self.capabilities = Capabilities(
+            mime_types=GEMINI_MIME_TYPES,
+            max_inline_bytes=max_inline_bytes,
+            max_upload_bytes=2 * 1024**3,
+            structured_output=True,
+            batch=True,
+            default_concurrency=16,
+        )
+        http_options = types.HttpOptions(
+            base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000)
+        )
+        self._client = genai.Client(api_key=self._secret, http_options=http_options)
+
+    # -- errors ---------------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
+        code = int(exc.code or 0)
+        status = exc.status or ""
+        message = self._scrub(f"HTTP {code} {status}: {exc.message or ''}".strip())
+        details = json.dumps(exc.details) if exc.details else ""
+        if code == 429:
+            return RetryableError(message, kind="rate_limited", retry_after=retry_after_from(exc))
+        if code in RETRYABLE_CODES:
+            return RetryableError(message, kind=f"http_{code}", retry_after=retry_after_from(exc))
+        if code in (401, 403) or "API_KEY_INVALID" in details or "API key not valid" in (exc.message or ""):
+            return FatalRunError(f"the API key was rejected ({message})", kind="auth")
+        if code == 404:
+            return FatalRunError(f"model {self.model!r} not found at the endpoint ({message})", kind="unknown_model")
+        return ItemRequestError(message, kind=f"http_{code}")
+
+    # -- the call ---------------------------------------------------------------------------------------
+    def _config(self, request: DescribeRequest) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_schema=request.schema,
+            max_output_tokens=request.max_output_tokens,
+            media_resolution=RESOLUTIONS.get(request.resolution),
+            temperature=0.2,
+        )
+
+    def _contents(self, request: DescribeRequest) -> list[Any]:
+        parts: list[Any] = []
+        for media in request.media:
+            if media.data is None:
+                raise ItemRequestError("media without inline bytes needs the Files API path", kind="unsupported")
+            parts.append(types.Part.from_bytes(data=media.data, mime_type=media.mime))
+        parts.append(types.Part.from_text(text=request.prompt))
+        return [types.Content(role="user", parts=parts)]
+
+    async def preflight(self) -> None:
+        """One unbilled countTokens call: proves the endpoint answers, the key works and the model exists."""
+        try:
+            await self._client.aio.models.count_tokens(model=self.model, contents="ping")
+        except genai_errors.APIError as exc:
+            mapped = self._map_api_error(exc)
+            if isinstance(mapped, FatalRunError):
+                raise mapped from None
+            if isinstance(mapped, RetryableError):
+                return  # reachable but busy (429/5xx): the run paces and retries; a dead endpoint aborts it
+            raise FatalRunError(f"the endpoint refused a test request: {mapped}", kind="endpoint") from None
+        except (httpx.TransportError, json.JSONDecodeError) as exc:
+            raise FatalRunError(self._scrub(f"cannot reach the Gemini endpoint ({exc.__class__.__name__}: {exc})"),
+                                kind="endpoint_unreachable") from None
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        started = time.perf_counter()
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=self.model, contents=self._contents(request), config=self._config(request)
+            )
+        except genai_errors.APIError as exc:
+            raise self._map_api_error(exc) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RetryableError(f"unparseable response body: {exc.__class__.__name__}", kind="garbage_response") from None
+        except httpx.TimeoutException:
+            raise RetryableError("request timed out", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind="connection") from None
+        result = self._to_result(response, request)
+        result.extra["latency_ms"] = (time.perf_counter() - started) * 1000
+        return result
+
+    def _to_result(self, response: types.GenerateContentResponse, request: DescribeRequest) -> DescribeResult:
+        usage = usage_from(response.usage_metadata)
+        version = response.model_version
+        feedback = response.prompt_feedback
+        if feedback is not None and feedback.block_reason:
+            reason = str(getattr(feedback.block_reason, "value", feedback.block_reason))
+            return DescribeResult(status="blocked", usage=usage, error_kind="prompt_blocked",
+                                  error=f"prompt blocked: {reason}", finish_reason=reason, model_version=version)
+        if not response.candidates:
+            return DescribeResult(status="error", usage=usage, error_kind="no_candidates",
+                                  error="the model returned no candidates", model_version=version)
+        candidate = response.candidates[0]
+        finish = candidate.finish_reason
+        finish_name = str(getattr(finish, "value", finish)) if finish is not None else None
+        if finish_name in BLOCK_FINISH_REASONS:
+            return DescribeResult(status="blocked", usage=usage, error_kind=finish_name.lower(),
+                                  error=f"output blocked: {finish_name}", finish_reason=finish_name,
+                                  model_version=version)
+        text = _text_of(candidate)
+        if finish_name == "MAX_TOKENS":
+            return DescribeResult(status="error", usage=usage, error_kind="max_tokens",
+                                  error=f"output cut at max_output_tokens={request.max_output_tokens}",
+                                  finish_reason=finish_name, raw_text=text, model_version=version)
+        parsed = response.parsed
+        if parsed is None and text:
+            try:
+                parsed = request.schema.model_validate_json(text)
+            except ValidationError:
+                parsed = None
+        if parsed is None:
+            return DescribeResult(status="error", usage=usage, error_kind="invalid_output",
+                                  error="the answer did not match the schema", finish_reason=finish_name,
+                                  raw_text=text, model_version=version)
+        return DescribeResult(status="ok", description=parsed, usage=usage, finish_reason=finish_name,
+                              model_version=version)
+
+    async def aclose(self) -> None:
+        try:
+            await self._client.aio.aclose()
+        except Exception:  # closing is best effort
+            pass
+
+
+def _text_of(candidate: types.Candidate) -> str | None:
+    if candidate.content is None or not candidate.content.parts:
+        return None
+    return "".join(p.text or "" for p in candidate.content.parts if not getattr(p, "thought", False)) or None
+
+
+def usage_from(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage | None:
+    if meta is None:
+        return None
+    by_modality: dict[str, int] = {}
+    for detail in meta.prompt_tokens_details or []:
+        name = str(getattr(detail.modality, "value", detail.modality))
+        by_modality[name] = by_modality.get(name, 0) + int(detail.token_count or 0)
+    return Usage(
+        input_tokens=int(meta.prompt_token_count or 0),
+        output_tokens=int(meta.candidates_token_count or 0),
+        thinking_tokens=int(meta.thoughts_token_count or 0),
+        cached_tokens=int(meta.cached_content_token_count or 0),
+        input_by_modality=by_modality,
+    )

@@ -1,0 +1,77 @@
+"""The `enrich` command line: a thin layer over the library. Each subcommand lives in enrich/commands/
+and is registered in COMMANDS below; heavy imports (Prefect, the SDK) happen inside the handlers, so
+read-only commands (`query`, `estimate`) start fast and never import Prefect.
+
+Exit codes: 0 success (per-item errors are reported in the summary, not as failure); 1 a run that started
+but stopped early (interrupted, endpoint down); 2 a run that could not start (bad arguments, bad key,
+unreachable endpoint, unknown model) with a one-line reason.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module in enrich.commands; each module has `register(subparsers)` and `main(args) -> int`
+COMMANDS: dict[str, str] = {
+    "run": "enrich.commands.run",
+    "query": "enrich.commands.query",
+    "emulator": "enrich.commands.emulator",
+}
+
+EPILOG = """\
+environment:
+  GEMINI_API_KEY / GOOGLE_API_KEY   API key for Gemini (never stored or logged)
+  GOOGLE_GEMINI_BASE_URL            another Gemini endpoint (e.g. the local emulator)
+  ENRICH_HOME                       where all state lives (default ~/.enrich)
+  ENRICH_WAREHOUSE                  the warehouse folder (default $ENRICH_HOME/warehouse)
+  ENRICH_CONFIG_DIR                 another config folder (default: the project's config/)
+
+examples:
+  enrich run ~/Pictures --budget 2.00
+  enrich run samples/library --emulator
+  enrich query "SELECT caption, cost_usd FROM items WHERE status = 'ok' LIMIT 5"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enrich",
+        description="Describe photos, audio and documents with cheap multimodal models; "
+        "exact cost per item; results in Parquet, queryable with DuckDB.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2 with a one-line reason."""
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"enrich: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from enrich.errors import ConfigError, FatalRunError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (UsageError, ConfigError, FatalRunError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

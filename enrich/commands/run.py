@@ -1,0 +1,128 @@
+"""`enrich run PATH...`: describe every media file under the paths and write the results to the warehouse."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="describe the media under PATH... and store results and costs in the warehouse",
+        description="Discover media under the paths, prepare it (downscale, strip personal metadata), describe "
+        "it with the model and write one row per file (status, description, tokens, exact cost) to the "
+        "warehouse. Runs as a Prefect flow.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to describe")
+    p.add_argument("--model", help="gemini-..., mlx:<dir-or-repo>, or openai:<model>@<base_url> "
+                   "(default from config/enrich.toml)")
+    p.add_argument("--budget", type=float, metavar="USD", help="never spend more than this on this run")
+    p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
+    p.add_argument("--concurrency", type=int, help="concurrent requests")
+    p.add_argument("--resolution", choices=["low", "medium", "high"], help="media resolution tier")
+    p.add_argument("--chunk-size", type=int, help="items per Prefect task run")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="upload photos with their EXIF (GPS, camera serials); stripped by default")
+    p.add_argument("--emulator", action="store_true",
+                   help="use the bundled local Gemini emulator instead of the real API (offline; fake answers)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask before spending")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(handler=main)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "budget_usd": args.budget,
+        "warehouse": args.warehouse,
+        "concurrency": args.concurrency,
+        "resolution": args.resolution,
+        "chunk_size": args.chunk_size,
+        "strip_metadata": False if args.keep_metadata else None,
+    }
+
+
+def start_emulator():
+    """Start the emulator in this process and point the SDK at it (real keys are not sent to it)."""
+    from enrich.emulator import EmulatorConfig, GeminiEmulator
+
+    emu = GeminiEmulator(EmulatorConfig())
+    url = emu.start()
+    os.environ["GOOGLE_GEMINI_BASE_URL"] = url
+    os.environ["GOOGLE_API_KEY"] = "emulator"
+    os.environ["GEMINI_API_KEY"] = "emulator"
+    return emu, url
+
+
+def preflight(settings) -> None:
+    """Fail fast, before Prefect starts, when the run cannot succeed (bad key, unknown model, no endpoint)."""
+    import asyncio
+
+    from enrich.backends import create_backend
+    from enrich.pricing import load_prices
+
+    load_prices(settings.config_dir).price(settings.model)
+    backend = create_backend(settings.model, settings)
+
+    async def check() -> None:
+        try:
+            await backend.preflight()
+        finally:
+            await backend.aclose()
+
+    asyncio.run(check())
+
+
+def run_summary_table(warehouse: str, run_id: str) -> str:
+    from enrich.commands.query import format_table, run_query
+
+    columns, rows = run_query(
+        warehouse,
+        f"""SELECT status, count(*) AS items, sum(input_tokens) AS input_tokens,
+                   sum(output_tokens + thinking_tokens) AS output_tokens, sum(cost_usd) AS cost_usd
+            FROM results WHERE run_id = '{run_id}' GROUP BY status ORDER BY items DESC""",
+    )
+    return format_table(columns, rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    from enrich.cli import UsageError
+    from enrich.settings import load_settings
+
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:
+        raise UsageError(f"path not found: {missing[0]}")
+    roots = [str(Path(p).expanduser().resolve()) for p in args.paths]
+    emu = None
+    if args.emulator:
+        emu, url = start_emulator()
+        print(f"Using the local Gemini emulator at {url} (answers are fake; nothing is billed).", file=sys.stderr)
+    try:
+        overrides = overrides_from(args)
+        settings = load_settings().with_overrides(**overrides)
+        if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
+            raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        preflight(settings)
+
+        from flows.enrich_flow import enrich_flow
+
+        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None})
+    finally:
+        if emu is not None:
+            emu.stop()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"run {summary['run_id']}: {summary['status']}, {summary['items']} items, "
+              f"spent ${summary['spent_usd']} ({summary['model']})")
+        print(run_summary_table(summary["warehouse"], summary["run_id"]))
+        print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
+        if summary.get("fatal"):
+            print(f"the run stopped early: {summary['fatal']}", file=sys.stderr)
+    if summary["status"] == "finished":
+        return 0
+    return 130 if summary["status"] == "interrupted" else 1

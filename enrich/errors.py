@@ -1,0 +1,47 @@
+"""Errors shared by every stage. The split decides what the pipeline does next:
+
+- MediaError: this one input file is bad (corrupt, too large, mislabelled); record and go on.
+- RetryableError: a transient failure of one request (429, 5xx, timeout, garbage body); retry it.
+- ItemRequestError: the provider refused this one request for good (400); record and go on.
+- FatalRunError: nothing in this run can succeed (bad key, unknown model, endpoint down); stop the run.
+"""
+from __future__ import annotations
+
+
+class EnrichError(Exception):
+    """Base class. `kind` is a short machine-readable name stored in the `error_kind` column."""
+
+    kind: str = "error"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class MediaError(EnrichError):
+    kind = "bad_media"
+
+
+class RetryableError(EnrichError):
+    kind = "transient"
+
+    def __init__(self, message: str, *, kind: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, kind=kind)
+        self.retry_after = retry_after
+
+
+class ItemRequestError(EnrichError):
+    kind = "request_rejected"
+
+
+class FatalRunError(EnrichError):
+    kind = "fatal"
+
+
+class ConfigError(EnrichError):
+    kind = "config"

@@ -1,0 +1,35 @@
+"""Prefect settings enrich applies before Prefect is imported (only where the user has not set them).
+
+Measured on a 2-core machine (shared/reference/prefect.md): the ephemeral server needs a longer start-up
+timeout on a fresh home, logs telemetry failures offline, and with thousands of task runs its event
+services both cost CPU and spill tracebacks at exit. With a real server (PREFECT_API_URL) we leave the
+server-side services alone.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def configure_prefect_env(env: dict[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    home = Path(env.get("ENRICH_HOME") or Path.home() / ".enrich").expanduser()
+    defaults = {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "5",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": env.get("ENRICH_LOG_LEVEL", "WARNING"),
+    }
+    if not env.get("PREFECT_API_URL"):
+        defaults.update(
+            {
+                "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+            }
+        )
+    for key, value in defaults.items():
+        env.setdefault(key, value)

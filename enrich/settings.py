@@ -1,0 +1,149 @@
+"""One typed settings object. Precedence: environment > config/*.toml > built-in defaults.
+
+`ENRICH_HOME` moves all state (warehouse, caches, Prefect's home); tests point it at a tmp dir.
+`ENRICH_CONFIG_DIR` points at another config folder (defaults to the project's `config/`).
+The API key is a `SecretStr`: it never appears in repr(), logs, Parquet or error messages.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from enrich.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rpm: int
+    tpm: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    warehouse: Path
+    config_dir: Path
+    model: str = "gemini-3.1-flash-lite"
+    resolution: str = "low"
+    concurrency: int = 16
+    chunk_size: int = 100
+    max_output_tokens: int = 1024
+    max_attempts: int = 5
+    request_timeout_s: float = 60.0
+    strip_metadata: bool = True
+    max_image_pixels: int = 120_000_000
+    prepare_workers: int = 0
+    base_url: str | None = None
+    api_version: str = "v1beta"
+    api_key: SecretStr | None = field(default=None, repr=False)
+    budget_usd: float | None = None
+    resolution_max_side: dict[str, int] = field(default_factory=lambda: {"low": 768, "medium": 1536, "high": 3072})
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def max_side(self) -> int:
+        return self.resolution_max_side[self.resolution]
+
+    def rate_limit(self, model: str | None = None) -> RateLimit:
+        model = model or self.model
+        return self.rate_limits.get(model) or self.rate_limits.get("default") or RateLimit(rpm=1000, tpm=1_000_000)
+
+    def prompt_for(self, kind: str) -> str:
+        try:
+            return self.prompts[kind]
+        except KeyError:
+            raise ConfigError(f"no prompt for kind {kind!r} in {self.config_dir / 'prompts.toml'}") from None
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        """Apply command-line flags (None means 'not given')."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "warehouse" in changes:
+            changes["warehouse"] = Path(changes["warehouse"]).expanduser().resolve()
+        new = replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        if self.resolution not in self.resolution_max_side:
+            raise ConfigError(f"resolution must be one of {sorted(self.resolution_max_side)}, not {self.resolution!r}")
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if self.chunk_size < 1:
+            raise ConfigError("chunk_size must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+        if self.budget_usd is not None and self.budget_usd < 0:
+            raise ConfigError("budget must not be negative")
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("ENRICH_HOME") or Path.home() / ".enrich").expanduser().resolve()
+    config_dir = Path(env.get("ENRICH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).expanduser().resolve()
+    cfg = _load_toml(config_dir / "enrich.toml")
+    run = cfg.get("run", {})
+    gemini = cfg.get("gemini", {})
+    prompts = {kind: entry["prompt"] for kind, entry in _load_toml(config_dir / "prompts.toml").items()}
+    rate_limits = {
+        name: RateLimit(rpm=int(v["rpm"]), tpm=int(v["tpm"])) for name, v in cfg.get("rate_limits", {}).items()
+    }
+
+    def pick(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
+        if env.get(env_name):
+            try:
+                return cast(env[env_name])
+            except ValueError:
+                raise ConfigError(f"{env_name}={env[env_name]!r} is not valid") from None
+        return cast(run[key]) if key in run else default
+
+    # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
+    key = env.get("GOOGLE_API_KEY") or env.get("GEMINI_API_KEY")
+    settings = Settings(
+        home=home,
+        warehouse=Path(env.get("ENRICH_WAREHOUSE") or home / "warehouse").expanduser().resolve(),
+        config_dir=config_dir,
+        model=pick("ENRICH_MODEL", "model", "gemini-3.1-flash-lite", str),
+        resolution=pick("ENRICH_RESOLUTION", "resolution", "low", str),
+        concurrency=pick("ENRICH_CONCURRENCY", "concurrency", 16, int),
+        chunk_size=pick("ENRICH_CHUNK_SIZE", "chunk_size", 100, int),
+        max_output_tokens=pick("ENRICH_MAX_OUTPUT_TOKENS", "max_output_tokens", 1024, int),
+        max_attempts=pick("ENRICH_MAX_ATTEMPTS", "max_attempts", 5, int),
+        request_timeout_s=pick("ENRICH_REQUEST_TIMEOUT_S", "request_timeout_s", 60.0, float),
+        strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True,
+                            lambda v: v if isinstance(v, bool) else _env_bool(v)),
+        max_image_pixels=pick("ENRICH_MAX_IMAGE_PIXELS", "max_image_pixels", 120_000_000, int),
+        prepare_workers=pick("ENRICH_PREPARE_WORKERS", "prepare_workers", 0, int),
+        base_url=env.get("GOOGLE_GEMINI_BASE_URL") or gemini.get("base_url"),
+        api_version=gemini.get("api_version", "v1beta"),
+        api_key=SecretStr(key) if key else None,
+        budget_usd=pick("ENRICH_BUDGET_USD", "budget_usd", None, float),
+        resolution_max_side={k: int(v) for k, v in cfg.get("resolution_max_side", {}).items()}
+        or {"low": 768, "medium": 1536, "high": 3072},
+        rate_limits=rate_limits,
+        prompts=prompts,
+    )
+    settings.validate()
+    return settings

@@ -1,0 +1,104 @@
+"""Input-token rules per model family, as data (shared/reference/gemini-api.md, "Input token rules").
+
+Used before any request is sent: for budget reservations and for `enrich estimate`. Pure functions, no I/O.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydantic import BaseModel
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class FamilyRules:
+    image_fixed: int | None = None  # a flat count per image (Gemini 1.5)
+    image_small: int | None = None  # 2.x: count for an image with both sides <= small_side
+    small_side: int = 384
+    tile: int = 768  # 2.x: count per tile x tile pixels
+    tile_tokens: int = 258
+    image_by_resolution: dict[str, int] | None = None  # 3.x: by media_resolution
+    audio_per_s: int = 32
+    video_per_s_by_resolution: dict[str, int] | None = None
+    pdf_per_page_by_resolution: dict[str, int] | None = None
+
+
+FAMILIES: dict[str, FamilyRules] = {
+    "gemini-1.5": FamilyRules(
+        image_fixed=258,
+        video_per_s_by_resolution={"low": 300, "medium": 300, "high": 300},
+        pdf_per_page_by_resolution={"low": 258, "medium": 258, "high": 258},
+    ),
+    "gemini-2": FamilyRules(
+        image_small=258,
+        video_per_s_by_resolution={"low": 300, "medium": 300, "high": 300},
+        pdf_per_page_by_resolution={"low": 258, "medium": 258, "high": 258},
+    ),
+    "gemini-3": FamilyRules(
+        image_by_resolution={"low": 280, "medium": 560, "high": 1120, "ultra_high": 2240},
+        video_per_s_by_resolution={"low": 100, "medium": 300, "high": 300},
+        pdf_per_page_by_resolution={"low": 560, "medium": 560, "high": 560},
+    ),
+    # local engines: counted by their own tokenizer; a rough figure for estimates only
+    "local": FamilyRules(image_fixed=256),
+}
+
+
+def family_of(model: str) -> str:
+    if model.startswith(("mlx:", "openai:")):
+        return "local"
+    if model.startswith("gemini-1.5"):
+        return "gemini-1.5"
+    if model.startswith("gemini-2"):
+        return "gemini-2"
+    return "gemini-3"  # every current Gemini model
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def image_tokens(model: str, width: int, height: int, resolution: str = "low") -> int:
+    rules = FAMILIES[family_of(model)]
+    if rules.image_fixed is not None:
+        return rules.image_fixed
+    if rules.image_by_resolution is not None:
+        return rules.image_by_resolution[resolution]
+    if width <= rules.small_side and height <= rules.small_side:
+        return rules.image_small or rules.tile_tokens
+    return math.ceil(width / rules.tile) * math.ceil(height / rules.tile) * rules.tile_tokens
+
+
+def audio_tokens(model: str, seconds: float) -> int:
+    return math.ceil(seconds) * FAMILIES[family_of(model)].audio_per_s
+
+
+def video_tokens(model: str, seconds: float, resolution: str = "low") -> int:
+    per_s = (FAMILIES[family_of(model)].video_per_s_by_resolution or {}).get(resolution, 300)
+    return math.ceil(seconds) * per_s
+
+
+def pdf_tokens(model: str, pages: int, resolution: str = "low") -> int:
+    per_page = (FAMILIES[family_of(model)].pdf_per_page_by_resolution or {}).get(resolution, 258)
+    return pages * per_page
+
+
+@lru_cache(maxsize=32)
+def schema_tokens(schema: type[BaseModel]) -> int:
+    """Tokens of the response schema as the SDK sends it with every request (it counts as input)."""
+    from google.genai import _transformers, types  # local import: only needed once per schema
+
+    try:
+        sent = _transformers.t_schema(None, schema)  # type: ignore[arg-type]
+        payload = sent.model_dump(mode="json", exclude_none=True, by_alias=True) if isinstance(sent, types.Schema) else sent
+    except Exception:  # fall back to the JSON schema: close enough for an estimate
+        payload = schema.model_json_schema()
+    return text_tokens(json.dumps(payload, separators=(",", ":"), sort_keys=True))
+
+
+def prompt_tokens(prompt: str, schema: type[BaseModel] | None) -> int:
+    return text_tokens(prompt) + (schema_tokens(schema) if schema is not None else 0)

@@ -1,0 +1,99 @@
+"""The Parquet schemas of the warehouse. tests/test_schema_golden.py pins them: changing a column is a
+deliberate act that updates the golden file too.
+
+`results` holds one row per item per run (the item's outcome in that run). `runs` holds run snapshots
+(a row when a run starts and one when it ends; the view takes the latest per run_id).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# cost is exact: decimal, never float
+COST_TYPE = pa.decimal128(22, 12)
+TS = pa.timestamp("us", tz="UTC")
+
+RESULT_FIELDS: list[pa.Field] = [
+    # identity
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("content_hash", pa.string()),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("mtime", TS),
+    pa.field("kind", pa.string()),
+    pa.field("mime", pa.string()),
+    # outcome
+    pa.field("status", pa.string(), nullable=False),  # ok | error | blocked | skipped | over_budget | interrupted
+    pa.field("error_kind", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("attempts", pa.int32()),
+    # what produced it
+    pa.field("backend", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("model_version", pa.string()),
+    pa.field("resolution", pa.string()),
+    pa.field("prompt_hash", pa.string()),
+    pa.field("schema_hash", pa.string()),
+    pa.field("enrichment_version", pa.string()),
+    # money
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("thinking_tokens", pa.int64()),
+    pa.field("cached_tokens", pa.int64()),
+    pa.field("input_audio_tokens", pa.int64()),
+    pa.field("cost_usd", COST_TYPE),
+    pa.field("price_date", pa.string()),
+    pa.field("batch", pa.bool_()),
+    # timing
+    pa.field("started_at", TS),
+    pa.field("finished_at", TS),
+    pa.field("latency_ms", pa.float64()),
+    # image description (schemas/descriptions.py: ImageDescription)
+    pa.field("caption", pa.string()),
+    pa.field("description", pa.string()),
+    pa.field("tags", pa.list_(pa.string())),
+    pa.field("objects", pa.list_(pa.string())),
+    pa.field("visible_text", pa.string()),
+    pa.field("people_count", pa.int32()),
+    pa.field("setting", pa.string()),
+    # extracted locally, for free
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("taken_at", pa.timestamp("us")),
+    pa.field("gps_lat", pa.float64()),
+    pa.field("gps_lon", pa.float64()),
+    pa.field("camera_make", pa.string()),
+    pa.field("camera_model", pa.string()),
+    # local engines and invalid output
+    pa.field("raw_text", pa.string()),
+    pa.field("tokens_per_second", pa.float64()),
+    pa.field("peak_memory_mb", pa.float64()),
+]
+RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
+
+RUN_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("seq", pa.int32(), nullable=False),  # snapshot number within the run; the view takes the max
+    pa.field("started_at", TS),
+    pa.field("finished_at", TS),
+    pa.field("status", pa.string()),  # running | finished | interrupted | failed
+    pa.field("model", pa.string()),
+    pa.field("roots", pa.list_(pa.string())),
+    pa.field("items", pa.int64()),
+    pa.field("ok", pa.int64()),
+    pa.field("errors", pa.int64()),
+    pa.field("skipped", pa.int64()),
+    pa.field("blocked", pa.int64()),
+    pa.field("over_budget", pa.int64()),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("spent_usd", COST_TYPE),
+    pa.field("budget_usd", COST_TYPE),
+    pa.field("reserved_peak_usd", COST_TYPE),
+    pa.field("price_date", pa.string()),
+    pa.field("message", pa.string()),
+]
+RUN_SCHEMA = pa.schema(RUN_FIELDS)
+
+RESULT_COLUMNS = [f.name for f in RESULT_FIELDS]
+DESCRIPTION_COLUMNS = ["caption", "description", "tags", "objects", "visible_text", "people_count", "setting"]

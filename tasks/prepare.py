@@ -1,0 +1,76 @@
+"""Preparation stage: turn a discovered file into the media parts a backend accepts.
+
+CPU-bound (decode, resize, re-encode): run in a thread pool of all cores; Pillow releases the GIL while
+decoding, resizing and encoding. Each kind has one preparer; a kind without one is skipped, not failed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from enrich.backends.base import MediaPart
+from enrich.errors import MediaError
+from tasks.discover import DiscoveredFile
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    max_side: int = 768
+    keep_metadata: bool = False
+    max_pixels: int = 120_000_000
+
+
+@dataclass
+class PreparedItem:
+    file: DiscoveredFile
+    media: tuple[MediaPart, ...]
+    meta: dict[str, Any] = field(default_factory=dict)  # extracted locally: width, height, taken_at, gps...
+    media_tokens_hint: dict[str, Any] = field(default_factory=dict)  # what the token rules need
+    prepare_ms: float = 0.0
+
+
+def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
+    from tasks.prepare_image import prepare_image
+
+    img = prepare_image(file.path, max_side=options.max_side, keep_metadata=options.keep_metadata,
+                        max_pixels=options.max_pixels)
+    m = img.meta
+    meta = {
+        "width": m.width, "height": m.height, "taken_at": m.taken_at, "gps_lat": m.gps_lat,
+        "gps_lon": m.gps_lon, "camera_make": m.camera_make, "camera_model": m.camera_model,
+    }
+    return PreparedItem(
+        file=file,
+        media=(MediaPart(mime=img.mime, data=img.data),),
+        meta=meta,
+        media_tokens_hint={"kind": "image", "width": img.width, "height": img.height},
+    )
+
+
+# kind -> preparer. Adding a kind means adding one entry here and a schema in schemas/descriptions.py.
+PREPARERS: dict[str, Callable[[DiscoveredFile, PrepareOptions], PreparedItem]] = {
+    "image": _prepare_image,
+}
+
+
+def supported_kinds() -> frozenset[str]:
+    return frozenset(PREPARERS)
+
+
+def prepare_file(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem | MediaError:
+    """Never raises for bad input: a MediaError is returned so the caller records it for this item."""
+    preparer = PREPARERS.get(file.kind or "")
+    if preparer is None:
+        return MediaError(f"no preparer for {file.kind} files", kind="unsupported")
+    started = time.perf_counter()
+    try:
+        item = preparer(file, options)
+    except MediaError as exc:
+        return exc
+    except MemoryError:
+        return MediaError("out of memory while decoding", kind="too_large")
+    except Exception as exc:  # a library bug on odd input must not sink the run
+        return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind="corrupt")
+    item.prepare_ms = (time.perf_counter() - started) * 1000
+    return item

@@ -1,0 +1,125 @@
+"""Build warehouse rows (schemas/parquet.py RESULT_SCHEMA) from outcomes. One function per outcome shape."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from enrich.backends.base import DescribeResult
+from schemas.parquet import DESCRIPTION_COLUMNS
+from tasks.discover import DiscoveredFile
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def schema_hash(schema: type[BaseModel]) -> str:
+    return short_hash(json.dumps(schema.model_json_schema(), sort_keys=True))
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every row of a run shares: who produced it and with what."""
+
+    run_id: str
+    backend: str
+    model: str
+    resolution: str
+    price_date: str
+    batch: bool = False
+    prompt_hashes: tuple[tuple[str, str], ...] = ()  # (kind, hash)
+    schema_hashes: tuple[tuple[str, str], ...] = ()
+
+    def version_of(self, kind: str | None) -> tuple[str | None, str | None, str]:
+        prompt = dict(self.prompt_hashes).get(kind or "")
+        schema = dict(self.schema_hashes).get(kind or "")
+        version = short_hash(f"{self.model}|{prompt}|{schema}|{self.resolution}")
+        return prompt, schema, version
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def base_row(file: DiscoveredFile, run: RunInfo) -> dict[str, Any]:
+    prompt, schema, version = run.version_of(file.kind)
+    return {
+        "run_id": run.run_id,
+        "path": file.path,
+        "content_hash": file.content_hash,
+        "size_bytes": file.size,
+        "mtime": datetime.fromtimestamp(file.mtime_ns / 1e9, tz=timezone.utc) if file.mtime_ns else None,
+        "kind": file.kind,
+        "mime": file.mime,
+        "backend": run.backend,
+        "model": run.model,
+        "resolution": run.resolution,
+        "prompt_hash": prompt,
+        "schema_hash": schema,
+        "enrichment_version": version,
+        "price_date": run.price_date,
+        "batch": run.batch,
+        "attempts": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "thinking_tokens": 0,
+        "cached_tokens": 0,
+        "input_audio_tokens": 0,
+        "cost_usd": Decimal(0),
+    }
+
+
+def status_row(file: DiscoveredFile, run: RunInfo, status: str, error_kind: str | None, error: str | None,
+               meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A row for an item that never reached the model: skipped, bad media, over budget, aborted."""
+    row = base_row(file, run)
+    ts = now_utc()
+    row.update(status=status, error_kind=error_kind, error=error, started_at=ts, finished_at=ts)
+    if meta:
+        row.update(meta)
+    return row
+
+
+def result_row(file: DiscoveredFile, run: RunInfo, result: DescribeResult, *, cost: Decimal, attempts: int,
+               started_at: datetime, meta: dict[str, Any]) -> dict[str, Any]:
+    row = base_row(file, run)
+    row.update(meta)
+    usage = result.usage
+    if usage is not None:
+        row.update(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            thinking_tokens=usage.thinking_tokens,
+            cached_tokens=usage.cached_tokens,
+            input_audio_tokens=usage.input_by_modality.get("AUDIO", 0),
+        )
+    finished = now_utc()
+    row.update(
+        status=result.status,
+        error_kind=result.error_kind,
+        error=result.error,
+        finish_reason=result.finish_reason,
+        attempts=attempts,
+        model_version=result.model_version,
+        cost_usd=cost,
+        started_at=started_at,
+        finished_at=finished,
+        latency_ms=result.extra.get("latency_ms"),
+        raw_text=result.raw_text,
+        tokens_per_second=result.extra.get("tokens_per_second"),
+        peak_memory_mb=result.extra.get("peak_memory_mb"),
+    )
+    if result.description is not None:
+        data = result.description.model_dump(mode="json")
+        for col in DESCRIPTION_COLUMNS:
+            if col in data:
+                row[col] = data[col]
+        for col, value in data.items():  # other kinds' typed columns (same names as their schema fields)
+            row.setdefault(col, value)
+    return row
