@@ -48,17 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(Exception):
-    """Bad arguments: exit 2 with a one-line reason."""
-
-
 def fail(message: str, code: int = 2) -> int:
     print(f"enrich: error: {message}", file=sys.stderr)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enrich.errors import ConfigError, FatalRunError
+    from enrich.errors import ConfigError, FatalRunError, UsageError
 
     parser = build_parser()
     args = parser.parse_args(argv)

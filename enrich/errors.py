@@ -45,3 +45,9 @@ class FatalRunError(EnrichError):
 
 class ConfigError(EnrichError):
     kind = "config"
+
+
+class UsageError(EnrichError):
+    """Bad command-line arguments."""
+
+    kind = "usage"

@@ -94,7 +94,7 @@ def schema_tokens(schema: type[BaseModel]) -> int:
 
     try:
         sent = _transformers.t_schema(None, schema)  # type: ignore[arg-type]
-        payload = sent.model_dump(mode="json", exclude_none=True, by_alias=True) if isinstance(sent, types.Schema) else sent
+        payload = sent.model_dump(mode="json", exclude_none=True) if isinstance(sent, types.Schema) else sent
     except Exception:  # fall back to the JSON schema: close enough for an estimate
         payload = schema.model_json_schema()
     return text_tokens(json.dumps(payload, separators=(",", ":"), sort_keys=True))

@@ -36,8 +36,10 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     img = prepare_image(file.path, max_side=options.max_side, keep_metadata=options.keep_metadata,
                         max_pixels=options.max_pixels)
     m = img.meta
+    # taken_at is stored as the clock time on the camera (naive): most photos carry no UTC offset
+    taken_at = m.taken_at.replace(tzinfo=None) if m.taken_at is not None else None
     meta = {
-        "width": m.width, "height": m.height, "taken_at": m.taken_at, "gps_lat": m.gps_lat,
+        "width": m.width, "height": m.height, "taken_at": taken_at, "gps_lat": m.gps_lat,
         "gps_lon": m.gps_lon, "camera_make": m.camera_make, "camera_model": m.camera_model,
     }
     return PreparedItem(

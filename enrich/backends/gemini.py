@@ -11,7 +11,6 @@ import re
 import time
 from typing import Any
 
-import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -35,6 +34,23 @@ RESOLUTIONS = {
     "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
 }
 RETRYABLE_CODES = {408, 429, 500, 502, 503, 504}
+
+
+def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, other transport errors) of whichever HTTP library the SDK uses: httpx or its fork httpx2."""
+    timeouts: list[type[BaseException]] = []
+    transport: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        timeouts.append(mod.TimeoutException)
+        transport.append(mod.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
+TIMEOUT_ERRORS, TRANSPORT_ERRORS = _transport_errors()
 _DELAY_RE = re.compile(r"^\s*([0-9.]+)s\s*$")
 
 
@@ -137,7 +153,7 @@ class GeminiBackend:
             if isinstance(mapped, RetryableError):
                 return  # reachable but busy (429/5xx): the run paces and retries; a dead endpoint aborts it
             raise FatalRunError(f"the endpoint refused a test request: {mapped}", kind="endpoint") from None
-        except (httpx.TransportError, json.JSONDecodeError) as exc:
+        except (*TRANSPORT_ERRORS, json.JSONDecodeError) as exc:
             raise FatalRunError(self._scrub(f"cannot reach the Gemini endpoint ({exc.__class__.__name__}: {exc})"),
                                 kind="endpoint_unreachable") from None
 
@@ -151,9 +167,9 @@ class GeminiBackend:
             raise self._map_api_error(exc) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RetryableError(f"unparseable response body: {exc.__class__.__name__}", kind="garbage_response") from None
-        except httpx.TimeoutException:
+        except TIMEOUT_ERRORS:
             raise RetryableError("request timed out", kind="timeout") from None
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind="connection") from None
         result = self._to_result(response, request)
         result.extra["latency_ms"] = (time.perf_counter() - started) * 1000

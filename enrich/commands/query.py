@@ -63,7 +63,7 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> 
 def main(args: argparse.Namespace) -> int:
     import duckdb
 
-    from enrich.cli import UsageError
+    from enrich.errors import UsageError
     from enrich.settings import load_settings
 
     settings = load_settings()

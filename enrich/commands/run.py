@@ -90,7 +90,7 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enrich.cli import UsageError
+    from enrich.errors import UsageError
     from enrich.settings import load_settings
 
     missing = [p for p in args.paths if not os.path.lexists(p)]

@@ -1,0 +1,525 @@
+"""Turn one image file into the bytes we upload: oriented, downscaled, re-encoded, metadata-free.
+
+- `read_image_meta(path)`: header-only (no pixel decode) size/EXIF facts, for cost estimates.
+- `prepare_image(path, max_side=...)`: decode (JPEG via DCT scaling / draft mode), apply the EXIF
+  orientation, downscale so the long side <= `max_side` (never upscale), convert to sRGB, composite
+  alpha on white and re-encode as JPEG q=85 with no EXIF/XMP/ICC/comments (unless the user opts in
+  to keeping EXIF with `keep_metadata=True`).
+
+Bad input raises `MediaError` with `kind`:
+`too_large` (over `max_pixels`, checked from the header before any decode), `truncated` (pixel data
+ends early or is corrupt), `corrupt` (not decodable as an image at all), `unsupported` (an image
+format we do not send), `empty` (0 bytes), `unreadable` (missing / permission denied).
+
+Both functions are plain top-level functions: picklable, safe in a ProcessPoolExecutor.
+Pillow's settings are left alone (LOAD_TRUNCATED_IMAGES stays False, MAX_IMAGE_PIXELS unchanged);
+importing this module registers the HEIF opener and silences DecompressionBombWarning, since our
+own `max_pixels` guard runs first.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pillow_heif
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+# Importing a plugin registers its opener; only these are needed (not Pillow's full plugin list).
+from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+
+from enrich.errors import MediaError
+
+try:  # Pillow >= 11.2 ships AVIF when built with libavif
+    from PIL import AvifImagePlugin  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+pillow_heif.register_heif_opener()
+
+__all__ = [
+    "ImageMeta",
+    "PreparedImage",
+    "RESOLUTION_MAX_SIDE",
+    "DEFAULT_MAX_PIXELS",
+    "JPEG_QUALITY",
+    "SUPPORTED_FORMATS",
+    "read_image_meta",
+    "prepare_image",
+]
+
+RESOLUTION_MAX_SIDE = {"low": 768, "medium": 1536, "high": 3072}
+DEFAULT_MAX_PIXELS = 120_000_000
+JPEG_QUALITY = 85
+
+# Pillow format names we accept. MPO is how Pillow opens camera JPEGs with an MP (multi-picture)
+# index; it decodes like JPEG. Opening with an explicit list also stops Pillow from guessing exotic
+# formats (TGA has no magic number and "matches" random bytes).
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "AVIF")
+_OPEN_FORMATS = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+_JPEG_FORMATS = ("JPEG", "MPO")
+
+# We enforce our own pixel limit before decoding; Pillow's warning between 89 and 178 MP is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# EXIF tags
+_ORIENTATION = 0x0112
+_MAKE = 0x010F
+_MODEL = 0x0110
+_DATETIME = 0x0132
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME_DIGITIZED = 0x9004
+_OFFSET_TIME = 0x9010
+_OFFSET_TIME_ORIGINAL = 0x9011
+_OFFSET_TIME_DIGITIZED = 0x9012
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+_SRGB_PROFILE = None  # built lazily, once per process
+
+
+@dataclass(frozen=True, slots=True)
+class ImageMeta:
+    width: int  # after EXIF orientation
+    height: int
+    taken_at: datetime | None  # EXIF DateTimeOriginal; tz-aware only when OffsetTimeOriginal is set
+    gps_lat: float | None  # decimal degrees, south negative
+    gps_lon: float | None  # decimal degrees, west negative
+    camera_make: str | None
+    camera_model: str | None
+    format: str  # JPEG/PNG/WEBP/GIF/HEIF/AVIF (MPO is reported as JPEG)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    mime: str  # always "image/jpeg"
+    data: bytes  # no EXIF/XMP/ICC/comments unless keep_metadata=True (then EXIF only)
+    width: int  # of the uploaded bytes
+    height: int
+    meta: ImageMeta
+
+
+# --------------------------------------------------------------------------------------------------
+# opening and guards
+
+
+def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
+    """Open lazily (header only), enforce the pixel limit; every failure is a MediaError."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise MediaError(f"file not found: {path}", kind="unreadable") from None
+    except OSError as exc:
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+    if size == 0:
+        raise MediaError("empty file (0 bytes)", kind="empty")
+    try:
+        img = Image.open(path, formats=_OPEN_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise _too_large_from_bomb(path, exc, max_pixels) from None
+    except UnidentifiedImageError:
+        raise _unidentified(path) from None
+    except PermissionError as exc:
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+    except IsADirectoryError:
+        raise MediaError("not a file: is a directory", kind="unreadable") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError) as exc:
+        raise MediaError(f"corrupt image header: {exc}", kind="corrupt") from None
+    try:
+        _check_pixels(img.size, max_pixels)
+    except MediaError:
+        img.close()
+        raise
+    return img
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise MediaError(f"image has an invalid size {w}x{h}", kind="corrupt")
+    if w * h > max_pixels:
+        raise MediaError(_too_large_message(w, h, max_pixels), kind="too_large")
+
+
+def _mp(pixels: int) -> str:
+    mp = pixels / 1_000_000
+    return f"{mp:.0f}" if mp >= 10 else f"{mp:.1f}".rstrip("0").rstrip(".")
+
+
+def _too_large_message(w: int, h: int, max_pixels: int) -> str:
+    return f"image is {w}x{h} ({_mp(w * h)} MP), over the {_mp(max_pixels)} MP limit"
+
+
+def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaError:
+    """Pillow refused the header itself (over 2x its own limit); say the size in plain words."""
+    dims = _header_dimensions(path)
+    if dims is not None:
+        return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind="too_large")
+    return MediaError(f"image is too large to decode safely ({exc})", kind="too_large")
+
+
+def _header_dimensions(path: str) -> tuple[int, int] | None:
+    """Width/height from a PNG/GIF/WebP/JPEG header without Pillow; used only for error messages."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        return None
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", head[6:10])
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            chunk = head[12:16]
+            if chunk == b"VP8X":
+                w = int.from_bytes(head[24:27], "little") + 1
+                h = int.from_bytes(head[27:30], "little") + 1
+                return w, h
+            if chunk == b"VP8L":
+                bits = int.from_bytes(head[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", head[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+        if head.startswith(b"\xff\xd8"):
+            i = 2
+            while i + 9 < len(head):
+                if head[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = head[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 1 if marker == 0xFF else 2
+                    continue
+                length = int.from_bytes(head[i + 2 : i + 4], "big")
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+                    return w, h
+                i += 2 + length
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _unidentified(path: str) -> MediaError:
+    """Why Pillow could not identify the file, in plain words."""
+    from tasks.sniff import describe_mime, sniff
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        head = b""
+    found = sniff(head, os.path.splitext(path)[1].lower())
+    if found is not None and found[0] == "image":
+        # The magic bytes say image, yet the decoder cannot read even the header.
+        return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind="corrupt")
+    if found is not None:
+        return MediaError(f"not an image: content is {describe_mime(found[1])}", kind="corrupt")
+    if head[:4] in (b"II*\x00", b"MM\x00*") or head[:2] == b"BM":
+        return MediaError(
+            "unsupported image format (TIFF/BMP); supported: JPEG, PNG, WebP, GIF, HEIC/HEIF, AVIF",
+            kind="unsupported",
+        )
+    return MediaError("not a recognised image (unknown or corrupt data)", kind="corrupt")
+
+
+# --------------------------------------------------------------------------------------------------
+# metadata
+
+
+def _format_name(img: Image.Image) -> str:
+    fmt = img.format or "UNKNOWN"
+    return "JPEG" if fmt == "MPO" else fmt
+
+
+def _clean_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _parse_exif_datetime(value: object, offset: object) -> datetime | None:
+    text = _clean_str(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            dt = datetime.strptime(text[:19], fmt)
+            break
+        except ValueError:
+            continue
+    else:
+        return None  # "0000:00:00 00:00:00" and other junk
+    off = _clean_str(offset)
+    if off and len(off) >= 6 and off[0] in "+-" and off[3] == ":":
+        try:
+            hours, minutes = int(off[1:3]), int(off[4:6])
+            delta = timedelta(hours=hours, minutes=minutes)
+            if delta < timedelta(hours=15):
+                dt = dt.replace(tzinfo=timezone(delta if off[0] == "+" else -delta))
+        except ValueError:
+            pass
+    return dt
+
+
+def _rational(value: object) -> float:
+    if isinstance(value, tuple) and len(value) == 2:  # raw (num, den)
+        num, den = value
+        return float(num) / float(den)
+    return float(value)  # IFDRational, int, float
+
+
+def _gps_coord(value: object, ref: object, negative_ref: str, limit: float) -> float | None:
+    try:
+        if isinstance(value, (tuple, list)):
+            parts = [_rational(v) for v in value]
+        else:
+            parts = [_rational(value)]
+        parts += [0.0] * (3 - len(parts))
+        deg = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if deg != deg or deg < 0 or deg > limit:  # NaN from a 0/0 rational, or nonsense
+        return None
+    ref_text = _clean_str(ref) or ""
+    if ref_text.upper().startswith(negative_ref):
+        deg = -deg
+    return round(deg, 7)
+
+
+def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
+    """ImageMeta and the EXIF orientation (1 when absent), from an opened (not loaded) image."""
+    try:
+        exif = img.getexif()
+    except Exception:  # broken EXIF must not make a good image unusable
+        exif = Image.Exif()
+    try:
+        orientation = int(exif.get(_ORIENTATION, 1) or 1)
+    except (TypeError, ValueError):
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
+
+    def ifd(tag: int) -> dict:
+        try:
+            return dict(exif.get_ifd(tag))
+        except Exception:
+            return {}
+
+    exif_ifd = ifd(_EXIF_IFD)
+    gps = ifd(_GPS_IFD)
+
+    taken_at = None
+    for tag, off_tag, source in (
+        (_DATETIME_ORIGINAL, _OFFSET_TIME_ORIGINAL, exif_ifd),
+        (_DATETIME_DIGITIZED, _OFFSET_TIME_DIGITIZED, exif_ifd),
+        (_DATETIME, _OFFSET_TIME, None),
+    ):
+        if source is None:
+            taken_at = _parse_exif_datetime(exif.get(tag), exif_ifd.get(off_tag))
+        else:
+            taken_at = _parse_exif_datetime(source.get(tag), source.get(off_tag))
+        if taken_at is not None:
+            break
+
+    lat = _gps_coord(gps.get(2), gps.get(1), "S", 90.0) if 2 in gps else None
+    lon = _gps_coord(gps.get(4), gps.get(3), "W", 180.0) if 4 in gps else None
+    if lat is None or lon is None:
+        lat = lon = None
+
+    w, h = img.size
+    if orientation >= 5:
+        w, h = h, w
+    meta = ImageMeta(
+        width=w,
+        height=h,
+        taken_at=taken_at,
+        gps_lat=lat,
+        gps_lon=lon,
+        camera_make=_clean_str(exif.get(_MAKE)),
+        camera_model=_clean_str(exif.get(_MODEL)),
+        format=_format_name(img),
+    )
+    return meta, orientation
+
+
+def read_image_meta(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageMeta:
+    """Size (after EXIF orientation) and EXIF facts from the header only; no pixel decoding.
+
+    Raises MediaError (`too_large`, `corrupt`, `unsupported`, `empty`, `unreadable`).
+    """
+    img = _open(path, max_pixels)
+    try:
+        return _meta_from(img)[0]
+    finally:
+        img.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# pixels
+
+
+def _target_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    long_side = max(w, h)
+    if long_side <= max_side:
+        return w, h
+    scale = max_side / long_side
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """Convert pixels from an embedded ICC profile to sRGB (we then drop the profile)."""
+    global _SRGB_PROFILE
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return img
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = (ImageCms.getProfileDescription(src) or "").strip().lower()
+        if desc.startswith("srgb") or desc.startswith("s-rgb"):
+            return img
+        if img.mode in ("L", "LA"):
+            return img  # gray profiles: nothing useful to do
+        if _SRGB_PROFILE is None:
+            _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(
+            img, src, _SRGB_PROFILE, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=out_mode
+        )
+    except Exception:
+        return img  # a broken profile: keep the pixels as they are
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit gray (16-bit PNGs) to 8-bit "L", scaled; Pillow's own convert clips to white."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return img.convert("I").point(lambda v: v / 257).convert("L")
+    if mode in ("I", "F"):
+        lo, hi = img.getextrema()
+        divisor = 257.0 if hi > 255 else 1.0
+        return img.point(lambda v: v / divisor).convert("L") if mode == "I" else img.convert("L")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB pixels; transparency composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    elif mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def _reopen_error(exc: Exception) -> MediaError:
+    text = str(exc) or exc.__class__.__name__
+    return MediaError(f"truncated or corrupt image data: {text}", kind="truncated")
+
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError)
+
+
+def prepare_image(
+    path: str | os.PathLike[str],
+    *,
+    max_side: int = RESOLUTION_MAX_SIDE["low"],
+    keep_metadata: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> PreparedImage:
+    """Decode, orient, downscale (long side <= `max_side`), re-encode as metadata-free JPEG q=85.
+
+    JPEGs are decoded with DCT scaling (draft mode) straight to about the target size, which is
+    what makes a 12 MP photo cheap. Raises MediaError (see module docstring for kinds).
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    img = _open(path, max_pixels)
+    try:
+        meta, orientation = _meta_from(img)
+        exif_bytes = _exif_to_keep(img) if keep_metadata else None
+        icc = img.info.get("icc_profile")
+        stored_w, stored_h = img.size
+        # The target box in stored (pre-orientation) coordinates: the long side is the same either way.
+        target = _target_size(stored_w, stored_h, max_side)
+        try:
+            if target != (stored_w, stored_h):
+                if img.format in _JPEG_FORMATS:
+                    img.draft("RGB", target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
+                elif img.format == "HEIF":
+                    img.draft(None, target)  # may pick an embedded thumbnail that is big enough
+            img.load()
+        except Image.DecompressionBombError:
+            raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
+        except _DECODE_ERRORS as exc:
+            raise _reopen_error(exc) from None
+        work: Image.Image = img
+        try:
+            work = _to_8bit(work)
+            if work.size != target and (work.size[0] > target[0] or work.size[1] > target[1]):
+                # `reducing_gap=2` box-reduces by an integer factor first (cheap), then LANCZOS for the
+                # rest; Pillow's own thumbnail default, visually the same as a plain LANCZOS.
+                if work.mode in ("P", "1"):
+                    work = work.convert("RGBA" if "transparency" in work.info else "RGB")
+                work = work.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
+            work = _to_srgb(work, icc)
+            work = _to_rgb(work)
+            if orientation in _TRANSPOSE:
+                work = work.transpose(_TRANSPOSE[orientation])
+        except _DECODE_ERRORS as exc:
+            raise _reopen_error(exc) from None
+        data = _encode_jpeg(work, exif_bytes)
+        return PreparedImage(mime="image/jpeg", data=data, width=work.size[0], height=work.size[1], meta=meta)
+    finally:
+        img.close()
+
+
+def _exif_to_keep(img: Image.Image) -> bytes | None:
+    """EXIF for users who opted in to keeping metadata; orientation reset since pixels are upright."""
+    try:
+        exif = img.getexif()
+        if not exif:
+            return None
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1
+        return exif.tobytes()
+    except Exception:
+        return None
+
+
+def _encode_jpeg(img: Image.Image, exif: bytes | None) -> bytes:
+    # Pillow copies `comment` (and may copy other entries) from `info` when saving: start clean.
+    img.info = {}
+    buf = io.BytesIO()
+    params: dict = {"quality": JPEG_QUALITY, "optimize": False}
+    if exif:
+        params["exif"] = exif
+    img.save(buf, format="JPEG", **params)
+    return buf.getvalue()
