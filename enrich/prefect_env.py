@@ -33,3 +33,6 @@ def configure_prefect_env(env: dict[str, str] | None = None) -> None:
         )
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # Prefect creates its home without parents and then fails to open its database ("unable to open
+    # database file") after spinning until the start-up timeout: create it here.
+    Path(env["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)

@@ -48,3 +48,13 @@ def test_bad_values_are_config_errors(tmp_path):
 def test_overrides_ignore_flags_not_given(tmp_path):
     s = load_settings({"ENRICH_HOME": str(tmp_path)})
     assert s.with_overrides(model=None, concurrency=4).model == s.model
+
+
+def test_prefect_home_is_created_under_enrich_home(tmp_path):
+    from enrich.prefect_env import configure_prefect_env
+
+    env = {"ENRICH_HOME": str(tmp_path / "fresh" / "home")}
+    configure_prefect_env(env)
+    assert env["PREFECT_HOME"] == str(tmp_path / "fresh" / "home" / "prefect")
+    assert (tmp_path / "fresh" / "home" / "prefect").is_dir()  # Prefect cannot make parents itself
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"

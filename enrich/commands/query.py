@@ -48,6 +48,8 @@ def run_query(warehouse: str, sql: str) -> tuple[list[str], list[tuple]]:
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
     def cell(v: Any) -> str:
+        if isinstance(v, Decimal):
+            v = f"{v.normalize():f}"  # 0.002263, not 0.002263000000 or 0E-12
         s = "" if v is None else str(v)
         return s if len(s) <= max_width else s[: max_width - 1] + "…"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from decimal import Decimal
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def start_emulator():
     url = emu.start()
     os.environ["GOOGLE_GEMINI_BASE_URL"] = url
     os.environ["GOOGLE_API_KEY"] = "emulator"
-    os.environ["GEMINI_API_KEY"] = "emulator"
+    os.environ.pop("GEMINI_API_KEY", None)  # the SDK warns when both are set
     return emu, url
 
 
@@ -86,7 +87,21 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
                    sum(output_tokens + thinking_tokens) AS output_tokens, sum(cost_usd) AS cost_usd
             FROM results WHERE run_id = '{run_id}' GROUP BY status ORDER BY items DESC""",
     )
-    return format_table(columns, rows)
+    table = format_table(columns, rows)
+    columns, errors = run_query(
+        warehouse,
+        f"""SELECT path, status, error FROM results WHERE run_id = '{run_id}'
+            AND status NOT IN ('ok', 'skipped') ORDER BY path LIMIT {MAX_ERRORS_SHOWN + 1}""",
+    )
+    if errors:
+        lines = [f"  {status:<12} {path}: {error}" for path, status, error in errors[:MAX_ERRORS_SHOWN]]
+        if len(errors) > MAX_ERRORS_SHOWN:
+            lines.append(f"  ... (enrich query \"SELECT path, error FROM items WHERE status <> 'ok'\")")
+        table += "\nnot described:\n" + "\n".join(lines)
+    return table
+
+
+MAX_ERRORS_SHOWN = 20
 
 
 def main(args: argparse.Namespace) -> int:
@@ -118,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"run {summary['run_id']}: {summary['status']}, {summary['items']} items, "
-              f"spent ${summary['spent_usd']} ({summary['model']})")
+              f"spent ${Decimal(summary['spent_usd']).normalize():f} ({summary['model']})")
         print(run_summary_table(summary["warehouse"], summary["run_id"]))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
         if summary.get("fatal"):
