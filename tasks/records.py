@@ -110,7 +110,7 @@ def result_row(file: DiscoveredFile, run: RunInfo, result: DescribeResult, *, co
         cost_usd=cost,
         started_at=started_at,
         finished_at=finished,
-        latency_ms=result.extra.get("latency_ms"),
+        latency_ms=result.extra.get("latency_ms", result.extra.get("wall_ms")),
         raw_text=result.raw_text,
         tokens_per_second=result.extra.get("tokens_per_second"),
         peak_memory_mb=result.extra.get("peak_memory_mb"),
