@@ -28,7 +28,6 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel

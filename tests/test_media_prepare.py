@@ -6,7 +6,6 @@ import gc
 import wave
 from pathlib import Path
 
-import pytest
 
 from enrich.errors import MediaError
 from tasks.discover import discover

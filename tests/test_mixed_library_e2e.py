@@ -151,3 +151,26 @@ def test_header_estimate_matches_billed_input_tokens_per_file(mixed_run):
         predicted_total += predicted
         billed_total += billed
     assert abs(predicted_total - billed_total) <= 0.02 * billed_total
+
+
+def test_over_long_audio_is_refused_with_its_duration_or_trimmed_on_request(tmp_path, gemini, enrich_home):
+    from flows.enrich_flow import enrich_flow
+    from tests.media_factory import make_mp3, make_wav
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_wav(lib / "long.wav", 70)
+    make_mp3(lib / "long.mp3", 70)
+    enrich_flow([str(lib)], {"max_audio_seconds": 60})
+    refused = connect(enrich_home / "warehouse").execute(
+        "SELECT status, error_kind, duration_s, error FROM items ORDER BY path").fetchall()
+    assert [r[:2] for r in refused] == [("error", "too_long")] * 2
+    assert refused[1][2] == 70.0 and "70 s" in refused[1][3]
+    assert gemini.stats()["requests"] == 0
+
+    enrich_flow([str(lib)], {"max_audio_seconds": 60, "trim_long_media": True, "warehouse": str(tmp_path / "wh2")})
+    rows = {Path(r[0]).name: r[1:] for r in connect(tmp_path / "wh2").execute(
+        "SELECT path, status, error_kind, trimmed, duration_s, input_audio_tokens FROM items").fetchall()}
+    assert rows["long.wav"] == ("ok", None, True, 70.0, 60 * 32)
+    assert rows["long.mp3"][:2] == ("error", "too_long")
+    assert gemini.stats()["tokens_by_modality"]["AUDIO"] == 60 * 32
