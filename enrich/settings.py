@@ -58,6 +58,15 @@ class Settings:
     resolution_max_side: dict[str, int] = field(default_factory=lambda: {"low": 768, "medium": 1536, "high": 3072})
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
+    # audio, video, documents ([media] in config/enrich.toml)
+    max_inline_bytes: int = 20 * 1024 * 1024  # media above this goes through the Files API
+    max_audio_seconds: float = 3600.0
+    max_video_seconds: float = 600.0
+    max_pdf_pages: int = 100
+    max_text_chars: int = 400_000
+    trim_long_media: bool = False  # over-long WAV audio and text are cut to the limit instead of refused
+    pdf_timeout_s: float = 10.0  # reading a PDF's page tree; pathological files give up after this
+    file_active_timeout_s: float = 600.0  # waiting for an uploaded file to become ACTIVE
 
     @property
     def max_side(self) -> int:
@@ -93,6 +102,11 @@ class Settings:
             raise ConfigError("max_attempts must be at least 1")
         if self.budget_usd is not None and self.budget_usd < 0:
             raise ConfigError("budget must not be negative")
+        if self.max_inline_bytes < 0:
+            raise ConfigError("max_inline_bytes must not be negative")
+        if min(self.max_audio_seconds, self.max_video_seconds, self.max_pdf_pages, self.max_text_chars) <= 0:
+            raise ConfigError("media limits (max_audio_seconds, max_video_seconds, max_pdf_pages, max_text_chars) "
+                              "must be positive")
 
 
 def _env_bool(value: str) -> bool:
@@ -105,6 +119,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     config_dir = Path(env.get("ENRICH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).expanduser().resolve()
     cfg = _load_toml(config_dir / "enrich.toml")
     run = cfg.get("run", {})
+    media = cfg.get("media", {})
     gemini = cfg.get("gemini", {})
     prompts = {kind: entry["prompt"] for kind, entry in _load_toml(config_dir / "prompts.toml").items()}
     rate_limits = {
@@ -118,6 +133,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             except ValueError:
                 raise ConfigError(f"{env_name}={env[env_name]!r} is not valid") from None
         return cast(run[key]) if key in run else default
+
+    def pick_media(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
+        if env.get(env_name):
+            try:
+                return cast(env[env_name])
+            except ValueError:
+                raise ConfigError(f"{env_name}={env[env_name]!r} is not valid") from None
+        return cast(media[key]) if key in media else default
+
+    as_bool = lambda v: v if isinstance(v, bool) else _env_bool(v)  # noqa: E731
 
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
     key = env.get("GOOGLE_API_KEY") or env.get("GEMINI_API_KEY")
@@ -144,6 +169,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         or {"low": 768, "medium": 1536, "high": 3072},
         rate_limits=rate_limits,
         prompts=prompts,
+        max_inline_bytes=pick_media("ENRICH_MAX_INLINE_BYTES", "max_inline_bytes", 20 * 1024 * 1024, int),
+        max_audio_seconds=pick_media("ENRICH_MAX_AUDIO_SECONDS", "max_audio_seconds", 3600.0, float),
+        max_video_seconds=pick_media("ENRICH_MAX_VIDEO_SECONDS", "max_video_seconds", 600.0, float),
+        max_pdf_pages=pick_media("ENRICH_MAX_PDF_PAGES", "max_pdf_pages", 100, int),
+        max_text_chars=pick_media("ENRICH_MAX_TEXT_CHARS", "max_text_chars", 400_000, int),
+        trim_long_media=pick_media("ENRICH_TRIM_LONG_MEDIA", "trim_long_media", False, as_bool),
+        pdf_timeout_s=pick_media("ENRICH_PDF_TIMEOUT_S", "pdf_timeout_s", 10.0, float),
+        file_active_timeout_s=pick_media("ENRICH_FILE_ACTIVE_TIMEOUT_S", "file_active_timeout_s", 600.0, float),
     )
     settings.validate()
     return settings

@@ -73,13 +73,28 @@ def image_tokens(model: str, width: int, height: int, resolution: str = "low") -
     return math.ceil(width / rules.tile) * math.ceil(height / rules.tile) * rules.tile_tokens
 
 
+def whole_seconds(seconds: float) -> int:
+    """Media is billed per started second; a header's 10.000000001 s is 10 s, not 11."""
+    return max(0, math.ceil(seconds - 1e-9))
+
+
 def audio_tokens(model: str, seconds: float) -> int:
-    return math.ceil(seconds) * FAMILIES[family_of(model)].audio_per_s
+    return whole_seconds(seconds) * FAMILIES[family_of(model)].audio_per_s
 
 
 def video_tokens(model: str, seconds: float, resolution: str = "low") -> int:
     per_s = (FAMILIES[family_of(model)].video_per_s_by_resolution or {}).get(resolution, 300)
-    return math.ceil(seconds) * per_s
+    return whole_seconds(seconds) * per_s
+
+
+def video_audio_tokens(model: str, seconds: float) -> int:
+    """The soundtrack's share of a video's tokens (32/s), which a provider may bill at the audio rate."""
+    return audio_tokens(model, seconds)
+
+
+def text_chars_tokens(chars: int) -> int:
+    """Tokens of `chars` characters of text (a text document sent as a text part)."""
+    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
 
 
 def pdf_tokens(model: str, pages: int, resolution: str = "low") -> int:

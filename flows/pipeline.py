@@ -133,8 +133,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         describer=describer,
         warehouse=Warehouse(settings.warehouse),
         prepare_pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare"),
-        prepare_options=PrepareOptions(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
-                                       max_pixels=settings.max_image_pixels),
+        prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),
     )
     ctx.warehouse.clean_tmp()
@@ -177,7 +176,7 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
         if isinstance(res, PreparedItem):
             ready.append((i, res))
         else:
-            rows[i] = status_row(files[i], ctx.info, "error", res.kind, str(res))
+            rows[i] = status_row(files[i], ctx.info, "error", res.kind, str(res), getattr(res, "meta", None))
     if ready:
         described = ctx.describer.describe_batch([item for _, item in ready])
         for (i, _), row in zip(ready, described):

@@ -3,7 +3,8 @@
     python samples/make_samples.py
 
 Small synthetic photos of every supported format (with EXIF GPS and camera data, so the demo shows the
-metadata being extracted locally and stripped before upload), plus two bad files to show per-item errors.
+metadata being extracted locally and stripped before upload), a voice memo, PDFs, a note and a short video,
+plus bad files (a cut-off JPEG, text named .png, a password-protected PDF) to show per-item errors.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.media_factory import (  # noqa: E402
-    make_gif, make_heic, make_jpeg, make_png, make_truncated_jpeg, make_webp,
+    make_encrypted_pdf, make_gif, make_heic, make_jpeg, make_mp4, make_pdf, make_png, make_text,
+    make_truncated_jpeg, make_wav, make_webp,
 )
 
 LIBRARY = Path(__file__).resolve().parent / "library"
@@ -33,6 +35,14 @@ def main() -> None:
     make_gif(LIBRARY / "screens" / "loading.gif")
     make_truncated_jpeg(LIBRARY / "2025-summer" / "cut-off-download.jpg")
     (LIBRARY / "screens" / "not-an-image.png").write_text("this file is text, named like a PNG\n" * 5)
+    # beyond photos: a voice memo, PDFs (one locked), a note and a (header-only) video clip
+    (LIBRARY / "voice-memos").mkdir()
+    (LIBRARY / "papers").mkdir()
+    make_wav(LIBRARY / "voice-memos" / "memo.wav", 3)
+    make_pdf(LIBRARY / "papers" / "letter.pdf", 2, title="A letter")
+    make_encrypted_pdf(LIBRARY / "papers" / "bank-statement-locked.pdf")
+    make_text(LIBRARY / "papers" / "shopping.md", "# Shopping\n\n- bread\n- olives\n- sun cream\n")
+    make_mp4(LIBRARY / "2025-summer" / "waves.mp4", 6)
     (LIBRARY / "README.txt").write_text("A tiny sample library for `./run-demo`. Regenerate: python samples/make_samples.py\n")
     for p in sorted(LIBRARY.rglob("*")):
         if p.is_file():

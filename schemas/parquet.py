@@ -56,6 +56,18 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("visible_text", pa.string()),
     pa.field("people_count", pa.int32()),
     pa.field("setting", pa.string()),
+    # audio, document and video descriptions (AudioDescription, DocumentDescription, VideoDescription);
+    # visible_text above is shared with video
+    pa.field("summary", pa.string()),
+    pa.field("transcript", pa.string()),
+    pa.field("language", pa.string()),
+    pa.field("speakers_count", pa.int32()),
+    pa.field("sounds", pa.list_(pa.string())),
+    pa.field("title", pa.string()),
+    pa.field("document_type", pa.string()),
+    pa.field("entities", pa.list_(pa.string())),
+    pa.field("dates", pa.list_(pa.string())),
+    pa.field("scenes", pa.list_(pa.string())),
     # extracted locally, for free
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
@@ -64,6 +76,14 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("gps_lon", pa.float64()),
     pa.field("camera_make", pa.string()),
     pa.field("camera_model", pa.string()),
+    # read from audio, video and document headers (tasks/media_info.py)
+    pa.field("duration_s", pa.float64()),  # of the file; with `trimmed`, only the first max_audio_seconds were sent
+    pa.field("page_count", pa.int32()),
+    pa.field("char_count", pa.int64()),
+    pa.field("media_format", pa.string()),  # pcm, mp3, flac, opus, aac, mp4, quicktime, webm, pdf, text
+    pa.field("sample_rate", pa.int32()),
+    pa.field("channels", pa.int32()),
+    pa.field("trimmed", pa.bool_()),
     # local engines and invalid output
     pa.field("raw_text", pa.string()),
     pa.field("tokens_per_second", pa.float64()),

@@ -26,7 +26,7 @@ from enrich.budget import Budget
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.limiter import RateLimiter
 from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
-from enrich.tokens import audio_tokens, image_tokens, prompt_tokens
+from tasks.media_info import input_tokens_for
 from tasks.prepare import PreparedItem
 from tasks.records import RunInfo, now_utc, result_row, status_row
 
@@ -54,18 +54,7 @@ class DescribeOptions:
 def estimated_input_tokens(item: PreparedItem, model: str, prompt: str, schema: type[BaseModel],
                            resolution: str) -> tuple[int, int]:
     """(input tokens, of which audio) by the documented rules, for the reservation."""
-    hint = item.media_tokens_hint
-    total = prompt_tokens(prompt, schema)
-    audio = 0
-    kind = hint.get("kind")
-    if kind == "image":
-        total += image_tokens(model, hint["width"], hint["height"], resolution)
-    elif kind == "audio":
-        audio = audio_tokens(model, hint.get("seconds", 0))
-        total += audio
-    elif "tokens" in hint:
-        total += int(hint["tokens"])
-    return total, audio
+    return input_tokens_for(item.media_tokens_hint, model, resolution, prompt, schema)
 
 
 class Describer:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
 from tasks.discover import DiscoveredFile
+from tasks.media_info import MediaLimits
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,12 @@ class PrepareOptions:
     max_side: int = 768
     keep_metadata: bool = False
     max_pixels: int = 120_000_000
+    limits: MediaLimits = MediaLimits()  # audio, video and documents
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "PrepareOptions":
+        return cls(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
+                   max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings))
 
 
 @dataclass
@@ -50,9 +57,31 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     )
 
 
-# kind -> preparer. Adding a kind means adding one entry here and a schema in schemas/descriptions.py.
+def _prepare_audio(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
+    from tasks.prepare_media import prepare_audio
+
+    return prepare_audio(file, options)
+
+
+def _prepare_video(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
+    from tasks.prepare_media import prepare_video
+
+    return prepare_video(file, options)
+
+
+def _prepare_document(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
+    from tasks.prepare_media import prepare_document
+
+    return prepare_document(file, options)
+
+
+# kind -> preparer. Adding a kind means adding one entry here, a schema in schemas/descriptions.py and a
+# prompt in config/prompts.toml.
 PREPARERS: dict[str, Callable[[DiscoveredFile, PrepareOptions], PreparedItem]] = {
     "image": _prepare_image,
+    "audio": _prepare_audio,
+    "video": _prepare_video,
+    "document": _prepare_document,
 }
 
 

@@ -479,3 +479,268 @@ def make_photo_library(directory: str | os.PathLike[str]) -> dict[str, str]:
     expected["loop/inside.jpg"] = "ok"
     expected["loop/self"] = "symlink_loop"
     return expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Audio, video and documents. No encoder is installed, so the compressed formats are hand-built: valid
+# containers whose headers state the duration (what enrich and the emulator read), with silent payloads.
+
+__all__ += [
+    "make_wav", "make_mp3", "make_flac", "make_ogg_opus", "make_m4a", "make_mp4", "make_webm",
+    "make_pdf", "make_encrypted_pdf", "make_truncated_pdf", "make_text", "make_mixed_library",
+]
+
+
+def make_wav(path: str | os.PathLike[str], seconds: float, *, rate: int = 8000, sampwidth: int = 1,
+             channels: int = 1, tone_hz: float | None = 440.0) -> Path:
+    """A PCM WAV (stdlib `wave`): a short tone, then silence. 8 kHz mono 8-bit by default: 8 KB a second."""
+    import math
+    import wave
+
+    path = Path(path)
+    frames = int(round(seconds * rate))
+    silence = (b"\x80" if sampwidth == 1 else b"\x00" * sampwidth) * channels
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(sampwidth)
+        w.setframerate(rate)
+        tone = min(frames, rate // 4) if tone_hz else 0
+        if tone:
+            out = bytearray()
+            for i in range(tone):
+                v = math.sin(2 * math.pi * tone_hz * i / rate)
+                sample = (int(128 + 60 * v).to_bytes(1, "little") if sampwidth == 1
+                          else int(12000 * v).to_bytes(sampwidth, "little", signed=True))
+                out += sample * channels
+            w.writeframes(bytes(out))
+        left = frames - tone
+        block = silence * 65536
+        while left > 0:
+            n = min(left, 65536)
+            w.writeframes(block[: n * len(silence)])
+            left -= n
+    return path
+
+
+# MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, no CRC: 417-byte frames of 1152 samples
+_MP3_HEADER = b"\xff\xfb\x90\xc4"
+_MP3_FRAME = _MP3_HEADER + bytes(417 - 4)  # zero side info: a silent, decodable frame
+MP3_FRAME_SECONDS = 1152 / 44100
+
+
+def make_mp3(path: str | os.PathLike[str], seconds: float, *, id3: bool = True) -> Path:
+    """Silent MPEG-1 Layer III frames (no encoder needed), with an ID3v2.4 title tag by default."""
+    path = Path(path)
+    frames = max(1, round(seconds / MP3_FRAME_SECONDS))
+    data = b""
+    if id3:
+        title = b"\x03test recording"  # encoding byte (UTF-8) + text
+        frame = b"TIT2" + len(title).to_bytes(4, "big") + b"\x00\x00" + title
+        data = b"ID3\x04\x00\x00" + bytes(_syncsafe(len(frame))) + frame
+    path.write_bytes(data + _MP3_FRAME * frames)
+    return path
+
+
+def _syncsafe(n: int) -> list[int]:
+    return [(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F]
+
+
+def make_flac(path: str | os.PathLike[str], seconds: float, *, rate: int = 44100, channels: int = 2) -> Path:
+    """A FLAC stream header (STREAMINFO with the total sample count) and no audio frames."""
+    path = Path(path)
+    total = int(round(seconds * rate))
+    bits = (4096 << 64) | (4096 << 48)  # min/max block size (16 bits each), min/max frame size 0 (24 each)
+    tail = (rate << 44) | ((channels - 1) << 41) | (15 << 36) | total  # rate 20, ch 3, bps-1 5, samples 36
+    info = bits.to_bytes(10, "big") + tail.to_bytes(8, "big") + bytes(16)
+    path.write_bytes(b"fLaC" + bytes([0x80, 0, 0, len(info)]) + info)
+    return path
+
+
+def make_ogg_opus(path: str | os.PathLike[str], seconds: float, *, pre_skip: int = 312) -> Path:
+    """Ogg Opus: OpusHead, OpusTags and one page of silent packets whose granule position ends the stream."""
+    from mutagen.ogg import OggPage
+
+    path = Path(path)
+    head = b"OpusHead" + struct.pack("<BBHIhB", 1, 1, pre_skip, 48000, 0, 0)
+    vendor = b"enrich-tests"
+    tags = b"OpusTags" + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", 0)
+    pages = []
+    for seq, (packets, position) in enumerate(
+            [([head], 0), ([tags], 0), ([b"\xf8\xff\xfe"] * 8, pre_skip + int(round(seconds * 48000)))]):
+        page = OggPage()
+        page.serial = 0x454E5249
+        page.sequence = seq
+        page.position = position
+        page.packets = packets
+        page.first = seq == 0
+        page.last = seq == 2
+        pages.append(page.write())
+    path.write_bytes(b"".join(pages))
+    return path
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def _mp4(seconds: float, handler: bytes, major: bytes, compatible: bytes, timescale: int = 1000) -> bytes:
+    duration = int(round(seconds * timescale))
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd = _box(b"mvhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, duration) + struct.pack(">IH", 0x10000, 0x100)
+                + bytes(10) + matrix + bytes(24) + struct.pack(">I", 2))
+    tkhd = _box(b"tkhd", b"\x00\x00\x00\x03" + struct.pack(">IIII", 0, 0, 1, 0) + struct.pack(">I", duration)
+                + bytes(8) + struct.pack(">hhhH", 0, 0, 0, 0) + matrix + struct.pack(">II", 320 << 16, 240 << 16))
+    mdhd = _box(b"mdhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, duration) + struct.pack(">HH", 0x55C4, 0))
+    hdlr = _box(b"hdlr", bytes(4) + bytes(4) + handler + bytes(12) + b"enrich\x00")
+    trak = _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr))
+    ftyp = _box(b"ftyp", major + struct.pack(">I", 0x200) + compatible)
+    return ftyp + _box(b"moov", mvhd + trak) + _box(b"mdat", bytes(64))
+
+
+def make_mp4(path: str | os.PathLike[str], seconds: float, *, quicktime: bool = False) -> Path:
+    """A minimal MP4 (or QuickTime .mov) whose header (mvhd, one video track) states `seconds`; no frames."""
+    path = Path(path)
+    if quicktime:
+        path.write_bytes(_mp4(seconds, b"vide", b"qt  ", b"qt  "))
+    else:
+        path.write_bytes(_mp4(seconds, b"vide", b"isom", b"isomiso2mp41"))
+    return path
+
+
+def make_m4a(path: str | os.PathLike[str], seconds: float) -> Path:
+    """A minimal M4A: one sound track whose media header (mdhd) states `seconds`."""
+    path = Path(path)
+    path.write_bytes(_mp4(seconds, b"soun", b"M4A ", b"M4A mp42isom", timescale=44100))
+    return path
+
+
+def _ebml(ident: bytes, payload: bytes) -> bytes:
+    return ident + (b"\x01" + len(payload).to_bytes(7, "big")) + payload
+
+
+def make_webm(path: str | os.PathLike[str], seconds: float | None, *, timecode_scale: int = 1_000_000) -> Path:
+    """A WebM (EBML header, Segment > Info with TimecodeScale and Duration, an empty Cluster).
+    `seconds=None` leaves Duration out, like a live browser recording."""
+    path = Path(path)
+    header = _ebml(b"\x1a\x45\xdf\xa3", _ebml(b"\x42\x86", b"\x01") + _ebml(b"\x42\x82", b"webm"))
+    info = _ebml(b"\x2a\xd7\xb1", timecode_scale.to_bytes(3, "big"))
+    if seconds is not None:
+        info += _ebml(b"\x44\x89", struct.pack(">d", seconds * 1e9 / timecode_scale))
+    info += _ebml(b"\x4d\x80", b"enrich-tests")
+    segment = _ebml(b"\x15\x49\xa9\x66", info) + _ebml(b"\x1f\x43\xb6\x75", _ebml(b"\xe7", b"\x00"))
+    path.write_bytes(header + b"\x18\x53\x80\x67\x01\xff\xff\xff\xff\xff\xff\xff" + segment)  # unknown size
+    return path
+
+
+def make_pdf(path: str | os.PathLike[str], pages: int = 1, *, title: str | None = "Test document") -> Path:
+    """A PDF of `pages` blank US-letter pages (pypdf)."""
+    from pypdf import PdfWriter
+
+    path = Path(path)
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=612, height=792)
+    if title:
+        writer.add_metadata({"/Title": title})
+    with open(path, "wb") as fh:
+        writer.write(fh)
+    return path
+
+
+def make_encrypted_pdf(path: str | os.PathLike[str], pages: int = 2, *, password: str = "secret") -> Path:
+    """A PDF that needs a user password to open (RC4-128, so no crypto library is needed)."""
+    from pypdf import PdfWriter
+
+    path = Path(path)
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=612, height=792)
+    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="RC4-128")
+    with open(path, "wb") as fh:
+        writer.write(fh)
+    return path
+
+
+def make_truncated_pdf(path: str | os.PathLike[str], pages: int = 3, keep: float = 0.6) -> Path:
+    """A valid PDF cut part-way (an interrupted download): no xref table, no %%EOF."""
+    path = Path(path)
+    make_pdf(path, pages)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def make_text(path: str | os.PathLike[str], text: str | None = None, *, chars: int | None = None) -> Path:
+    """A UTF-8 text file; `chars` repeats a sentence up to that many characters."""
+    path = Path(path)
+    if text is None:
+        sentence = "Meeting notes, 14 July 2023: Alice and Bob planned the harbour trip to Marseille. "
+        text = (sentence * (1 + (chars or 400) // len(sentence)))[: chars or 400]
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_mixed_library(directory: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
+    """Photos, WAVs of 1 s to 10 min, an MP3, PDFs of 1-12 pages, an encrypted and a truncated PDF, text and
+    Markdown, a short MP4 and WebM. Returns {relative path: (kind, outcome)}: outcome "ok" or an error_kind.
+    About 5.2 MB in all (8 kHz 8-bit mono WAVs)."""
+    root = Path(directory)
+    for sub in ("photos", "audio", "docs", "video"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    expected: dict[str, tuple[str, str]] = {}
+
+    def add(rel: str, kind: str, outcome: str = "ok") -> None:
+        expected[rel] = (kind, outcome)
+
+    make_jpeg(root / "photos" / "beach.jpg")
+    add("photos/beach.jpg", "image")
+    make_png(root / "photos" / "screenshot.png", color=(240, 240, 240))
+    add("photos/screenshot.png", "image")
+    for name, seconds in (("memo-1s.wav", 1), ("call-30s.wav", 30), ("lecture-10min.wav", 600)):
+        make_wav(root / "audio" / name, seconds)
+        add(f"audio/{name}", "audio")
+    make_mp3(root / "audio" / "song.mp3", 12)
+    add("audio/song.mp3", "audio")
+    for name, pages in (("letter-1p.pdf", 1), ("form-3p.pdf", 3), ("report-12p.pdf", 12)):
+        make_pdf(root / "docs" / name, pages)
+        add(f"docs/{name}", "document")
+    make_encrypted_pdf(root / "docs" / "locked.pdf")
+    add("docs/locked.pdf", "document", "encrypted")
+    make_truncated_pdf(root / "docs" / "cut-download.pdf")
+    add("docs/cut-download.pdf", "document", "truncated")
+    make_text(root / "docs" / "notes.txt", chars=1500)
+    add("docs/notes.txt", "document")
+    make_text(root / "docs" / "todo.md", "# To do\n\n- book the ferry\n- call the plumber\n")
+    add("docs/todo.md", "document")
+    make_mp4(root / "video" / "clip.mp4", 7.5)
+    add("video/clip.mp4", "video")
+    make_webm(root / "video" / "screen.webm", 4.2)
+    add("video/screen.webm", "video")
+    return expected
+
+
+def make_raw_pdf(path: str | os.PathLike[str], objects: list[bytes]) -> Path:
+    """A PDF built from raw object bodies (object 1 is the root), with a correct xref table: for the
+    malformed-but-well-framed cases (page trees that loop, no pages, no root)."""
+    path = Path(path)
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(out)
+    return path
+
+
+def make_cyclic_pdf(path: str | os.PathLike[str]) -> Path:
+    """A PDF whose page tree points back at itself (a naive reader loops forever)."""
+    return make_raw_pdf(path, [b"<< /Type /Catalog /Pages 2 0 R >>",
+                               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                               b"<< /Type /Pages /Kids [2 0 R] /Count 1 /Parent 2 0 R >>"])
+
+
+__all__ += ["make_raw_pdf", "make_cyclic_pdf"]

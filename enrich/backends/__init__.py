@@ -24,6 +24,8 @@ def _gemini(spec: str, settings: Settings) -> Backend:
         base_url=settings.base_url,
         api_version=settings.api_version,
         timeout_s=settings.request_timeout_s,
+        max_inline_bytes=settings.max_inline_bytes,
+        file_active_timeout_s=settings.file_active_timeout_s,
     )
 
 

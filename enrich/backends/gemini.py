@@ -16,7 +16,8 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import SecretStr, ValidationError
 
-from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, Usage
+from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
+from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 
 GEMINI_MIME_TYPES = frozenset(
@@ -34,6 +35,8 @@ RESOLUTIONS = {
     "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
 }
 RETRYABLE_CODES = {408, 429, 500, 502, 503, 504}
+MAX_UPLOAD_BYTES = 2 * 1024**3  # Files API: 2 GB per file
+_MEDIA_READ_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -86,6 +89,7 @@ class GeminiBackend:
         api_version: str = "v1beta",
         timeout_s: float = 60.0,
         max_inline_bytes: int = 20 * 1024 * 1024,
+        file_active_timeout_s: float = 600.0,
     ) -> None:
         if api_key is None or not api_key.get_secret_value():
             raise FatalRunError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --emulator")
@@ -94,7 +98,7 @@ class GeminiBackend:
         self.capabilities = Capabilities(
             mime_types=GEMINI_MIME_TYPES,
             max_inline_bytes=max_inline_bytes,
-            max_upload_bytes=2 * 1024**3,
+            max_upload_bytes=MAX_UPLOAD_BYTES,
             structured_output=True,
             batch=True,
             default_concurrency=16,
@@ -103,6 +107,7 @@ class GeminiBackend:
             base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000)
         )
         self._client = genai.Client(api_key=self._secret, http_options=http_options)
+        self._file_active_timeout_s = file_active_timeout_s
 
     # -- errors ---------------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -133,12 +138,37 @@ class GeminiBackend:
             temperature=0.2,
         )
 
-    def _contents(self, request: DescribeRequest) -> list[Any]:
+    async def _contents(self, request: DescribeRequest, uploaded: list[str]) -> list[Any]:
+        """Inline parts up to max_inline_bytes (all media of the request together), Files API parts above it.
+        Names of uploaded files go into `uploaded` as soon as they exist, for the caller to delete."""
+        try:
+            return await self._parts(request, uploaded)
+        except _MEDIA_READ_ERRORS as exc:  # the file vanished or became unreadable since it was prepared
+            raise ItemRequestError(f"cannot read the media file: {exc.__class__.__name__}: {exc.strerror or exc}",
+                                   kind="unreadable") from None
+
+    async def _parts(self, request: DescribeRequest, uploaded: list[str]) -> list[Any]:
         parts: list[Any] = []
+        inline_budget = self.capabilities.max_inline_bytes
         for media in request.media:
-            if media.data is None:
-                raise ItemRequestError("media without inline bytes needs the Files API path", kind="unsupported")
-            parts.append(types.Part.from_bytes(data=media.data, mime_type=media.mime))
+            size = media.size
+            if size > self.capabilities.max_upload_bytes:
+                raise ItemRequestError(f"{size / 2**30:.1f} GiB is over the Files API limit of "
+                                       f"{self.capabilities.max_upload_bytes / 2**30:.0f} GiB", kind="too_large")
+            if size <= inline_budget:
+                inline_budget -= size
+                parts.append(types.Part.from_bytes(data=await _bytes_of(media), mime_type=media.mime))
+                continue
+            try:
+                file = await upload_active(self._client, media, uploaded,
+                                           active_timeout_s=self._file_active_timeout_s)
+            except genai_errors.APIError as exc:
+                mapped = self._map_api_error(exc)
+                if isinstance(mapped, (RetryableError, ItemRequestError)):
+                    raise mapped from None
+                # a 404/403 from the Files API is about the file, not the model or the key (preflight checked those)
+                raise ItemRequestError(self._scrub(f"upload failed: {mapped}"), kind="upload_failed") from None
+            parts.append(types.Part.from_uri(file_uri=file.uri, mime_type=file.mime_type or media.mime))
         parts.append(types.Part.from_text(text=request.prompt))
         return [types.Content(role="user", parts=parts)]
 
@@ -159,9 +189,10 @@ class GeminiBackend:
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         started = time.perf_counter()
+        uploaded: list[str] = []
         try:
             response = await self._client.aio.models.generate_content(
-                model=self.model, contents=self._contents(request), config=self._config(request)
+                model=self.model, contents=await self._contents(request, uploaded), config=self._config(request)
             )
         except genai_errors.APIError as exc:
             raise self._map_api_error(exc) from None
@@ -171,6 +202,9 @@ class GeminiBackend:
             raise RetryableError("request timed out", kind="timeout") from None
         except TRANSPORT_ERRORS as exc:
             raise RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind="connection") from None
+        finally:
+            if uploaded:
+                await delete_quietly(self._client, uploaded)
         result = self._to_result(response, request)
         result.extra["latency_ms"] = (time.perf_counter() - started) * 1000
         return result
@@ -238,3 +272,15 @@ def usage_from(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage
         cached_tokens=int(meta.cached_content_token_count or 0),
         input_by_modality=by_modality,
     )
+
+
+async def _bytes_of(media: MediaPart) -> bytes:
+    """Inline bytes: prepared in memory (images, text), or read from the file now (audio, video, PDF) so a
+    chunk of prepared items never holds their media in memory."""
+    if media.data is not None:
+        return media.data
+    if media.path is None:
+        raise ItemRequestError("a media part with neither bytes nor a path", kind="unsupported")
+    import asyncio
+
+    return await asyncio.to_thread(media.path.read_bytes)

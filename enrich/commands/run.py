@@ -83,9 +83,10 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
 
     columns, rows = run_query(
         warehouse,
-        f"""SELECT status, count(*) AS items, sum(input_tokens) AS input_tokens,
+        f"""SELECT kind, status, count(*) AS items, sum(input_tokens) AS input_tokens,
+                   sum(input_audio_tokens) AS of_which_audio,
                    sum(output_tokens + thinking_tokens) AS output_tokens, sum(cost_usd) AS cost_usd
-            FROM results WHERE run_id = '{run_id}' GROUP BY status ORDER BY items DESC""",
+            FROM results WHERE run_id = '{run_id}' GROUP BY kind, status ORDER BY kind NULLS LAST, items DESC""",
     )
     table = format_table(columns, rows)
     columns, errors = run_query(

@@ -10,6 +10,7 @@ import hashlib
 import io
 import math
 import re
+import struct
 import threading
 import wave
 from collections import OrderedDict
@@ -148,9 +149,65 @@ def _probe_mutagen(data: bytes, mp4: bool = False) -> dict[str, Any]:
     return {"ok": False}
 
 
+def _vint(data: bytes, i: int, marker: bool) -> tuple[int, int]:
+    """EBML variable-length integer at data[i]: (value, next index); value -1 for 'unknown size'."""
+    b = data[i]
+    n = next(k for k in range(1, 9) if b & (0x80 >> (k - 1)))
+    v = b if marker else b & (0xFF >> n)
+    for c in data[i + 1:i + n]:
+        v = (v << 8) | c
+    if not marker and v == (1 << (7 * n)) - 1:
+        v = -1
+    return v, i + n
+
+
+def _probe_webm(data: bytes) -> dict[str, Any]:
+    """Duration x TimecodeScale from the Segment's Info element (what a WebM muxer writes up front)."""
+    try:
+        i = 0
+        ident, i = _vint(data, i, True)
+        size, i = _vint(data, i, False)
+        if ident != 0x1A45DFA3 or size < 0:
+            return {"ok": False}
+        i += size
+        ident, i = _vint(data, i, True)
+        size, i = _vint(data, i, False)
+        if ident != 0x18538067:
+            return {"ok": False}
+        end = len(data) if size < 0 else min(len(data), i + size)
+        while i < end:
+            ident, i = _vint(data, i, True)
+            size, i = _vint(data, i, False)
+            if size < 0 or ident == 0x1F43B675:  # a cluster: media data, the header is over
+                break
+            if ident != 0x1549A966:
+                i += size
+                continue
+            scale, duration, j = 1_000_000, None, i
+            while j < i + size:
+                cid, j = _vint(data, j, True)
+                csize, j = _vint(data, j, False)
+                body = data[j:j + csize]
+                if cid == 0x2AD7B1:
+                    scale = int.from_bytes(body, "big") or 1_000_000
+                elif cid == 0x4489 and csize in (4, 8):
+                    duration = struct.unpack(">f" if csize == 4 else ">d", body)[0]
+                j += csize
+            if duration:
+                return {"ok": True, "duration_s": duration * scale / 1e9}
+            break
+    except (IndexError, StopIteration, struct.error):
+        pass
+    return {"ok": False}
+
+
 def _probe_video(data: bytes, mime: str) -> dict[str, Any]:
     if any(k in mime for k in ("mp4", "quicktime", "3gpp", "m4v", "mov")) or data[4:8] == b"ftyp":
         r = _probe_mutagen(data, mp4=True)
+        if r.get("ok"):
+            return r
+    if "webm" in mime or "matroska" in mime or data[:4] == b"\x1a\x45\xdf\xa3":
+        r = _probe_webm(data)
         if r.get("ok"):
             return r
     return _probe_mutagen(data)

@@ -1,0 +1,152 @@
+"""Preparing audio, video and documents: read the header, apply the limits, hand the backend a media part.
+
+Audio, video and PDFs are not re-encoded: their part points at the file (`MediaPart.path`) and the backend
+reads it inline or uploads it through the Files API at send time, so a chunk never holds hundreds of MB of
+media in memory. Text documents are decoded here (UTF-8, or cp1252 for legacy files) and sent as UTF-8
+text. Over-long WAV audio is cut to the limit when the user opts in (`trim_long_media`): a new RIFF header
+and the first samples, copied to a temporary file that is deleted once the item is done.
+
+Every failure is a `MediaError` with a kind and a reason (see tasks/media_info.py); a limit error carries
+the header facts (`.meta`) so the row still says how long or how many pages the file was.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from enrich.backends.base import MediaPart
+from enrich.errors import MediaError
+from tasks.discover import DiscoveredFile
+from tasks.media_info import MediaLimits, apply_limits, read_audio, read_pdf, read_text, read_video
+
+if TYPE_CHECKING:
+    from tasks.prepare import PrepareOptions, PreparedItem
+
+_COPY_BLOCK = 1 << 20
+
+
+def _limited(info: dict[str, Any], limits: MediaLimits, meta: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return apply_limits(info, limits)
+    except MediaError as exc:
+        exc.meta = meta  # type: ignore[attr-defined]  # the row of a refused file still gets its facts
+        raise
+
+
+def _item(file: DiscoveredFile, media: MediaPart, meta: dict[str, Any], hint: dict[str, Any]) -> "PreparedItem":
+    from tasks.prepare import PreparedItem
+
+    return PreparedItem(file=file, media=(media,), meta=meta, media_tokens_hint=hint)
+
+
+def prepare_audio(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
+    info = read_audio(file.path, file.mime)
+    meta = {"duration_s": info["seconds"], "media_format": info["codec"], "sample_rate": info["sample_rate"],
+            "channels": info["channels"], "trimmed": False}
+    sent = _limited(info, options.limits, meta)
+    if not sent.get("trimmed"):
+        return _item(file, MediaPart(mime=file.mime or "audio/wav", path=Path(file.path)), meta, sent)
+    trimmed = trim_wav(file.path, sent["seconds"])
+    meta["trimmed"] = True
+    item = _item(file, MediaPart(mime="audio/wav", path=trimmed), meta, sent)
+    weakref.finalize(item, _unlink_quietly, str(trimmed))  # removed when the item is done (or at exit)
+    return item
+
+
+def prepare_video(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
+    info = read_video(file.path, file.mime)
+    meta = {"duration_s": info["seconds"], "media_format": info["codec"]}
+    sent = _limited(info, options.limits, meta)
+    return _item(file, MediaPart(mime=file.mime or "video/mp4", path=Path(file.path)), meta, sent)
+
+
+def prepare_document(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
+    limits = options.limits
+    if file.mime == "application/pdf":
+        info = read_pdf(file.path, timeout_s=limits.pdf_timeout_s)
+        meta = {"page_count": info["pages"], "media_format": "pdf"}
+        sent = _limited(info, limits, meta)
+        return _item(file, MediaPart(mime="application/pdf", path=Path(file.path)), meta, sent)
+    # plain text, Markdown, HTML: read no more than the limit allows (plus one character to see it is over)
+    text, total = read_text(file.path, max_chars=limits.max_text_chars + 1)
+    meta = {"char_count": total, "media_format": "text", "trimmed": False}
+    sent = _limited({"kind": "text", "chars": total}, limits, meta)
+    if sent.get("trimmed"):
+        text = text[: limits.max_text_chars]
+        meta["trimmed"] = True
+    data = text.encode("utf-8")
+    return _item(file, MediaPart(mime=file.mime or "text/plain", data=data), meta, {"kind": "text", "chars": len(text)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# WAV trimming without a decoder: PCM (and every block-aligned WAV codec) is cut at a frame boundary.
+
+
+def _riff_chunks(fh) -> list[tuple[bytes, int, int]]:
+    """(id, data offset, size) of each top-level chunk of a RIFF/WAVE file."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise MediaError("not a RIFF/WAVE file", kind="corrupt")
+    chunks = []
+    end = os.fstat(fh.fileno()).st_size
+    pos = 12
+    while pos + 8 <= end:
+        fh.seek(pos)
+        ident, size = struct.unpack("<4sI", fh.read(8))
+        chunks.append((ident, pos + 8, size))
+        if ident == b"data":
+            break
+        pos += 8 + size + (size & 1)
+    return chunks
+
+
+def trim_wav(path: str | os.PathLike[str], seconds: float) -> Path:
+    """A temporary WAV holding the first `seconds` of `path` (fmt chunk kept, other chunks such as LIST tags
+    dropped). The caller deletes it."""
+    with open(path, "rb") as src:
+        chunks = {ident: (offset, size) for ident, offset, size in _riff_chunks(src)}
+        if b"fmt " not in chunks or b"data" not in chunks:
+            raise MediaError("the WAV has no fmt or data chunk", kind="corrupt")
+        fmt_offset, fmt_size = chunks[b"fmt "]
+        src.seek(fmt_offset)
+        fmt = src.read(fmt_size)
+        if len(fmt) < 16:
+            raise MediaError("the WAV fmt chunk is too short", kind="corrupt")
+        rate, = struct.unpack_from("<I", fmt, 4)
+        block_align, = struct.unpack_from("<H", fmt, 12)
+        if not rate or not block_align:
+            raise MediaError("the WAV fmt chunk gives no sample rate", kind="corrupt")
+        data_offset, data_size = chunks[b"data"]
+        keep = min(data_size, int(seconds * rate) * block_align)
+        fd, tmp_name = tempfile.mkstemp(prefix="enrich-trim-", suffix=".wav")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                fmt_chunk = b"fmt " + struct.pack("<I", len(fmt)) + fmt + (b"\x00" if len(fmt) & 1 else b"")
+                riff_size = 4 + len(fmt_chunk) + 8 + keep + (keep & 1)
+                out.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + fmt_chunk)
+                out.write(b"data" + struct.pack("<I", keep))
+                src.seek(data_offset)
+                left = keep
+                while left > 0:
+                    block = src.read(min(_COPY_BLOCK, left))
+                    if not block:
+                        raise MediaError("the WAV data ends before its stated size", kind="truncated")
+                    out.write(block)
+                    left -= len(block)
+                if keep & 1:
+                    out.write(b"\x00")
+        except BaseException:
+            _unlink_quietly(tmp_name)
+            raise
+    return Path(tmp_name)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
