@@ -4,7 +4,7 @@ read-only commands (`query`, `estimate`) start fast and never import Prefect.
 
 Exit codes: 0 success (per-item errors are reported in the summary, not as failure); 1 a run that started
 but stopped early (interrupted, endpoint down); 2 a run that could not start (bad arguments, bad key,
-unreachable endpoint, unknown model) with a one-line reason.
+unreachable endpoint, unknown model, an estimate over the budget without --yes) with a one-line reason.
 """
 from __future__ import annotations
 
