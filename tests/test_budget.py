@@ -1,10 +1,22 @@
+"""The reservation budget: unit rules, run and daily caps, and the real Describer never settling more
+than its cap."""
 import asyncio
 import random
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from hypothesis import given, settings, strategies as st
 
-from enrich.budget import Budget
+from enrich.backends.base import Capabilities, DescribeResult, MediaPart, Usage
+from enrich.budget import Budget, budget_for_run, budget_from_settings, reserved_input_tokens
+from enrich.errors import RetryableError
+from enrich.pricing import cost_usd, load_prices, worst_case_usd
+from enrich.settings import load_settings
+from schemas.descriptions import ImageDescription
+from tasks.describe import DescribeOptions, Describer, estimated_input_tokens
+from tasks.discover import DiscoveredFile
+from tasks.prepare import PreparedItem
+from tasks.records import RunInfo
 
 
 def test_a_reservation_that_does_not_fit_is_refused():
@@ -83,21 +95,6 @@ def test_settled_spend_never_exceeds_the_cap_with_concurrency_failures_and_retri
 
 
 # -- run budgets: --budget and the rolling daily cap -------------------------------------------------------
-
-from datetime import datetime, timedelta, timezone  # noqa: E402
-
-import pytest  # noqa: E402
-
-from enrich.backends.base import Capabilities, DescribeResult, MediaPart, Usage  # noqa: E402
-from enrich.budget import budget_for_run, budget_from_settings, reserved_input_tokens  # noqa: E402
-from enrich.errors import RetryableError  # noqa: E402
-from enrich.pricing import cost_usd, load_prices, worst_case_usd  # noqa: E402
-from enrich.settings import load_settings  # noqa: E402
-from schemas.descriptions import ImageDescription  # noqa: E402
-from tasks.describe import DescribeOptions, Describer, estimated_input_tokens  # noqa: E402
-from tasks.discover import DiscoveredFile  # noqa: E402
-from tasks.prepare import PreparedItem  # noqa: E402
-from tasks.records import RunInfo  # noqa: E402
 
 
 def test_the_run_cap_is_the_smaller_of_the_run_budget_and_what_is_left_today():
