@@ -256,3 +256,12 @@ def test_items_wait_for_requests_in_flight_instead_of_being_refused_early():
 def test_without_a_cap_every_item_is_described():
     rows, budget, _ = _describe(30, None, 8, rng=random.Random(2))
     assert [r["status"] for r in rows] == ["ok"] * 30 and budget.refused == 0
+
+
+def test_the_daily_cap_comes_from_config_and_the_environment_wins(tmp_path):
+    (tmp_path / "enrich.toml").write_text("[budget]\ndaily_usd = 3.5\n")
+    env = {"ENRICH_HOME": str(tmp_path), "ENRICH_CONFIG_DIR": str(tmp_path)}
+    assert load_settings(env).daily_budget_usd == 3.5
+    assert load_settings({**env, "ENRICH_DAILY_BUDGET_USD": "1.25"}).daily_budget_usd == 1.25
+    (tmp_path / "enrich.toml").write_text("[run]\nmodel = 'gemini-3.1-flash-lite'\n")
+    assert load_settings(env).daily_budget_usd is None
