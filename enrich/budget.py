@@ -4,14 +4,30 @@ Before a request is sent its worst case (known input plus max_output_tokens at t
 reserved; when the answer arrives the reservation is settled to the real cost; a failed request releases
 it. A request whose worst case does not fit in (cap - spent - reserved) is not sent. Since a real cost is
 never above its worst case, settled spend can never exceed the cap.
+
+A rolling daily cap is the same object: `already_spent` is today's recorded spend, counted against the cap
+(see `budget_for_run`).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from enrich.settings import Settings
 
 ZERO = Decimal(0)
+
+# A reservation must cover the real input even if our token rules undercount a little.
+INPUT_MARGIN = 1.10
+INPUT_MARGIN_TOKENS = 64
+
+
+def reserved_input_tokens(estimated_input: int) -> int:
+    """The input tokens reserved for a request whose input is estimated at `estimated_input`."""
+    return int(estimated_input * INPUT_MARGIN) + INPUT_MARGIN_TOKENS
 
 
 @dataclass(frozen=True)
@@ -23,16 +39,32 @@ class Budget:
     def __init__(self, cap_usd: Decimal | float | str | None, *, already_spent: Decimal = ZERO) -> None:
         self.cap = None if cap_usd is None else Decimal(str(cap_usd))
         self._lock = threading.Lock()
-        self.spent = already_spent  # counted against the cap (e.g. today's spend for a daily cap)
+        self.already_spent = Decimal(already_spent)  # spent before this run, counted against the cap
+        self.spent = self.already_spent  # everything counted against the cap
         self.run_spent = ZERO  # spent by this run only
         self.reserved = ZERO
         self.reserved_peak = ZERO
         self.refused = 0
         self.overruns = 0  # real cost above its reservation: token rules or margin are wrong; logged
+        self.daily_cap: Decimal | None = None  # set by budget_for_run when a daily cap applies (for reports)
 
     @property
     def limited(self) -> bool:
         return self.cap is not None
+
+    @property
+    def run_cap(self) -> Decimal | None:
+        """The most this run may spend: the cap less what was spent before it (never negative)."""
+        return None if self.cap is None else max(ZERO, self.cap - self.already_spent)
+
+    def fits_when_idle(self, worst_case: Decimal) -> bool:
+        """Whether `worst_case` could be reserved once every outstanding reservation has settled.
+
+        Settling only ever lowers a reservation to its real cost, so when this is False now it stays False:
+        the request can be given up on as over budget. When True, waiting for in-flight requests is worth it.
+        """
+        with self._lock:
+            return self.cap is None or self.spent + worst_case <= self.cap
 
     def remaining(self) -> Decimal | None:
         with self._lock:
@@ -61,3 +93,46 @@ class Budget:
     def release(self, reservation: Reservation) -> None:
         with self._lock:
             self.reserved -= reservation.amount
+
+
+def budget_for_run(run_budget: Decimal | float | str | None, daily_budget: Decimal | float | str | None,
+                   spent_today: Decimal = ZERO) -> Budget:
+    """The budget a run works under: its own cap and what is left of today's, whichever is smaller.
+
+    With a daily cap, the Budget's cap is the daily one and today's spend is `already_spent`; a run budget
+    then lowers the cap to today's spend plus the run budget. `Budget.run_cap` is the effective run cap.
+    """
+    run = None if run_budget is None else Decimal(str(run_budget))
+    if daily_budget is None:
+        return Budget(run)
+    daily = Decimal(str(daily_budget))
+    cap = daily if run is None else min(daily, spent_today + run)
+    budget = Budget(cap, already_spent=spent_today)
+    budget.daily_cap = daily
+    return budget
+
+
+def budget_from_settings(settings: "Settings") -> Budget:
+    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
+    spent = ZERO
+    if settings.daily_budget_usd is not None:
+        from warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+
+        spent = spent_today(settings.warehouse)
+    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value.normalize():f}" if value else "$0"
+
+
+def describe_budget(budget: Budget) -> str:
+    """One line for people: the run's cap and where it comes from."""
+    if budget.cap is None:
+        return "budget: none (no --budget, no daily cap)"
+    line = f"budget: {_usd(budget.run_cap)} for this run"
+    if budget.daily_cap is not None:
+        left = max(ZERO, budget.daily_cap - budget.already_spent)
+        line += (f" (daily cap {_usd(budget.daily_cap)}, {_usd(budget.already_spent)} spent today UTC, "
+                 f"{_usd(left)} left)")
+    return line

@@ -4,7 +4,7 @@ read-only commands (`query`, `estimate`) start fast and never import Prefect.
 
 Exit codes: 0 success (per-item errors are reported in the summary, not as failure); 1 a run that started
 but stopped early (interrupted, endpoint down); 2 a run that could not start (bad arguments, bad key,
-unreachable endpoint, unknown model) with a one-line reason.
+unreachable endpoint, unknown model, an estimate over the budget without --yes) with a one-line reason.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 # name -> module in enrich.commands; each module has `register(subparsers)` and `main(args) -> int`
 COMMANDS: dict[str, str] = {
     "run": "enrich.commands.run",
+    "estimate": "enrich.commands.estimate",
     "query": "enrich.commands.query",
     "emulator": "enrich.commands.emulator",
 }
@@ -28,6 +29,7 @@ environment:
   ENRICH_CONFIG_DIR                 another config folder (default: the project's config/)
 
 examples:
+  enrich estimate ~/Pictures
   enrich run ~/Pictures --budget 2.00
   enrich run samples/library --emulator
   enrich query "SELECT caption, cost_usd FROM items WHERE status = 'ok' LIMIT 5"

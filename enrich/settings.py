@@ -30,6 +30,11 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
+# Expected output tokens per item when the warehouse has no history for a kind and model yet
+# (config/enrich.toml [estimate.output_tokens] overrides them).
+DEFAULT_OUTPUT_TOKENS = {"image": 200, "audio": 300, "document": 400, "video": 300}
+
+
 @dataclass(frozen=True)
 class RateLimit:
     rpm: int
@@ -55,6 +60,10 @@ class Settings:
     api_version: str = "v1beta"
     api_key: SecretStr | None = field(default=None, repr=False)
     budget_usd: float | None = None
+    daily_budget_usd: float | None = None  # rolling cap per UTC day, counted from the warehouse's spend
+    # estimates before any history exists: expected output tokens per item, by kind; request latency
+    expected_output_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_OUTPUT_TOKENS))
+    expected_latency_s: float = 3.0
     resolution_max_side: dict[str, int] = field(default_factory=lambda: {"low": 768, "medium": 1536, "high": 3072})
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
@@ -107,10 +116,23 @@ class Settings:
         if min(self.max_audio_seconds, self.max_video_seconds, self.max_pdf_pages, self.max_text_chars) <= 0:
             raise ConfigError("media limits (max_audio_seconds, max_video_seconds, max_pdf_pages, max_text_chars) "
                               "must be positive")
+        if self.daily_budget_usd is not None and self.daily_budget_usd < 0:
+            raise ConfigError("the daily budget must not be negative")
 
 
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_or(env: dict[str, str], name: str, configured: Any, cast) -> Any:
+    """The environment variable if set, else the configured value (either cast), else None."""
+    value = env.get(name) or configured
+    if value is None or value == "":
+        return None
+    try:
+        return cast(value)
+    except ValueError:
+        raise ConfigError(f"{name if env.get(name) else 'config'}={value!r} is not valid") from None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -121,6 +143,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     run = cfg.get("run", {})
     media = cfg.get("media", {})
     gemini = cfg.get("gemini", {})
+    budget = cfg.get("budget", {})
+    estimate = cfg.get("estimate", {})
     prompts = {kind: entry["prompt"] for kind, entry in _load_toml(config_dir / "prompts.toml").items()}
     rate_limits = {
         name: RateLimit(rpm=int(v["rpm"]), tpm=int(v["tpm"])) for name, v in cfg.get("rate_limits", {}).items()
@@ -165,6 +189,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         api_version=gemini.get("api_version", "v1beta"),
         api_key=SecretStr(key) if key else None,
         budget_usd=pick("ENRICH_BUDGET_USD", "budget_usd", None, float),
+        daily_budget_usd=_env_or(env, "ENRICH_DAILY_BUDGET_USD", budget.get("daily_usd"), float),
+        expected_output_tokens={**DEFAULT_OUTPUT_TOKENS,
+                                **{k: int(v) for k, v in estimate.get("output_tokens", {}).items()}},
+        expected_latency_s=float(estimate.get("latency_s", 3.0)),
         resolution_max_side={k: int(v) for k, v in cfg.get("resolution_max_side", {}).items()}
         or {"low": 768, "medium": 1536, "high": 3072},
         rate_limits=rate_limits,

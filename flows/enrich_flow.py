@@ -86,8 +86,11 @@ def summary_of(ctx, status: str) -> dict[str, Any]:
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
         "spent_usd": str(s.spent_usd),
-        "budget_usd": None if budget.cap is None else str(budget.cap),
+        "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
+        "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
+        "spent_today_before_usd": str(budget.already_spent),
         "reserved_peak_usd": str(budget.reserved_peak),
+        "over_budget": s.by_status.get("over_budget", 0),
         "requests": ctx.describer.requests_sent,
         "fatal": str(ctx.describer.fatal) if ctx.describer.fatal else None,
     }

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator
 
 from enrich.backends import backend_name, create_backend
-from enrich.budget import Budget
+from enrich.budget import budget_from_settings
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.settings import Settings
@@ -116,7 +116,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
                         resolution=settings.resolution, concurrency=concurrency,
                         max_attempts=settings.max_attempts),
-        budget=Budget(settings.budget_usd),
+        budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else RateLimiter(rate.rpm, rate.tpm),
     )
     try:
@@ -214,7 +214,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "spent_usd": s.spent_usd,
-            "budget_usd": None if budget.cap is None else budget.cap,
+            "budget_usd": budget.run_cap,  # what this run may spend: min(--budget, daily cap left)
             "reserved_peak_usd": budget.reserved_peak,
             "price_date": ctx.info.price_date,
             "message": message,

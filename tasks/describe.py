@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from enrich.backends.base import Backend, DescribeRequest, DescribeResult
-from enrich.budget import Budget
+from enrich.budget import INPUT_MARGIN, INPUT_MARGIN_TOKENS  # noqa: F401 (the reservation margin; re-exported)
+from enrich.budget import Budget, Reservation, reserved_input_tokens
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.limiter import RateLimiter
 from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
@@ -31,10 +32,6 @@ from tasks.prepare import PreparedItem
 from tasks.records import RunInfo, now_utc, result_row, status_row
 
 log = logging.getLogger("enrich.describe")
-
-# A reservation must cover the real input even if our token rules undercount a little.
-INPUT_MARGIN = 1.10
-INPUT_MARGIN_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +72,8 @@ class Describer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="enrich-describer", daemon=True)
         self._thread.start()
         self._semaphore = self._call(self._make_semaphore())
+        # set (and replaced) whenever a reservation is settled or released: requests waiting for room wake up
+        self._budget_freed = asyncio.Event()
         self.requests_sent = 0
 
     async def _make_semaphore(self) -> asyncio.Semaphore:
@@ -122,9 +121,9 @@ class Describer:
         )
         est_input, est_audio = estimated_input_tokens(item, self.backend.model, request.prompt, request.schema,
                                                       opts.resolution)
-        reserve_input = int(est_input * INPUT_MARGIN) + INPUT_MARGIN_TOKENS
+        reserve_input = reserved_input_tokens(est_input)
         worst = worst_case_usd(reserve_input, opts.max_output_tokens, self.price,
-                               audio_tokens=min(reserve_input, int(est_audio * INPUT_MARGIN) + INPUT_MARGIN_TOKENS),
+                               audio_tokens=min(reserve_input, reserved_input_tokens(est_audio)) if est_audio else 0,
                                batch=self.run.batch)
         attempts = 0
         started_at = now_utc()
@@ -142,7 +141,9 @@ class Describer:
                     with attempt:
                         if self.stopping.is_set():
                             return self._finish(self._stopped_row(item))
-                        reservation = self.budget.try_reserve(worst)
+                        reservation = await self._reserve(worst)
+                        if reservation is None and self.stopping.is_set():
+                            return self._finish(self._stopped_row(item))
                         if reservation is None:
                             return self._finish(status_row(
                                 item.file, self.run, "over_budget", "over_budget",
@@ -156,10 +157,12 @@ class Describer:
                             result = await self.backend.describe(request)
                         except BaseException:
                             self.budget.release(reservation)
+                            self._wake_budget_waiters()
                             raise
                         cost = cost_usd(result.usage, self.price, batch=self.run.batch) if result.usage else Decimal(0)
                         if not self.budget.settle(reservation, cost):
                             log.error("cost %s of %s exceeded its reservation %s", cost, item.file.path, worst)
+                        self._wake_budget_waiters()
                         self._consecutive_failures = 0
                         return self._finish(result_row(item.file, self.run, result, cost=cost, attempts=attempts,
                                                        started_at=started_at, meta=item.meta))
@@ -177,6 +180,24 @@ class Describer:
                 self.stopping.set()
                 return self._finish(self._error_row(item, exc, attempts, started_at))
         raise AssertionError(f"unreachable: {last_error}")  # pragma: no cover
+
+    async def _reserve(self, worst: Decimal) -> Reservation | None:
+        """Reserve a request's worst case. When it does not fit only because other requests are in flight,
+        wait for them to settle (real costs are usually far below worst cases) instead of giving up, so a
+        run spends up to its cap. None: it cannot fit even with nothing in flight, so it is over budget.
+
+        Runs on the describer's loop only, so nothing settles between the check and the wait.
+        """
+        while True:
+            freed = self._budget_freed
+            reservation = self.budget.try_reserve(worst)
+            if reservation is not None or not self.budget.fits_when_idle(worst) or self.stopping.is_set():
+                return reservation
+            await freed.wait()
+
+    def _wake_budget_waiters(self) -> None:
+        freed, self._budget_freed = self._budget_freed, asyncio.Event()
+        freed.set()
 
     def _error_row(self, item: PreparedItem, exc: Exception, attempts: int, started_at) -> dict[str, Any]:
         kind = getattr(exc, "kind", "error")

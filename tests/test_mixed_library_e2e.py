@@ -153,6 +153,21 @@ def test_header_estimate_matches_billed_input_tokens_per_file(mixed_run):
     assert abs(predicted_total - billed_total) <= 0.02 * billed_total
 
 
+def test_enrich_estimate_counts_seconds_pages_and_matches_the_bill_within_2_percent(mixed_run, monkeypatch):
+    from enrich.estimate import estimate
+    from enrich.settings import load_settings
+
+    root, expected, warehouse, stats = mixed_run
+    monkeypatch.setenv("ENRICH_MAX_INLINE_BYTES", str(INLINE_LIMIT))
+    est = estimate([root], load_settings(), history=False)
+    for kind in ("image", "audio", "document", "video"):
+        want = sum(1 for k, outcome in expected.values() if k == kind and outcome == "ok")
+        assert est.by_kind[kind].items == want, (kind, est.by_kind[kind].items, want)
+    assert est.by_kind["audio"].audio_tokens == stats["tokens_by_modality"]["AUDIO"]
+    billed = stats["prompt_tokens"]
+    assert abs(est.input_tokens - billed) <= 0.02 * billed, (est.input_tokens, billed)
+
+
 def test_over_long_audio_is_refused_with_its_duration_or_trimmed_on_request(tmp_path, gemini, enrich_home):
     from flows.enrich_flow import enrich_flow
     from tests.media_factory import make_mp3, make_wav

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from decimal import Decimal
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from enrich.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to describe")
     p.add_argument("--model", help="gemini-..., mlx:<dir-or-repo>, or openai:<model>@<base_url> "
                    "(default from config/enrich.toml)")
-    p.add_argument("--budget", type=float, metavar="USD", help="never spend more than this on this run")
+    p.add_argument("--budget", type=float, metavar="USD",
+                   help="never spend more than this on this run (with a daily cap in config, the smaller one holds)")
     p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
     p.add_argument("--concurrency", type=int, help="concurrent requests")
     p.add_argument("--resolution", choices=["low", "medium", "high"], help="media resolution tier")
@@ -30,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="upload photos with their EXIF (GPS, camera serials); stripped by default")
     p.add_argument("--emulator", action="store_true",
                    help="use the bundled local Gemini emulator instead of the real API (offline; fake answers)")
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask before spending")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask when the estimate exceeds the budget: spend up to the budget and record the "
+                   "rest over_budget (without it a non-interactive run stops there, exit code 2)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(handler=main)
 
@@ -105,8 +110,41 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
 MAX_ERRORS_SHOWN = 20
 
 
+def confirm_spend(estimated: Decimal, cap: Decimal | None, *, yes: bool, stdin: Any = None, stderr: Any = None) -> None:
+    """Go on when the estimate fits the cap, or --yes, or an interactive user says so; else UsageError.
+
+    Going on past the estimate is safe: the budget still holds, and items whose worst case no longer fits
+    are recorded over_budget for a later run.
+    """
+    stdin = sys.stdin if stdin is None else stdin
+    stderr = sys.stderr if stderr is None else stderr
+    if cap is None or estimated <= cap:
+        return
+    what = f"the estimate ${estimated.normalize():f} exceeds the budget ${cap.normalize():f}"
+    if yes:
+        print(f"{what}: going on (--yes) until the budget is spent; the rest is recorded over_budget", file=stderr)
+        return
+    if stdin is not None and stdin.isatty():
+        stderr.write(f"{what}. Spend up to the budget and record the rest over_budget? [y/N] ")
+        stderr.flush()
+        if stdin.readline().strip().lower() in ("y", "yes"):
+            return
+        raise UsageError("stopped before sending anything")
+    raise UsageError(f"{what}; nothing was sent. Pass --yes to spend up to the budget and record the rest "
+                     "over_budget, or raise --budget")
+
+
+def estimate_and_budget(roots: list[str], settings):
+    """The run's estimate (header-only scan, like `enrich estimate`) and the budget it will run under."""
+    from enrich.budget import budget_from_settings
+    from enrich.estimate import estimate
+
+    return estimate(roots, settings), budget_from_settings(settings)
+
+
 def main(args: argparse.Namespace) -> int:
-    from enrich.errors import UsageError
+    from enrich.budget import describe_budget
+    from enrich.estimate import format_estimate
     from enrich.settings import load_settings
 
     missing = [p for p in args.paths if not os.path.lexists(p)]
@@ -122,6 +160,11 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        est, budget = estimate_and_budget(roots, settings)
+        if not args.json:  # with --json, stdout is the summary alone (the estimate is in it)
+            print(format_estimate(est))
+            print(describe_budget(budget), flush=True)
+        confirm_spend(est.cost_usd, budget.run_cap, yes=args.yes)
         preflight(settings)
 
         from flows.enrich_flow import enrich_flow
@@ -130,12 +173,19 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if emu is not None:
             emu.stop()
+    summary["estimate"] = est.as_json()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"run {summary['run_id']}: {summary['status']}, {summary['items']} items, "
               f"spent ${Decimal(summary['spent_usd']).normalize():f} ({summary['model']})")
         print(run_summary_table(summary["warehouse"], summary["run_id"]))
+        if summary.get("budget_usd") is not None:
+            left = summary["over_budget"]
+            print(f"budget ${Decimal(summary['budget_usd']).normalize():f}: spent "
+                  f"${Decimal(summary['spent_usd']).normalize():f}, reserved at most "
+                  f"${Decimal(summary['reserved_peak_usd']).normalize():f} at once"
+                  + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
         if summary.get("fatal"):
             print(f"the run stopped early: {summary['fatal']}", file=sys.stderr)

@@ -1,0 +1,442 @@
+"""What a run would cost and how long it would take, before anything is sent.
+
+Scans like `enrich run` (same discovery, without hashing) but reads only headers: an image's size from its
+header, never its pixels. Input tokens follow the documented rules in enrich/tokens.py for what the pipeline
+actually sends: the media as prepared (images downscaled to the resolution's max side), plus the prompt and
+the response schema, which go with every request. Expected output tokens come from earlier ok rows in the
+warehouse (median per kind and model) when there are any, else from config/enrich.toml.
+
+Plain functions: no Prefect, no network, no pixel decoding.
+
+Per-kind header probing is a registry (`KIND_ESTIMATORS`): a kind without an entry is counted and reported
+as not estimated, never silently dropped. Adding audio, documents or video means adding one entry.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from enrich.backends.base import Usage
+from enrich.budget import reserved_input_tokens
+from enrich.errors import MediaError
+from enrich.pricing import cost_usd, load_prices, worst_case_usd
+from enrich.settings import Settings
+from enrich.tokens import family_of, image_tokens, prompt_tokens
+from tasks.discover import DiscoveredFile, discover
+
+if TYPE_CHECKING:
+    from tasks.media_info import MediaLimits
+
+# Files probed per thread-pool task: a future per file costs more than reading one small header.
+PROBE_BATCH = 32
+DEFAULT_WORKERS = 4  # header reads are I/O: threads overlap them on a cold disk or a network share
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """What a kind estimator needs to know about the run."""
+
+    model: str
+    resolution: str  # low | medium | high
+    max_side: int  # images are downscaled to this long side before upload
+    max_pixels: int  # images above this are refused by the pipeline (too_large), so not billed
+    limits: "MediaLimits | None" = None  # audio/video/document limits: over them a file is refused, not billed
+
+
+@dataclass(frozen=True)
+class MediaTokens:
+    """Input tokens of one item's media parts (prompt and schema are added per kind), of which audio."""
+
+    input_tokens: int
+    audio_tokens: int = 0
+
+
+KindEstimator = Callable[[DiscoveredFile, EstimateOptions], MediaTokens]
+
+
+def estimate_image(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
+    """Tokens of the image as uploaded: downscaled to opts.max_side (Gemini 2.x tiles the uploaded size)."""
+    from tasks.prepare_image import read_image_size, uploaded_size
+
+    width, height = read_image_size(file.path, max_pixels=opts.max_pixels)
+    width, height = uploaded_size(width, height, opts.max_side)
+    return MediaTokens(image_tokens(opts.model, width, height, opts.resolution))
+
+
+def estimate_media(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
+    """Audio, video and documents: duration, pages or characters from the header (tasks/media_info.py),
+    the same limits and trimming the preparer applies, then the documented token rules."""
+    from tasks.media_info import MediaLimits, apply_limits, media_tokens, probe
+
+    limits = opts.limits or MediaLimits()
+    info = probe(file.path, file.kind, file.mime, pdf_timeout_s=limits.pdf_timeout_s)
+    if info is None:
+        raise MediaError(f"cannot read the {file.kind} header", kind="corrupt")
+    info = apply_limits(info, limits)  # raises MediaError(too_long) for a file the run would refuse
+    tokens, audio = media_tokens(info, opts.model, opts.resolution)
+    # only audio files are billed at the audio rate; a video's soundtrack is part of its video tokens
+    return MediaTokens(tokens, audio if info.get("kind") == "audio" else 0)
+
+
+# kind -> header probe. A probe raises MediaError for a file the pipeline would refuse (not billed).
+KIND_ESTIMATORS: dict[str, KindEstimator] = {
+    "image": estimate_image,
+    "audio": estimate_media,
+    "video": estimate_media,
+    "document": estimate_media,
+}
+
+
+@dataclass
+class KindEstimate:
+    kind: str
+    items: int = 0
+    input_tokens: int = 0  # media + prompt + schema, all items
+    audio_tokens: int = 0
+    reserved_input_tokens: int = 0  # what budget reservations and the TPM limiter count
+    worst_case_usd: Decimal = Decimal(0)  # sum of the reservations: a budget this big leaves nothing over
+    output_tokens_per_item: int = 0
+    output_source: str = ""  # "history (median of N ok rows)" or "default (config ...)"
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "input_tokens": self.input_tokens,
+            "audio_tokens": self.audio_tokens,
+            "output_tokens": self.output_tokens,
+            "output_tokens_per_item": self.output_tokens_per_item,
+            "output_source": self.output_source,
+            "cost_usd": str(self.cost_usd),
+            "worst_case_usd": str(self.worst_case_usd),
+        }
+
+
+@dataclass
+class Estimate:
+    model: str
+    resolution: str
+    mode: str  # sync | batch
+    price_date: str
+    price_source: str
+    files: int = 0  # every file seen
+    by_kind: dict[str, KindEstimate] = field(default_factory=dict)
+    not_estimated: dict[str, int] = field(default_factory=dict)  # media kinds with no estimator: skipped
+    skipped: int = 0  # not media (discovery)
+    errors: dict[str, int] = field(default_factory=dict)  # error_kind -> files the pipeline would refuse
+    excluded: int = 0  # left out by the caller's filter (e.g. already done)
+    concurrency: int = 1
+    rpm: int | None = None
+    tpm: int | None = None
+    latency_s: float = 0.0
+    latency_source: str = ""
+    time_s: float | None = None
+    time_bound: str = ""  # what limits the time: rpm, tpm, concurrency, or batch
+    scan_s: float = 0.0
+
+    @property
+    def items(self) -> int:
+        return sum(k.items for k in self.by_kind.values())
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(k.input_tokens for k in self.by_kind.values())
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(k.output_tokens for k in self.by_kind.values())
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((k.cost_usd for k in self.by_kind.values()), Decimal(0))
+
+    @property
+    def worst_case_usd(self) -> Decimal:
+        return sum((k.worst_case_usd for k in self.by_kind.values()), Decimal(0))
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.scan_s if self.scan_s > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """One object with every figure; money as exact decimal strings (like the run summary)."""
+        return {
+            "model": self.model,
+            "resolution": self.resolution,
+            "mode": self.mode,
+            "files": self.files,
+            "items": self.items,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": str(self.cost_usd),
+            "worst_case_usd": str(self.worst_case_usd),
+            "by_kind": {kind: k.as_json() for kind, k in sorted(self.by_kind.items())},
+            "not_estimated": dict(sorted(self.not_estimated.items())),
+            "skipped": self.skipped,
+            "errors": dict(sorted(self.errors.items())),
+            "excluded": self.excluded,
+            "price_date": self.price_date,
+            "price_source": self.price_source,
+            "time_s": None if self.time_s is None else round(self.time_s, 1),
+            "time_bound": self.time_bound,
+            "concurrency": self.concurrency,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "latency_s": round(self.latency_s, 3),
+            "latency_source": self.latency_source,
+            "scan_s": round(self.scan_s, 3),
+            "files_per_s": round(self.files_per_s, 1),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# scanning
+
+
+def _probe_batch(batch: list[tuple[DiscoveredFile, KindEstimator]],
+                 opts: EstimateOptions) -> list[tuple[DiscoveredFile, MediaTokens | MediaError]]:
+    out: list[tuple[DiscoveredFile, MediaTokens | MediaError]] = []
+    for file, estimator in batch:
+        try:
+            out.append((file, estimator(file, opts)))
+        except MediaError as exc:
+            out.append((file, exc))
+        except Exception as exc:  # an odd header must not end the estimate: the run would record it too
+            out.append((file, MediaError(f"{exc.__class__.__name__}: {exc}", kind="corrupt")))
+    return out
+
+
+def _probed(batches: Iterable[list[tuple[DiscoveredFile, KindEstimator]]], opts: EstimateOptions,
+            workers: int) -> Iterator[tuple[DiscoveredFile, MediaTokens | MediaError]]:
+    """Probe headers on a thread pool with a bounded lookahead (memory stays flat for any library)."""
+    if workers <= 1:
+        for batch in batches:
+            yield from _probe_batch(batch, opts)
+        return
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-estimate") as pool:
+        try:
+            for batch in batches:
+                pending.append(pool.submit(_probe_batch, batch, opts))
+                while len(pending) >= 4 * workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _unique(files: Iterable[DiscoveredFile]) -> Iterator[DiscoveredFile]:
+    """Each path once, as `run` does for overlapping roots."""
+    seen: set[str] = set()
+    for f in files:
+        if f.path not in seen:
+            seen.add(f.path)
+            yield f
+
+
+def estimate(
+    roots: Sequence[str | os.PathLike[str]],
+    settings: Settings,
+    *,
+    model: str | None = None,
+    resolution: str | None = None,
+    mode: str = "sync",
+    include: Callable[[DiscoveredFile], bool] | None = None,
+    files: Iterable[DiscoveredFile] | None = None,
+    history: bool = True,
+    workers: int = DEFAULT_WORKERS,
+) -> Estimate:
+    """Estimate a run over `roots` with `settings` (model and resolution overridable).
+
+    include: a filter the run would apply (e.g. "not already done"); files it rejects are counted as
+    `excluded`. files: an already discovered list to use instead of scanning `roots`.
+    history: use the warehouse's earlier rows for output tokens and latency (else configured defaults).
+    """
+    from schemas.descriptions import DESCRIPTION_SCHEMAS
+
+    if mode not in ("sync", "batch"):
+        raise ValueError(f"mode must be sync or batch, not {mode!r}")
+    settings = settings.with_overrides(model=model, resolution=resolution)
+    prices = load_prices(settings.config_dir)
+    price = prices.price(settings.model)  # ConfigError for a model with no price, as `run` would
+    from tasks.media_info import MediaLimits
+
+    opts = EstimateOptions(model=settings.model, resolution=settings.resolution, max_side=settings.max_side,
+                           max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings))
+    est = Estimate(model=settings.model, resolution=settings.resolution, mode=mode, price_date=prices.date,
+                   price_source=prices.source)
+    batch_mode = mode == "batch"
+    started = time.perf_counter()
+
+    errors: Counter[str] = Counter()
+    not_estimated: Counter[str] = Counter()
+
+    def to_probe() -> Iterator[list[tuple[DiscoveredFile, KindEstimator]]]:
+        batch: list[tuple[DiscoveredFile, KindEstimator]] = []
+        source = files if files is not None else discover([os.fspath(r) for r in roots], hash_files=False)
+        for f in _unique(source):
+            est.files += 1
+            if f.status == "skipped":
+                est.skipped += 1
+                continue
+            if f.status != "pending":
+                errors[f.error_kind or "error"] += 1
+                continue
+            if include is not None and not include(f):
+                est.excluded += 1
+                continue
+            kind = f.kind or ""
+            estimator = KIND_ESTIMATORS.get(kind)
+            if estimator is None or kind not in DESCRIPTION_SCHEMAS:
+                not_estimated[kind] += 1
+                continue
+            batch.append((f, estimator))
+            if len(batch) >= PROBE_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # kind -> Counter of each item's media tokens: few distinct values, so the per-item sums below are cheap
+    media: dict[str, Counter[MediaTokens]] = {}
+    for f, outcome in _probed(to_probe(), opts, workers):
+        if isinstance(outcome, MediaError):
+            errors[outcome.kind] += 1
+        else:
+            media.setdefault(f.kind or "", Counter())[outcome] += 1
+    est.scan_s = time.perf_counter() - started
+    est.errors = dict(errors)
+    est.not_estimated = dict(not_estimated)
+
+    for kind, counts in media.items():
+        # the prompt and the response schema go with every request (the SDK's encoding: enrich/tokens.py)
+        per_request = prompt_tokens(settings.prompt_for(kind), DESCRIPTION_SCHEMAS[kind])
+        k = est.by_kind[kind] = KindEstimate(kind)
+        for tokens, n in counts.items():
+            item_input = tokens.input_tokens + per_request
+            k.items += n
+            k.input_tokens += n * item_input
+            k.audio_tokens += n * tokens.audio_tokens
+            # exactly what the describer reserves for such an item (same margin, same worst case)
+            reserve = reserved_input_tokens(item_input)
+            audio = min(reserve, reserved_input_tokens(tokens.audio_tokens)) if tokens.audio_tokens else 0
+            k.reserved_input_tokens += n * reserve
+            k.worst_case_usd += n * worst_case_usd(reserve, settings.max_output_tokens, price, audio_tokens=audio,
+                                                   batch=batch_mode)
+
+    medians = _history_medians(settings, history)
+    for kind, k in est.by_kind.items():
+        if kind in medians:
+            k.output_tokens_per_item = medians[kind].value
+            k.output_source = f"history (median of {medians[kind].rows} ok rows)"
+        else:
+            k.output_tokens_per_item = settings.expected_output_tokens.get(kind, settings.max_output_tokens)
+            k.output_source = "default (config/enrich.toml [estimate.output_tokens])"
+        k.output_tokens = k.items * k.output_tokens_per_item
+        usage = Usage(input_tokens=k.input_tokens, output_tokens=k.output_tokens,
+                      input_by_modality={"AUDIO": k.audio_tokens} if k.audio_tokens else {})
+        k.cost_usd = cost_usd(usage, price, batch=batch_mode)
+    _estimate_time(est, settings, history)
+    return est
+
+
+def _history_medians(settings: Settings, history: bool) -> dict:
+    if not history:
+        return {}
+    from warehouse.history import output_token_medians
+
+    return output_token_medians(settings.warehouse, settings.model)
+
+
+def _estimate_time(est: Estimate, settings: Settings, history: bool) -> None:
+    """Wall time from the configured rate limits (RPM, input TPM) and concurrency x typical latency."""
+    est.concurrency = settings.concurrency
+    known = None
+    if history:
+        from warehouse.history import latency_median_s
+
+        known = latency_median_s(settings.warehouse, settings.model)
+    if known is not None:
+        est.latency_s, rows = known
+        est.latency_source = f"history (median of {rows} ok rows)"
+    else:
+        est.latency_s = settings.expected_latency_s
+        est.latency_source = "default (config/enrich.toml [estimate] latency_s)"
+    if est.mode == "batch":
+        est.time_s, est.time_bound = None, "batch (provider target turnaround: 24 h)"
+        return
+    n = est.items
+    bounds = {"concurrency": n * est.latency_s / max(1, est.concurrency)}
+    if family_of(est.model) != "local":  # local engines are not rate limited
+        rate = settings.rate_limit()
+        est.rpm, est.tpm = rate.rpm, rate.tpm
+        bounds["rpm"] = n * 60.0 / rate.rpm
+        # the limiter paces on reserved input tokens (estimate plus margin), not billed ones
+        bounds["tpm"] = sum(k.reserved_input_tokens for k in est.by_kind.values()) * 60.0 / rate.tpm
+    est.time_bound, est.time_s = max(bounds.items(), key=lambda kv: kv[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# presenting
+
+
+def _usd(value: Decimal) -> str:
+    """$0.0123 style: enough digits to see a cost of a few hundredths of a cent."""
+    if value == 0:
+        return "$0"
+    if value >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.6f}".rstrip("0")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_estimate(est: Estimate) -> str:
+    """The estimate as a small table with its sources, for people."""
+    mode = " (batch: 50% price)" if est.mode == "batch" else ""
+    lines = [f"estimate for {est.model}, resolution {est.resolution}{mode}: "
+             f"{est.files} files scanned in {est.scan_s:.1f} s"]
+    header = ("kind", "items", "input tokens", "output tokens", "cost")
+    rows = [(kind, f"{k.items:,}", f"{k.input_tokens:,}", f"{k.output_tokens:,}", _usd(k.cost_usd))
+            for kind, k in sorted(est.by_kind.items())]
+    rows.append(("total", f"{est.items:,}", f"{est.input_tokens:,}", f"{est.output_tokens:,}", _usd(est.cost_usd)))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines += ["  " + fmt(header), "  " + "  ".join("-" * w for w in widths)]
+    lines += ["  " + fmt(r) for r in rows]
+    for kind, k in sorted(est.by_kind.items()):
+        lines.append(f"  {kind} output: {k.output_tokens_per_item} tokens per item, {k.output_source}")
+    lines.append(f"  worst case (every answer max_output_tokens long): {_usd(est.worst_case_usd)}")
+    if est.not_estimated:
+        lines.append("  not estimated (no estimator yet; the run skips them): "
+                     + ", ".join(f"{n} {kind or 'unknown'}" for kind, n in sorted(est.not_estimated.items())))
+    if est.errors:
+        lines.append("  not billed (the run records them as errors): "
+                     + ", ".join(f"{n} {kind}" for kind, n in sorted(est.errors.items())))
+    if est.skipped:
+        lines.append(f"  not media (skipped): {est.skipped}")
+    if est.excluded:
+        lines.append(f"  left out (already done): {est.excluded}")
+    if est.time_s is None:
+        lines.append(f"  time: {est.time_bound}")
+    else:
+        limits = f"{est.rpm} RPM, {est.tpm:,} TPM, " if est.rpm else ""
+        lines.append(f"  time: about {_duration(est.time_s)}, limited by {est.time_bound} ({limits}"
+                     f"concurrency {est.concurrency}, {est.latency_s:.1f} s per request: {est.latency_source})")
+    lines.append(f"  prices of {est.price_date} ({est.price_source})")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""What earlier runs tell us: spend so far today (for the daily cap) and typical output lengths and
+latencies (for estimates). Read-only DuckDB over the committed parts; never imports Prefect.
+
+Every function answers "nothing known" (zero, empty) for a warehouse with no parts yet, without
+importing DuckDB at all: `enrich estimate` on a fresh machine stays fast.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from warehouse.store import Warehouse
+
+
+@dataclass(frozen=True)
+class Median:
+    value: int  # rounded up: an estimate should not undershoot
+    rows: int  # how many rows it is the median of
+
+
+def _query(warehouse_dir: str | Path, sql: str, params: list) -> list[tuple]:
+    if not Warehouse(warehouse_dir).result_files():
+        return []
+    from warehouse.views import connect
+
+    con = connect(warehouse_dir)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def start_of_day_utc(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def spent_since(warehouse_dir: str | Path, since: datetime) -> Decimal:
+    """Dollars recorded on every result row (all runs) that finished at or after `since`."""
+    rows = _query(warehouse_dir, "SELECT sum(cost_usd) FROM results WHERE finished_at >= ?", [since])
+    total = rows[0][0] if rows else None
+    return Decimal(total) if total is not None else Decimal(0)
+
+
+def spent_today(warehouse_dir: str | Path, now: datetime | None = None) -> Decimal:
+    """Spend recorded since midnight UTC: what a rolling daily cap counts."""
+    return spent_since(warehouse_dir, start_of_day_utc(now))
+
+
+def output_token_medians(warehouse_dir: str | Path, model: str) -> dict[str, Median]:
+    """Median output tokens (visible + thinking) of earlier ok rows of `model`, per kind."""
+    rows = _query(
+        warehouse_dir,
+        """SELECT kind, median(output_tokens + thinking_tokens), count(*) FROM results
+           WHERE status = 'ok' AND model = ? AND kind IS NOT NULL GROUP BY kind""",
+        [model],
+    )
+    return {kind: Median(math.ceil(med), n) for kind, med, n in rows if med is not None}
+
+
+def latency_median_s(warehouse_dir: str | Path, model: str) -> tuple[float, int] | None:
+    """(median seconds per request, rows) of earlier ok rows of `model`, or None when there are none."""
+    rows = _query(
+        warehouse_dir,
+        "SELECT median(latency_ms), count(latency_ms) FROM results WHERE status = 'ok' AND model = ?",
+        [model],
+    )
+    if not rows or rows[0][0] is None or not rows[0][1]:
+        return None
+    return float(rows[0][0]) / 1000.0, int(rows[0][1])
