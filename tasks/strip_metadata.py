@@ -13,15 +13,18 @@ then sent as it is). Samples and frames are never decoded; each format is handle
 - MP4, M4A, MOV: user data and metadata boxes (moov/udta with a phone's `©xyz` location, make, model and
   software; moov/meta with Apple's `mdta` keys and the iTunes `ilst` tags; the same under each track; top-level
   `uuid` XMP) become `free` boxes of the same size with zeroed content, so no sample offset moves; the creation
-  and modification times of mvhd/tkhd/mdhd are zeroed; `free`/`skip` boxes with leftover bytes are zeroed.
+  and modification times of mvhd/tkhd/mdhd are zeroed; `free`/`skip` boxes with leftover bytes are zeroed;
+  the samples of timed metadata tracks (handler `meta` or `camm`: a GoPro's GPS, an iPhone's mebx, Google's
+  camera motion) are zeroed in mdat, found through their sample tables; the tracks themselves stay.
 - WebM / Matroska: Tags and Attachments, and the Title and DateUTC of the segment Info, become Void elements of
   the same size (zeroed). The muxing and writing application names stay (software, not personal).
 - PDF: rewritten by pypdf without the document information dictionary (/Info: Author, Creator, Producer,
   dates), without XMP metadata streams (/Metadata on the catalog, pages, images, fonts) and private
   application data (/PieceInfo); earlier revisions of an incrementally saved file are dropped with them.
 
-Not removed: metadata carried as media samples (the timed GPS track of a GoPro or a drone's subtitle track),
-what is in the picture or the sound, the text and annotations of a PDF (content, not metadata).
+Not removed: subtitle tracks (some drones write their GPS as subtitles: they are content to this module),
+metadata samples of fragmented MP4 (moof) files, what is in the picture or the sound, the text and
+annotations of a PDF (content, not metadata).
 
 A copy that cannot be made is a `MediaError` with kind `metadata_strip_failed`: the item is not sent, since
 sending personal data silently would be worse than one error row. Copies live in this process's folder
@@ -474,10 +477,90 @@ def _mp4_patches(fh: BinaryIO, size: int) -> list[_Patch]:
                     patches.append(_Patch(pos + header + 4, bytes(len(times))))
             elif kind in _MP4_DESCEND and depth < 8:
                 walk(pos + header, box_end, False, depth + 1)
+                if kind == b"trak":
+                    patches.extend(_Patch(offset, b"", length)
+                                   for offset, length in _timed_metadata_samples(fh, pos + header, box_end, size))
             pos = box_end
 
     walk(0, size, True, 0)
     return patches
+
+
+def _mp4_children(fh: BinaryIO, start: int, end: int) -> dict[bytes, tuple[int, int]]:
+    """{type: (payload start, payload end)} of the first box of each type between start and end."""
+    found: dict[bytes, tuple[int, int]] = {}
+    pos = start
+    while pos + 8 <= end:
+        fh.seek(pos)
+        box_size, kind = struct.unpack(">I4s", fh.read(8))
+        header = 8
+        if box_size == 1:
+            box_size, header = struct.unpack(">Q", fh.read(8))[0], 16
+        if box_size < header or pos + box_size > end:
+            raise MediaError(f"the MP4 box {kind!r} runs past its parent", kind=STRIP_FAILED)
+        found.setdefault(kind, (pos + header, pos + box_size))
+        pos += box_size
+    return found
+
+
+_MP4_TIMED_METADATA = {b"meta", b"camm"}  # handler types: GoPro GPMF, Apple mebx, Sony rtmd; Google camm
+_MP4_MAX_SAMPLES = 10_000_000
+
+
+def _timed_metadata_samples(fh: BinaryIO, start: int, end: int, file_size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each chunk of samples of a timed metadata track (a GoPro's GPS, a phone's motion
+    data), read from its sample table; [] for any other track. Zeroing them leaves the track in place."""
+    mdia = _mp4_children(fh, start, end).get(b"mdia")
+    if mdia is None:
+        return []
+    boxes = _mp4_children(fh, *mdia)
+    if b"hdlr" not in boxes or b"minf" not in boxes:
+        return []
+    fh.seek(boxes[b"hdlr"][0] + 8)
+    if fh.read(4) not in _MP4_TIMED_METADATA:
+        return []
+    stbl = _mp4_children(fh, *boxes[b"minf"]).get(b"stbl")
+    if stbl is None:
+        return []
+    tables = _mp4_children(fh, *stbl)
+
+    def table(kind: bytes) -> bytes:
+        a, b = tables[kind]
+        fh.seek(a)
+        return fh.read(b - a)
+
+    if b"stsz" not in tables or b"stsc" not in tables or not ({b"stco", b"co64"} & tables.keys()):
+        if b"stz2" in tables or b"stsc" in tables:
+            raise MediaError("a timed metadata track with a sample table this reader does not know",
+                             kind=STRIP_FAILED)
+        return []  # no samples in this box (a fragmented file keeps them in moof boxes)
+    stsz = table(b"stsz")
+    uniform, count = struct.unpack_from(">II", stsz, 4)
+    if count > _MP4_MAX_SAMPLES or (not uniform and len(stsz) < 12 + 4 * count):
+        raise MediaError("the metadata track's sample sizes are cut short", kind=STRIP_FAILED)
+    sizes = [uniform] * count if uniform else list(struct.unpack_from(f">{count}I", stsz, 12))
+    if b"co64" in tables:
+        co = table(b"co64")
+        chunks = list(struct.unpack_from(f">{struct.unpack_from('>I', co, 4)[0]}Q", co, 8))
+    else:
+        co = table(b"stco")
+        chunks = list(struct.unpack_from(f">{struct.unpack_from('>I', co, 4)[0]}I", co, 8))
+    stsc = table(b"stsc")
+    runs = [struct.unpack_from(">III", stsc, 8 + 12 * i)[:2] for i in range(struct.unpack_from(">I", stsc, 4)[0])]
+    ranges: list[tuple[int, int]] = []
+    sample = 0
+    for r, (first, per_chunk) in enumerate(runs):
+        last = runs[r + 1][0] - 1 if r + 1 < len(runs) else len(chunks)
+        for chunk in range(first, last + 1):
+            if not 0 < chunk <= len(chunks) or sample + per_chunk > count:
+                raise MediaError("the metadata track's sample table is inconsistent", kind=STRIP_FAILED)
+            length = sum(sizes[sample: sample + per_chunk])
+            offset = chunks[chunk - 1]
+            if offset + length > file_size:
+                raise MediaError("the metadata track's samples lie past the end of the file", kind=STRIP_FAILED)
+            ranges.append((offset, length))
+            sample += per_chunk
+    return [(o, n) for o, n in ranges if n]
 
 
 def _strip_mp4(src: str, timeout_s: float) -> Path | None:

@@ -687,11 +687,37 @@ def _mp4(seconds: float, handler: bytes, major: bytes, compatible: bytes, timesc
     trak = _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr) + trak_extra)
     ftyp = _box(b"ftyp", major + struct.pack(">I", 0x200) + compatible)
     moov_extra = top_extra = b""
+    mdat = bytes(64)
     if personal:
         moov_extra = _mp4_personal_udta() + _mp4_apple_meta()
         top_extra = _box(b"uuid", bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC") + XMP_PACKET)
         top_extra += _box(b"free", b"old tag: " + OWNER.encode())  # leftovers an editor did not zero
-    return ftyp + _box(b"moov", mvhd + trak + moov_extra) + top_extra + _box(b"mdat", bytes(64))
+        # a GoPro-style GPS track: two chunks of samples in mdat, between stand-in video bytes
+        samples = [f"GPS5 {GPS_TEXT} t={i}".encode() for i in range(3)]
+        layout = [MP4_VIDEO_FILLER, samples[0] + samples[1], MP4_VIDEO_FILLER[:16], samples[2]]
+        mdat = b"".join(layout)
+        head = len(ftyp) + len(_box(b"moov", mvhd + trak + _gps_trak(samples, [0, 0]) + moov_extra)) + len(top_extra)
+        start = head + 8
+        offsets = [start + len(layout[0]), start + len(layout[0]) + len(layout[1]) + len(layout[2])]
+        moov_extra = _gps_trak(samples, offsets) + moov_extra
+    return ftyp + _box(b"moov", mvhd + trak + moov_extra) + top_extra + _box(b"mdat", mdat)
+
+
+MP4_VIDEO_FILLER = b"\x11" * 64  # stand-in for video frames next to the GPS samples: must survive stripping
+
+
+def _gps_trak(samples: list[bytes], chunk_offsets: list[int]) -> bytes:
+    """A timed metadata track (handler `meta`, like GoPro's GPMF): samples 1-2 in chunk 1, sample 3 in chunk 2."""
+    tkhd = _box(b"tkhd", b"\x00\x00\x00\x03" + bytes(80))
+    mdhd = _box(b"mdhd", bytes(4) + struct.pack(">IIII", 0, 0, 1000, 3000) + struct.pack(">HH", 0x55C4, 0))
+    hdlr = _box(b"hdlr", bytes(4) + bytes(4) + b"meta" + bytes(12) + b"GoPro MET\x00")
+    stsd = _box(b"stsd", bytes(4) + struct.pack(">I", 1) + _box(b"gpmd", bytes(6) + struct.pack(">H", 1)))
+    stts = _box(b"stts", bytes(4) + struct.pack(">III", 1, 3, 1000))
+    stsc = _box(b"stsc", bytes(4) + struct.pack(">IIIIIII", 2, 1, 2, 1, 2, 1, 1))
+    stsz = _box(b"stsz", bytes(4) + struct.pack(">II", 0, len(samples)) + b"".join(struct.pack(">I", len(x)) for x in samples))
+    stco = _box(b"stco", bytes(4) + struct.pack(">I", len(chunk_offsets)) + b"".join(struct.pack(">I", o) for o in chunk_offsets))
+    stbl = _box(b"stbl", stsd + stts + stsc + stsz + stco)
+    return _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr + _box(b"minf", stbl)))
 
 
 def _qt_text(kind: bytes, text: str) -> bytes:
@@ -729,8 +755,9 @@ def make_mp4(path: str | os.PathLike[str], seconds: float, *, quicktime: bool = 
              personal: bool = False) -> Path:
     """A minimal MP4 (or QuickTime .mov) whose header (mvhd, one video track) states `seconds`; no frames.
     `personal=True`: a phone's moov/udta (©xyz location, ©mak/©mod, iTunes ©too/©ART/©day), an iPhone-style
-    moov/meta with mdta keys, a track name, a top-level XMP uuid box, a `free` box with leftover text and
-    creation/modification times in mvhd/tkhd/mdhd."""
+    moov/meta with mdta keys, a track name, a top-level XMP uuid box, a `free` box with leftover text,
+    creation/modification times in mvhd/tkhd/mdhd, and a GoPro-style GPS track whose samples lie in mdat
+    next to stand-in video bytes (`MP4_VIDEO_FILLER`)."""
     path = Path(path)
     if quicktime:
         path.write_bytes(_mp4(seconds, b"vide", b"qt  ", b"qt  ", personal=personal))

@@ -19,7 +19,7 @@ from tasks.media_info import MediaLimits, read_audio, read_pdf, read_video
 from tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from tasks.strip_metadata import STRIP_FAILED, media_temp_dir, strip_metadata
 from tests.media_factory import (
-    LOCATION_ISO6709, OWNER, PERSONAL_STRINGS, make_flac, make_m4a, make_mp3, make_mp4, make_ogg_opus,
+    LOCATION_ISO6709, MP4_VIDEO_FILLER, OWNER, PERSONAL_STRINGS, make_flac, make_m4a, make_mp3, make_mp4, make_ogg_opus,
     make_pdf, make_raw_pdf, make_wav, make_webm,
 )
 
@@ -104,7 +104,7 @@ def test_a_file_without_metadata_is_sent_as_is_without_a_copy(tmp_path, name):
     assert strip_metadata(path, mime) is None
 
 
-def test_mp4_metadata_boxes_become_free_space_of_the_same_size(tmp_path):
+def test_mp4_metadata_boxes_become_free_space_and_the_gps_track_is_zeroed_in_place(tmp_path):
     from mutagen.mp4 import MP4
 
     original = make_mp4(tmp_path / "phone.mp4", 5, personal=True)
@@ -117,6 +117,10 @@ def test_mp4_metadata_boxes_become_free_space_of_the_same_size(tmp_path):
         mvhd = data.index(b"mvhd") + 4
         assert data[mvhd + 4: mvhd + 12] == bytes(8), "creation and modification times are zeroed"
         assert not MP4(copy).tags
+        assert before.count(b"GPS5") == 3 and b"GPS5" not in data, "the GPS track's samples are zeroed"
+        filler = before.index(MP4_VIDEO_FILLER)
+        assert data[filler: filler + len(MP4_VIDEO_FILLER)] == MP4_VIDEO_FILLER, "the frames next to them stay"
+        assert data.index(b"GoPro MET") == before.index(b"GoPro MET"), "the track itself stays"
     finally:
         copy.unlink()
 
