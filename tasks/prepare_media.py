@@ -9,8 +9,9 @@ and the first samples, copied to a temporary file that is deleted once the item 
 Personal metadata (tags, a phone video's location, a PDF's author and XMP) is removed before upload unless the
 user opts in (`strip_metadata = false`, `--keep-metadata`): tasks/strip_metadata.py writes a stripped
 temporary copy and the part points at it (no copy when the file carries no metadata). Temporary copies are
-deleted when their item is garbage-collected (after its row is written, also on error or interruption), or
-at exit; a killed process's copies are removed by the next run (see `strip_metadata.media_temp_dir`).
+deleted by `PreparedItem.release()` once the item's row is written, else when the item is garbage-collected
+(also on error or interruption), or at exit; a killed process's copies are removed by the next run (see
+`strip_metadata.media_temp_dir`).
 
 Every failure is a `MediaError` with a kind and a reason (see tasks/media_info.py); a limit error carries
 the header facts (`.meta`) so the row still says how long or how many pages the file was.
@@ -57,7 +58,7 @@ def _temp_item(file: DiscoveredFile, mime: str, temp: Path, meta: dict[str, Any]
     except BaseException:
         unlink_quietly(temp)
         raise
-    weakref.finalize(item, unlink_quietly, str(temp))
+    item.cleanups.append(weakref.finalize(item, unlink_quietly, str(temp)))  # runs once: release(), GC or exit
     return item
 
 

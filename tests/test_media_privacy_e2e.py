@@ -76,3 +76,18 @@ def test_keep_metadata_sends_the_original_files(tmp_path, gemini, enrich_home):
     assert run(tmp_path / "lib", strip_metadata=False)["status"] == "finished"
     received = sorted(data for _, data in gemini.received_media())
     assert received == sorted(p.read_bytes() for p in files.values())
+
+
+def test_copies_are_deleted_when_the_requests_fail(tmp_path, gemini, enrich_home):
+    tagged_library(tmp_path / "lib")
+    temp_before = set(media_temp_dir().iterdir())
+    gemini.set_config(faults={"500": 1.0})
+    run(tmp_path / "lib", max_attempts=1)
+    statuses = connect(enrich_home / "warehouse").execute("SELECT DISTINCT status FROM items").fetchall()
+    assert statuses == [("error",)]
+    # A failed request's traceback holds its item in a reference cycle: without an explicit
+    # PreparedItem.release() after the chunk's rows are written, the copies wait for the cyclic GC (or exit).
+    import gc
+
+    gc.collect()
+    assert set(media_temp_dir().iterdir()) == temp_before

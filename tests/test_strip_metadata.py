@@ -154,6 +154,18 @@ def test_prepared_items_point_at_a_stripped_copy_deleted_when_the_item_is_done(t
     assert not sent.exists()
 
 
+def test_release_deletes_the_copy_at_once_even_while_the_item_is_still_referenced(tmp_path):
+    item = prepare(make_pdf(tmp_path / "scan.pdf", 2, personal=True))
+    sent = item.media[0].path
+    held = [item]  # e.g. by an exception's traceback after a failed request
+    item.release()
+    assert not sent.exists() and held
+    item.release()  # idempotent
+    original = prepare(make_wav(tmp_path / "plain.wav", 1))
+    original.release()
+    assert (tmp_path / "plain.wav").exists(), "an original file is never deleted"
+
+
 def test_keep_metadata_sends_the_original_files(tmp_path):
     for name, (build, _) in FORMATS.items():
         path = build(tmp_path / name, True)
