@@ -35,6 +35,14 @@ class PreparedItem:
     meta: dict[str, Any] = field(default_factory=dict)  # extracted locally: width, height, taken_at, gps...
     media_tokens_hint: dict[str, Any] = field(default_factory=dict)  # what the token rules need
     prepare_ms: float = 0.0
+    # deletes the temporary copies the media parts point at (stripped or trimmed media); see release()
+    cleanups: list[Callable[[], Any]] = field(default_factory=list, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Delete this item's temporary media copies now (idempotent). Call once its row is written; without
+        it they go when the item is garbage-collected (late when an exception's traceback holds it) or at exit."""
+        while self.cleanups:
+            self.cleanups.pop()()
 
 
 def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:

@@ -6,6 +6,13 @@ media in memory. Text documents are decoded here (UTF-8, or cp1252 for legacy fi
 text. Over-long WAV audio is cut to the limit when the user opts in (`trim_long_media`): a new RIFF header
 and the first samples, copied to a temporary file that is deleted once the item is done.
 
+Personal metadata (tags, a phone video's location, a PDF's author and XMP) is removed before upload unless the
+user opts in (`strip_metadata = false`, `--keep-metadata`): tasks/strip_metadata.py writes a stripped
+temporary copy and the part points at it (no copy when the file carries no metadata). Temporary copies are
+deleted by `PreparedItem.release()` once the item's row is written, else when the item is garbage-collected
+(also on error or interruption), or at exit; a killed process's copies are removed by the next run (see
+`strip_metadata.media_temp_dir`).
+
 Every failure is a `MediaError` with a kind and a reason (see tasks/media_info.py); a limit error carries
 the header facts (`.meta`) so the row still says how long or how many pages the file was.
 """
@@ -13,7 +20,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +28,7 @@ from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
 from tasks.discover import DiscoveredFile
 from tasks.media_info import MediaLimits, apply_limits, read_audio, read_pdf, read_text, read_video
+from tasks.strip_metadata import new_temp_file, strip_metadata, unlink_quietly
 
 if TYPE_CHECKING:
     from tasks.prepare import PrepareOptions, PreparedItem
@@ -43,25 +50,45 @@ def _item(file: DiscoveredFile, media: MediaPart, meta: dict[str, Any], hint: di
     return PreparedItem(file=file, media=(media,), meta=meta, media_tokens_hint=hint)
 
 
+def _temp_item(file: DiscoveredFile, mime: str, temp: Path, meta: dict[str, Any],
+               hint: dict[str, Any]) -> "PreparedItem":
+    """An item sent from a temporary copy, which is deleted when the item is done (or at exit)."""
+    try:
+        item = _item(file, MediaPart(mime=mime, path=temp), meta, hint)
+    except BaseException:
+        unlink_quietly(temp)
+        raise
+    item.cleanups.append(weakref.finalize(item, unlink_quietly, str(temp)))  # runs once: release(), GC or exit
+    return item
+
+
+def _file_item(file: DiscoveredFile, mime: str, options: "PrepareOptions", meta: dict[str, Any],
+               hint: dict[str, Any]) -> "PreparedItem":
+    """An item sent from the file itself, or from a copy without its metadata (unless the user keeps it)."""
+    if not options.keep_metadata:
+        stripped = strip_metadata(file.path, mime, timeout_s=options.limits.pdf_timeout_s)
+        if stripped is not None:
+            return _temp_item(file, mime, stripped, meta, hint)
+    return _item(file, MediaPart(mime=mime, path=Path(file.path)), meta, hint)
+
+
 def prepare_audio(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
     info = read_audio(file.path, file.mime)
     meta = {"duration_s": info["seconds"], "media_format": info["codec"], "sample_rate": info["sample_rate"],
             "channels": info["channels"], "trimmed": False}
     sent = _limited(info, options.limits, meta)
     if not sent.get("trimmed"):
-        return _item(file, MediaPart(mime=file.mime or "audio/wav", path=Path(file.path)), meta, sent)
-    trimmed = trim_wav(file.path, sent["seconds"])
+        return _file_item(file, file.mime or "audio/wav", options, meta, sent)
+    trimmed = trim_wav(file.path, sent["seconds"])  # fmt and data chunks only: no tags to strip
     meta["trimmed"] = True
-    item = _item(file, MediaPart(mime="audio/wav", path=trimmed), meta, sent)
-    weakref.finalize(item, _unlink_quietly, str(trimmed))  # removed when the item is done (or at exit)
-    return item
+    return _temp_item(file, "audio/wav", trimmed, meta, sent)
 
 
 def prepare_video(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
     info = read_video(file.path, file.mime)
     meta = {"duration_s": info["seconds"], "media_format": info["codec"]}
     sent = _limited(info, options.limits, meta)
-    return _item(file, MediaPart(mime=file.mime or "video/mp4", path=Path(file.path)), meta, sent)
+    return _file_item(file, file.mime or "video/mp4", options, meta, sent)
 
 
 def prepare_document(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":
@@ -70,7 +97,7 @@ def prepare_document(file: DiscoveredFile, options: "PrepareOptions") -> "Prepar
         info = read_pdf(file.path, timeout_s=limits.pdf_timeout_s)
         meta = {"page_count": info["pages"], "media_format": "pdf"}
         sent = _limited(info, limits, meta)
-        return _item(file, MediaPart(mime="application/pdf", path=Path(file.path)), meta, sent)
+        return _file_item(file, "application/pdf", options, meta, sent)
     # plain text, Markdown, HTML: read no more than the limit allows (plus one character to see it is over)
     text, total = read_text(file.path, max_chars=limits.max_text_chars + 1)
     meta = {"char_count": total, "media_format": "text", "trimmed": False}
@@ -122,9 +149,9 @@ def trim_wav(path: str | os.PathLike[str], seconds: float) -> Path:
             raise MediaError("the WAV fmt chunk gives no sample rate", kind="corrupt")
         data_offset, data_size = chunks[b"data"]
         keep = min(data_size, int(seconds * rate) * block_align)
-        fd, tmp_name = tempfile.mkstemp(prefix="enrich-trim-", suffix=".wav")
+        tmp_name = str(new_temp_file(suffix=".wav", prefix="enrich-trim-"))
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp_name, "wb") as out:
                 fmt_chunk = b"fmt " + struct.pack("<I", len(fmt)) + fmt + (b"\x00" if len(fmt) & 1 else b"")
                 riff_size = 4 + len(fmt_chunk) + 8 + keep + (keep & 1)
                 out.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + fmt_chunk)
@@ -140,13 +167,6 @@ def trim_wav(path: str | os.PathLike[str], seconds: float) -> Path:
                 if keep & 1:
                     out.write(b"\x00")
         except BaseException:
-            _unlink_quietly(tmp_name)
+            unlink_quietly(tmp_name)
             raise
     return Path(tmp_name)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -40,6 +40,11 @@ __all__ = [
     "CAMERA_SERIAL",
     "XMP_PACKET",
     "COMMENT",
+    "OWNER",
+    "DEVICE",
+    "LOCATION_ISO6709",
+    "GPS_TEXT",
+    "PERSONAL_STRINGS",
     "build_exif",
     "make_jpeg",
     "make_png",
@@ -72,6 +77,14 @@ XMP_PACKET = (
     b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.49N"'
     b' exif:GPSLongitude="2,17.67E"/></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
 )
+
+# Personal metadata that audio, video and PDF fixtures carry with `personal=True`; none of these strings may
+# reach an upload unless the user keeps metadata (the photo fixtures above carry CAMERA_SERIAL and the GPS).
+OWNER = "Alice Example"
+DEVICE = "Pixel 7 Pro"
+LOCATION_ISO6709 = "+48.8584+002.2945/"
+GPS_TEXT = "GPS 48.8584,2.2945"
+PERSONAL_STRINGS = (OWNER, DEVICE, "48.8584", CAMERA_SERIAL)
 
 # Orientation tag -> how to turn the upright picture into the stored pixels (inverse of the fix).
 _STORE_TRANSPOSE = {
@@ -492,8 +505,9 @@ __all__ += [
 
 
 def make_wav(path: str | os.PathLike[str], seconds: float, *, rate: int = 8000, sampwidth: int = 1,
-             channels: int = 1, tone_hz: float | None = 440.0) -> Path:
-    """A PCM WAV (stdlib `wave`): a short tone, then silence. 8 kHz mono 8-bit by default: 8 KB a second."""
+             channels: int = 1, tone_hz: float | None = 440.0, personal: bool = False) -> Path:
+    """A PCM WAV (stdlib `wave`): a short tone, then silence. 8 kHz mono 8-bit by default: 8 KB a second.
+    `personal=True` appends a LIST/INFO chunk (artist, software, a GPS comment, a serial) after the data."""
     import math
     import wave
 
@@ -519,7 +533,31 @@ def make_wav(path: str | os.PathLike[str], seconds: float, *, rate: int = 8000, 
             n = min(left, 65536)
             w.writeframes(block[: n * len(silence)])
             left -= n
+    if personal:
+        _append_riff_chunks(path, [_riff_list_info({b"IART": OWNER, b"ISFT": DEVICE, b"ICMT": GPS_TEXT,
+                                                    b"ISRF": CAMERA_SERIAL})])
     return path
+
+
+def _riff_list_info(fields: dict[bytes, str]) -> bytes:
+    body = b"INFO"
+    for ident, text in fields.items():
+        value = text.encode() + b"\x00"
+        body += ident + struct.pack("<I", len(value)) + value + (b"\x00" if len(value) & 1 else b"")
+    return b"LIST" + struct.pack("<I", len(body)) + body
+
+
+def _append_riff_chunks(path: Path, chunks: list[bytes]) -> None:
+    """Append whole chunks (id, size, body) after the data chunk and fix the RIFF size."""
+    with open(path, "r+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() & 1:
+            fh.write(b"\x00")
+        for chunk in chunks:
+            fh.write(chunk)
+        end = fh.tell()
+        fh.seek(4)
+        fh.write(struct.pack("<I", end - 8))
 
 
 # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, no CRC: 417-byte frames of 1152 samples
@@ -528,42 +566,88 @@ _MP3_FRAME = _MP3_HEADER + bytes(417 - 4)  # zero side info: a silent, decodable
 MP3_FRAME_SECONDS = 1152 / 44100
 
 
-def make_mp3(path: str | os.PathLike[str], seconds: float, *, id3: bool = True) -> Path:
-    """Silent MPEG-1 Layer III frames (no encoder needed), with an ID3v2.4 title tag by default."""
+def make_mp3(path: str | os.PathLike[str], seconds: float, *, id3: bool = True, personal: bool = False) -> Path:
+    """Silent MPEG-1 Layer III frames (no encoder needed), with an ID3v2.4 title tag by default.
+    `personal=True`: ID3v2 artist (TPE1), encoder device (TSSE) and a TXXX GPS frame in front, an ID3v1 tag
+    and an APEv2 tag (with the serial) at the end, as taggers and phone recorders write them."""
     path = Path(path)
     frames = max(1, round(seconds / MP3_FRAME_SECONDS))
     data = b""
-    if id3:
-        title = b"\x03test recording"  # encoding byte (UTF-8) + text
-        frame = b"TIT2" + len(title).to_bytes(4, "big") + b"\x00\x00" + title
-        data = b"ID3\x04\x00\x00" + bytes(_syncsafe(len(frame))) + frame
-    path.write_bytes(data + _MP3_FRAME * frames)
+    if id3 or personal:
+        body = _id3_text_frame(b"TIT2", "test recording")
+        if personal:
+            body += _id3_text_frame(b"TPE1", OWNER) + _id3_text_frame(b"TSSE", DEVICE)
+            body += _id3_text_frame(b"TXXX", "location\x00" + GPS_TEXT)
+        data = b"ID3\x04\x00\x00" + bytes(_syncsafe(len(body))) + body
+    data += _MP3_FRAME * frames
+    if personal:
+        data += _ape_tag({"Serial": CAMERA_SERIAL, "Artist": OWNER})
+        data += b"TAG" + b"test recording".ljust(30, b"\x00") + OWNER.encode().ljust(30, b"\x00") + bytes(64) + b"\xff"
+    path.write_bytes(data)
     return path
+
+
+def _id3_text_frame(ident: bytes, text: str) -> bytes:
+    payload = b"\x03" + text.encode()  # encoding byte (UTF-8) + text
+    return ident + bytes(_syncsafe(len(payload))) + b"\x00\x00" + payload
+
+
+def _ape_tag(items: dict[str, str]) -> bytes:
+    """An APEv2 tag with header and footer."""
+    body = b"".join(struct.pack("<II", len(v.encode()), 0) + k.encode() + b"\x00" + v.encode()
+                    for k, v in items.items())
+    size = len(body) + 32
+
+    def part(flags: int) -> bytes:
+        return b"APETAGEX" + struct.pack("<IIII", 2000, size, len(items), flags) + bytes(8)
+
+    return part(0xA0000000) + body + part(0x80000000)
 
 
 def _syncsafe(n: int) -> list[int]:
     return [(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F]
 
 
-def make_flac(path: str | os.PathLike[str], seconds: float, *, rate: int = 44100, channels: int = 2) -> Path:
-    """A FLAC stream header (STREAMINFO with the total sample count) and no audio frames."""
+def make_flac(path: str | os.PathLike[str], seconds: float, *, rate: int = 44100, channels: int = 2,
+              personal: bool = False) -> Path:
+    """A FLAC stream header (STREAMINFO with the total sample count) and stand-in frame bytes.
+    `personal=True` adds a Vorbis comment (artist, encoder device, a GPS comment) and a PICTURE block."""
     path = Path(path)
     total = int(round(seconds * rate))
     bits = (4096 << 64) | (4096 << 48)  # min/max block size (16 bits each), min/max frame size 0 (24 each)
     tail = (rate << 44) | ((channels - 1) << 41) | (15 << 36) | total  # rate 20, ch 3, bps-1 5, samples 36
     info = bits.to_bytes(10, "big") + tail.to_bytes(8, "big") + bytes(16)
-    path.write_bytes(b"fLaC" + bytes([0x80, 0, 0, len(info)]) + info)
+    blocks = [(0, info)]
+    if personal:
+        blocks.append((4, _vorbis_comment(b"reference libFLAC 1.4.3",
+                                          [f"ARTIST={OWNER}", f"ENCODER={DEVICE}", f"COMMENT={GPS_TEXT}"])))
+        desc = f"{OWNER} at home".encode()
+        blocks.append((6, struct.pack(">II", 3, 10) + b"image/jpeg" + struct.pack(">I", len(desc)) + desc
+                       + struct.pack(">IIIII", 1, 1, 24, 0, 4) + b"\xff\xd8\xff\xd9"))
+    out = b"fLaC"
+    for i, (kind, body) in enumerate(blocks):
+        out += bytes([(0x80 if i == len(blocks) - 1 else 0) | kind]) + len(body).to_bytes(3, "big") + body
+    path.write_bytes(out + b"\xff\xf8" + bytes(62))  # stand-in for the frames: copied, never read
     return path
 
 
-def make_ogg_opus(path: str | os.PathLike[str], seconds: float, *, pre_skip: int = 312) -> Path:
-    """Ogg Opus: OpusHead, OpusTags and one page of silent packets whose granule position ends the stream."""
+def _vorbis_comment(vendor: bytes, comments: list[str]) -> bytes:
+    out = struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", len(comments))
+    for c in comments:
+        out += struct.pack("<I", len(c.encode())) + c.encode()
+    return out
+
+
+def make_ogg_opus(path: str | os.PathLike[str], seconds: float, *, pre_skip: int = 312,
+                  personal: bool = False) -> Path:
+    """Ogg Opus: OpusHead, OpusTags and one page of silent packets whose granule position ends the stream.
+    `personal=True` fills OpusTags with an artist, the recording device and a location comment."""
     from mutagen.ogg import OggPage
 
     path = Path(path)
     head = b"OpusHead" + struct.pack("<BBHIhB", 1, 1, pre_skip, 48000, 0, 0)
-    vendor = b"enrich-tests"
-    tags = b"OpusTags" + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", 0)
+    comments = [f"ARTIST={OWNER}", f"ENCODER={DEVICE}", f"LOCATION={GPS_TEXT}"] if personal else []
+    tags = b"OpusTags" + _vorbis_comment(b"enrich-tests", comments)
     pages = []
     for seq, (packets, position) in enumerate(
             [([head], 0), ([tags], 0), ([b"\xf8\xff\xfe"] * 8, pre_skip + int(round(seconds * 48000)))]):
@@ -583,34 +667,109 @@ def _box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
 
 
-def _mp4(seconds: float, handler: bytes, major: bytes, compatible: bytes, timescale: int = 1000) -> bytes:
+MP4_CREATED = 3_772_189_845  # 2023-07-14 15:30:45 UTC in seconds since 1904 (the MP4 epoch)
+
+
+def _mp4(seconds: float, handler: bytes, major: bytes, compatible: bytes, timescale: int = 1000,
+         personal: bool = False) -> bytes:
     duration = int(round(seconds * timescale))
+    created = MP4_CREATED if personal else 0
     matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-    mvhd = _box(b"mvhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, duration) + struct.pack(">IH", 0x10000, 0x100)
-                + bytes(10) + matrix + bytes(24) + struct.pack(">I", 2))
-    tkhd = _box(b"tkhd", b"\x00\x00\x00\x03" + struct.pack(">IIII", 0, 0, 1, 0) + struct.pack(">I", duration)
-                + bytes(8) + struct.pack(">hhhH", 0, 0, 0, 0) + matrix + struct.pack(">II", 320 << 16, 240 << 16))
-    mdhd = _box(b"mdhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, duration) + struct.pack(">HH", 0x55C4, 0))
+    mvhd = _box(b"mvhd", bytes(4) + struct.pack(">IIII", created, created, timescale, duration)
+                + struct.pack(">IH", 0x10000, 0x100) + bytes(10) + matrix + bytes(24) + struct.pack(">I", 2))
+    tkhd = _box(b"tkhd", b"\x00\x00\x00\x03" + struct.pack(">IIII", created, created, 1, 0)
+                + struct.pack(">I", duration) + bytes(8) + struct.pack(">hhhH", 0, 0, 0, 0) + matrix
+                + struct.pack(">II", 320 << 16, 240 << 16))
+    mdhd = _box(b"mdhd", bytes(4) + struct.pack(">IIII", created, created, timescale, duration)
+                + struct.pack(">HH", 0x55C4, 0))
     hdlr = _box(b"hdlr", bytes(4) + bytes(4) + handler + bytes(12) + b"enrich\x00")
-    trak = _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr))
+    trak_extra = _box(b"udta", _box(b"name", DEVICE.encode())) if personal else b""
+    trak = _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr) + trak_extra)
     ftyp = _box(b"ftyp", major + struct.pack(">I", 0x200) + compatible)
-    return ftyp + _box(b"moov", mvhd + trak) + _box(b"mdat", bytes(64))
+    moov_extra = top_extra = b""
+    mdat = bytes(64)
+    if personal:
+        moov_extra = _mp4_personal_udta() + _mp4_apple_meta()
+        top_extra = _box(b"uuid", bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC") + XMP_PACKET)
+        top_extra += _box(b"free", b"old tag: " + OWNER.encode())  # leftovers an editor did not zero
+        # a GoPro-style GPS track: two chunks of samples in mdat, between stand-in video bytes
+        samples = [f"GPS5 {GPS_TEXT} t={i}".encode() for i in range(3)]
+        layout = [MP4_VIDEO_FILLER, samples[0] + samples[1], MP4_VIDEO_FILLER[:16], samples[2]]
+        mdat = b"".join(layout)
+        head = len(ftyp) + len(_box(b"moov", mvhd + trak + _gps_trak(samples, [0, 0]) + moov_extra)) + len(top_extra)
+        start = head + 8
+        offsets = [start + len(layout[0]), start + len(layout[0]) + len(layout[1]) + len(layout[2])]
+        moov_extra = _gps_trak(samples, offsets) + moov_extra
+    return ftyp + _box(b"moov", mvhd + trak + moov_extra) + top_extra + _box(b"mdat", mdat)
 
 
-def make_mp4(path: str | os.PathLike[str], seconds: float, *, quicktime: bool = False) -> Path:
-    """A minimal MP4 (or QuickTime .mov) whose header (mvhd, one video track) states `seconds`; no frames."""
+MP4_VIDEO_FILLER = b"\x11" * 64  # stand-in for video frames next to the GPS samples: must survive stripping
+
+
+def _gps_trak(samples: list[bytes], chunk_offsets: list[int]) -> bytes:
+    """A timed metadata track (handler `meta`, like GoPro's GPMF): samples 1-2 in chunk 1, sample 3 in chunk 2."""
+    tkhd = _box(b"tkhd", b"\x00\x00\x00\x03" + bytes(80))
+    mdhd = _box(b"mdhd", bytes(4) + struct.pack(">IIII", 0, 0, 1000, 3000) + struct.pack(">HH", 0x55C4, 0))
+    hdlr = _box(b"hdlr", bytes(4) + bytes(4) + b"meta" + bytes(12) + b"GoPro MET\x00")
+    stsd = _box(b"stsd", bytes(4) + struct.pack(">I", 1) + _box(b"gpmd", bytes(6) + struct.pack(">H", 1)))
+    stts = _box(b"stts", bytes(4) + struct.pack(">III", 1, 3, 1000))
+    stsc = _box(b"stsc", bytes(4) + struct.pack(">IIIIIII", 2, 1, 2, 1, 2, 1, 1))
+    stsz = _box(b"stsz", bytes(4) + struct.pack(">II", 0, len(samples)) + b"".join(struct.pack(">I", len(x)) for x in samples))
+    stco = _box(b"stco", bytes(4) + struct.pack(">I", len(chunk_offsets)) + b"".join(struct.pack(">I", o) for o in chunk_offsets))
+    stbl = _box(b"stbl", stsd + stts + stsc + stsz + stco)
+    return _box(b"trak", tkhd + _box(b"mdia", mdhd + hdlr + _box(b"minf", stbl)))
+
+
+def _qt_text(kind: bytes, text: str) -> bytes:
+    """A QuickTime user-data text atom (16-bit length, 16-bit language, text), as Android writes ©xyz."""
+    data = text.encode()
+    return _box(kind, struct.pack(">HH", len(data), 0x15C7) + data)
+
+
+def _ilst_item(kind: bytes, text: str) -> bytes:
+    return _box(kind, _box(b"data", struct.pack(">II", 1, 0) + text.encode()))
+
+
+def _mp4_personal_udta() -> bytes:
+    """moov/udta: the location, make and model a phone writes, and iTunes-style tags (©too, ©ART)."""
+    ilst = _box(b"ilst", _ilst_item(b"\xa9too", DEVICE) + _ilst_item(b"\xa9ART", OWNER)
+                + _ilst_item(b"\xa9day", "2023-07-14T15:30:45Z"))
+    meta = _box(b"meta", bytes(4) + _box(b"hdlr", bytes(8) + b"mdir" + b"appl" + bytes(9)) + ilst)
+    return _box(b"udta", _qt_text(b"\xa9xyz", LOCATION_ISO6709) + _qt_text(b"\xa9mak", "Google")
+                + _qt_text(b"\xa9mod", DEVICE) + meta)
+
+
+def _mp4_apple_meta() -> bytes:
+    """moov/meta with `mdta` keys, as an iPhone stores its location, model and serial."""
+    keys = [b"com.apple.quicktime.location.ISO6709", b"com.apple.quicktime.model",
+            b"com.apple.quicktime.camera.identifier"]
+    values = [LOCATION_ISO6709, DEVICE, CAMERA_SERIAL]
+    keys_box = _box(b"keys", bytes(4) + struct.pack(">I", len(keys))
+                    + b"".join(struct.pack(">I", 8 + len(k)) + b"mdta" + k for k in keys))
+    ilst = _box(b"ilst", b"".join(_box(struct.pack(">I", i + 1), _box(b"data", struct.pack(">II", 1, 0) + v.encode()))
+                                  for i, v in enumerate(values)))
+    return _box(b"meta", _box(b"hdlr", bytes(8) + b"mdta" + bytes(12)) + keys_box + ilst)
+
+
+def make_mp4(path: str | os.PathLike[str], seconds: float, *, quicktime: bool = False,
+             personal: bool = False) -> Path:
+    """A minimal MP4 (or QuickTime .mov) whose header (mvhd, one video track) states `seconds`; no frames.
+    `personal=True`: a phone's moov/udta (©xyz location, ©mak/©mod, iTunes ©too/©ART/©day), an iPhone-style
+    moov/meta with mdta keys, a track name, a top-level XMP uuid box, a `free` box with leftover text,
+    creation/modification times in mvhd/tkhd/mdhd, and a GoPro-style GPS track whose samples lie in mdat
+    next to stand-in video bytes (`MP4_VIDEO_FILLER`)."""
     path = Path(path)
     if quicktime:
-        path.write_bytes(_mp4(seconds, b"vide", b"qt  ", b"qt  "))
+        path.write_bytes(_mp4(seconds, b"vide", b"qt  ", b"qt  ", personal=personal))
     else:
-        path.write_bytes(_mp4(seconds, b"vide", b"isom", b"isomiso2mp41"))
+        path.write_bytes(_mp4(seconds, b"vide", b"isom", b"isomiso2mp41", personal=personal))
     return path
 
 
-def make_m4a(path: str | os.PathLike[str], seconds: float) -> Path:
-    """A minimal M4A: one sound track whose media header (mdhd) states `seconds`."""
+def make_m4a(path: str | os.PathLike[str], seconds: float, *, personal: bool = False) -> Path:
+    """A minimal M4A: one sound track whose media header (mdhd) states `seconds` (`personal`: see make_mp4)."""
     path = Path(path)
-    path.write_bytes(_mp4(seconds, b"soun", b"M4A ", b"M4A mp42isom", timescale=44100))
+    path.write_bytes(_mp4(seconds, b"soun", b"M4A ", b"M4A mp42isom", timescale=44100, personal=personal))
     return path
 
 
@@ -618,23 +777,35 @@ def _ebml(ident: bytes, payload: bytes) -> bytes:
     return ident + (b"\x01" + len(payload).to_bytes(7, "big")) + payload
 
 
-def make_webm(path: str | os.PathLike[str], seconds: float | None, *, timecode_scale: int = 1_000_000) -> Path:
+def make_webm(path: str | os.PathLike[str], seconds: float | None, *, timecode_scale: int = 1_000_000,
+              personal: bool = False) -> Path:
     """A WebM (EBML header, Segment > Info with TimecodeScale and Duration, an empty Cluster).
-    `seconds=None` leaves Duration out, like a live browser recording."""
+    `seconds=None` leaves Duration out, like a live browser recording. `personal=True` adds a Title and
+    DateUTC to Info, and a Tags element after the cluster (artist, location, device)."""
     path = Path(path)
     header = _ebml(b"\x1a\x45\xdf\xa3", _ebml(b"\x42\x86", b"\x01") + _ebml(b"\x42\x82", b"webm"))
     info = _ebml(b"\x2a\xd7\xb1", timecode_scale.to_bytes(3, "big"))
+    if personal:
+        info += _ebml(b"\x7b\xa9", f"{OWNER} on holiday".encode()) + _ebml(b"\x44\x61", struct.pack(">q", 742_700_000_000_000_000))
     if seconds is not None:
         info += _ebml(b"\x44\x89", struct.pack(">d", seconds * 1e9 / timecode_scale))
     info += _ebml(b"\x4d\x80", b"enrich-tests")
     segment = _ebml(b"\x15\x49\xa9\x66", info) + _ebml(b"\x1f\x43\xb6\x75", _ebml(b"\xe7", b"\x00"))
+    if personal:
+        simple = b"".join(_ebml(b"\x67\xc8", _ebml(b"\x45\xa3", k.encode()) + _ebml(b"\x44\x87", v.encode()))
+                          for k, v in (("ARTIST", OWNER), ("LOCATION", LOCATION_ISO6709), ("ENCODER", DEVICE)))
+        segment += _ebml(b"\x12\x54\xc3\x67", _ebml(b"\x73\x73", _ebml(b"\x63\xc0", b"") + simple))
     path.write_bytes(header + b"\x18\x53\x80\x67\x01\xff\xff\xff\xff\xff\xff\xff" + segment)  # unknown size
     return path
 
 
-def make_pdf(path: str | os.PathLike[str], pages: int = 1, *, title: str | None = "Test document") -> Path:
-    """A PDF of `pages` blank US-letter pages (pypdf)."""
+def make_pdf(path: str | os.PathLike[str], pages: int = 1, *, title: str | None = "Test document",
+             personal: bool = False) -> Path:
+    """A PDF of `pages` blank US-letter pages (pypdf). `personal=True`: /Author, /Creator (a scanner app on
+    a phone) in the information dictionary, an XMP stream on the catalog and one on the first page, and an
+    incremental update that changed the author (the first author stays in the earlier revision's bytes)."""
     from pypdf import PdfWriter
+    from pypdf.generic import NameObject, StreamObject
 
     path = Path(path)
     writer = PdfWriter()
@@ -642,8 +813,20 @@ def make_pdf(path: str | os.PathLike[str], pages: int = 1, *, title: str | None 
         writer.add_blank_page(width=612, height=792)
     if title:
         writer.add_metadata({"/Title": title})
+    if personal:
+        writer.add_metadata({"/Author": OWNER, "/Creator": f"{DEVICE} Scanner"})
+        for holder in (writer._root_object, writer.pages[0]):
+            xmp = StreamObject()
+            xmp.set_data(XMP_PACKET)
+            xmp.update({NameObject("/Type"): NameObject("/Metadata"), NameObject("/Subtype"): NameObject("/XML")})
+            holder[NameObject("/Metadata")] = writer._add_object(xmp)
     with open(path, "wb") as fh:
         writer.write(fh)
+    if personal:
+        update = PdfWriter(path, incremental=True)
+        update.add_metadata({"/Author": "A. Example"})
+        with open(path, "wb") as fh:
+            update.write(fh)
     return path
 
 

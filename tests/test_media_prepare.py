@@ -70,10 +70,15 @@ def test_video_limit(tmp_path):
     assert isinstance(err, MediaError) and err.kind == "too_long" and err.meta["duration_s"] == 45.0
 
 
-def test_pdf_is_sent_as_is_and_its_page_limit_holds(tmp_path):
+def test_pdf_is_sent_without_its_information_dictionary_and_its_page_limit_holds(tmp_path):
+    from pypdf import PdfReader
+
     item = prepare(make_pdf(tmp_path / "d.pdf", 4), max_pdf_pages=4)
     assert isinstance(item, PreparedItem)
-    assert item.media[0].mime == "application/pdf" and item.media[0].path == tmp_path / "d.pdf"
+    sent = item.media[0].path
+    assert item.media[0].mime == "application/pdf" and sent != tmp_path / "d.pdf"
+    assert PdfReader(tmp_path / "d.pdf").metadata["/Title"] == "Test document"
+    assert PdfReader(sent).metadata is None and len(PdfReader(sent).pages) == 4
     assert item.meta == {"page_count": 4, "media_format": "pdf"}
     err = prepare(make_pdf(tmp_path / "e.pdf", 5), max_pdf_pages=4)
     assert isinstance(err, MediaError) and err.kind == "too_long" and err.meta["page_count"] == 5
