@@ -17,6 +17,9 @@ COMMANDS: dict[str, str] = {
     "run": "enrich.commands.run",
     "query": "enrich.commands.query",
     "emulator": "enrich.commands.emulator",
+    "runs": "enrich.commands.runs",
+    "compact": "enrich.commands.compact",
+    "serve": "enrich.commands.serve",
 }
 
 EPILOG = """\
@@ -31,6 +34,9 @@ examples:
   enrich run ~/Pictures --budget 2.00
   enrich run samples/library --emulator
   enrich query "SELECT caption, cost_usd FROM items WHERE status = 'ok' LIMIT 5"
+  enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
+  enrich runs                                # recent runs: status, items, spend
+  enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
 """
 
 

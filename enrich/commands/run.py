@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="upload photos with their EXIF (GPS, camera serials); stripped by default")
     p.add_argument("--emulator", action="store_true",
                    help="use the bundled local Gemini emulator instead of the real API (offline; fake answers)")
+    p.add_argument("--reprocess", action="append", metavar="WHAT", choices=["stale", "failed", "all"],
+                   help="also redo: stale (described with another model, prompt, schema or resolution), failed "
+                   "(errors and blocked items), all (everything); repeatable. By default a run describes only "
+                   "new and changed files and retries what did not finish")
+    p.add_argument("--wait", action="store_true",
+                   help="if another run is using the warehouse, wait for it instead of refusing")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before spending")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(handler=main)
@@ -121,11 +127,16 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        if not args.wait:
+            from warehouse.lock import refuse_if_locked
+
+            refuse_if_locked(settings.warehouse)
         preflight(settings)
 
         from flows.enrich_flow import enrich_flow
 
-        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None})
+        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
+                              reprocess=args.reprocess or [], wait_for_lock=args.wait)
     finally:
         if emu is not None:
             emu.stop()
@@ -133,7 +144,10 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"run {summary['run_id']}: {summary['status']}, {summary['items']} items, "
+              f"{summary.get('unchanged', 0)} unchanged, {summary.get('reused', 0)} reused without a model call, "
               f"spent ${Decimal(summary['spent_usd']).normalize():f} ({summary['model']})")
+        for run_id in summary.get("crashed_runs_found", []):
+            print(f"note: run {run_id} had died without finishing; marked crashed, its committed rows kept")
         print(run_summary_table(summary["warehouse"], summary["run_id"]))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
         if summary.get("fatal"):
