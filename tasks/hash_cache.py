@@ -27,13 +27,15 @@ class HashCache:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
             "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
-        self._pending: list[tuple[str, int, int, str]] = []
+        self._pending: dict[str, tuple[str, int, int, str]] = {}  # written at the next flush
         self.hits = 0
         self.misses = 0
 
     def get(self, path: str, size: int, mtime_ns: int) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, sha256 FROM hashes WHERE path = ?", (path,)).fetchone()
+            pending = self._pending.get(path)
+            row = pending[1:] if pending is not None else self._db.execute(
+                "SELECT size, mtime_ns, sha256 FROM hashes WHERE path = ?", (path,)).fetchone()
             if row is not None and row[0] == size and row[1] == mtime_ns:
                 self.hits += 1
                 return row[2]
@@ -42,7 +44,7 @@ class HashCache:
 
     def put(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
         with self._lock:
-            self._pending.append((path, size, mtime_ns, sha256))
+            self._pending[path] = (path, size, mtime_ns, sha256)
             if len(self._pending) >= FLUSH_EVERY:
                 self._flush_locked()
 
@@ -55,7 +57,7 @@ class HashCache:
             return
         with self._db:  # one transaction per batch
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", self._pending)
+            self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", list(self._pending.values()))
         self._pending.clear()
 
     def close(self) -> None:

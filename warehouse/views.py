@@ -20,13 +20,14 @@ from warehouse.store import Warehouse
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema, empty_name: str) -> str:
-    # An empty relation with every current column: queries run on an empty warehouse, and parts written
-    # before a column was added read as null there instead of failing.
+    # An empty relation with every current column, first: queries run on an empty warehouse, parts written
+    # before a column was added read as null there instead of failing, and `SELECT *` has the schema's
+    # column order whichever parts exist (a union by name orders columns by its first input).
     con.register(empty_name, schema.empty_table())
     if not files:
         return f"SELECT * FROM {empty_name}"
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"SELECT * FROM read_parquet([{listed}], union_by_name = true) UNION ALL BY NAME SELECT * FROM {empty_name}"
+    return f"SELECT * FROM {empty_name} UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true)"
 
 
 def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -69,17 +70,19 @@ def _vanished(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
 
 
-def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 5) -> T:
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
     """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
     snapshot and run it again (the merged part holds the same rows)."""
     for attempt in range(attempts):
-        con = connect(warehouse_dir)
+        con = None
         try:
+            con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
             return fn(con)
         except duckdb.Error as exc:
             if not _vanished(exc) or attempt == attempts - 1:
                 raise
         finally:
-            con.close()
+            if con is not None:
+                con.close()
         time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
