@@ -99,7 +99,7 @@ def test_a_deleted_file_leaves_items_and_an_unreadable_root_removes_nothing(tmp_
     root.rename(tmp_path / "unplugged")
     run_flow([root])  # the root is missing: one error row for it, and nothing under it is marked gone
     assert q(enrich_home, "SELECT count(*) FROM items WHERE status = 'ok'") == kept
-    assert q(enrich_home, "SELECT error_kind FROM items WHERE path = ?".replace("?", f"'{root}'")) == [("not_found",)]
+    assert q(enrich_home, f"SELECT error_kind FROM items WHERE path = '{root}'") == [("not_found",)]
 
 
 @pytest.mark.parametrize("chunk_size", [2, 100], ids=["copies-in-later-chunks", "copies-in-the-same-chunk"])
