@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "estimate": "enrich.commands.estimate",
     "query": "enrich.commands.query",
     "emulator": "enrich.commands.emulator",
+    "runs": "enrich.commands.runs",
+    "compact": "enrich.commands.compact",
+    "serve": "enrich.commands.serve",
 }
 
 EPILOG = """\
@@ -33,6 +36,9 @@ examples:
   enrich run ~/Pictures --budget 2.00
   enrich run samples/library --emulator
   enrich query "SELECT caption, cost_usd FROM items WHERE status = 'ok' LIMIT 5"
+  enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
+  enrich runs                                # recent runs: status, items, spend
+  enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
 """
 
 

@@ -35,14 +35,16 @@ def chunk_task(run_id: str, files: list, seq: int) -> RunStats:
 
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
-def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Describe every media file under `roots`; returns the run summary.
+def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
+                wait_for_lock: bool = False) -> dict[str, Any]:
+    """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
-    are loaded inside the flow from the environment and config/.
+    are loaded inside the flow from the environment and config/. `reprocess`: any of stale, failed, all.
+    `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
     """
     settings = load_settings().with_overrides(**(overrides or {}))
-    ctx = open_run(roots, settings)
+    ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
     status = "failed"
     message = None
     try:
@@ -82,6 +84,9 @@ def summary_of(ctx, status: str) -> dict[str, Any]:
         "model": ctx.settings.model,
         "warehouse": str(ctx.settings.warehouse),
         "items": s.items,
+        "unchanged": ctx.unchanged,
+        "reused": s.reused,
+        "crashed_runs_found": list(ctx.recovered.get("runs_marked_crashed", [])),
         "by_status": dict(sorted(s.by_status.items())),
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,

@@ -22,7 +22,8 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("kind", pa.string()),
     pa.field("mime", pa.string()),
     # outcome
-    pa.field("status", pa.string(), nullable=False),  # ok | error | blocked | skipped | over_budget | interrupted
+    # ok | error | blocked | skipped | over_budget | interrupted | gone (path moved away or deleted)
+    pa.field("status", pa.string(), nullable=False),
     pa.field("error_kind", pa.string()),
     pa.field("error", pa.string()),
     pa.field("finish_reason", pa.string()),
@@ -88,6 +89,9 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("raw_text", pa.string()),
     pa.field("tokens_per_second", pa.float64()),
     pa.field("peak_memory_mb", pa.float64()),
+    # incremental runs: the path of the row this outcome was copied from (a moved file, a duplicate, or the
+    # same bytes described before), with no model call and cost 0; null when the model was asked
+    pa.field("reused_from", pa.string()),
 ]
 RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
 
@@ -96,7 +100,7 @@ RUN_FIELDS: list[pa.Field] = [
     pa.field("seq", pa.int32(), nullable=False),  # snapshot number within the run; the view takes the max
     pa.field("started_at", TS),
     pa.field("finished_at", TS),
-    pa.field("status", pa.string()),  # running | finished | interrupted | failed
+    pa.field("status", pa.string()),  # running | finished | interrupted | failed | crashed
     pa.field("model", pa.string()),
     pa.field("roots", pa.list_(pa.string())),
     pa.field("items", pa.int64()),
@@ -112,6 +116,10 @@ RUN_FIELDS: list[pa.Field] = [
     pa.field("reserved_peak_usd", COST_TYPE),
     pa.field("price_date", pa.string()),
     pa.field("message", pa.string()),
+    # incremental runs: files seen that needed no new row, rows copied without a model call, paths gone
+    pa.field("unchanged", pa.int64()),
+    pa.field("reused", pa.int64()),
+    pa.field("gone", pa.int64()),
 ]
 RUN_SCHEMA = pa.schema(RUN_FIELDS)
 

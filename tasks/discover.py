@@ -15,7 +15,8 @@ of their root. Real directories are walked first; directory symlinks inside the 
 afterwards and only to directories not seen yet (by (st_dev, st_ino)), so no file is reported twice
 through a link and link loops end as a `symlink_loop` row.
 
-Sniffing and hashing run in a thread pool with a bounded lookahead, in walk order.
+Sniffing and hashing run in a thread pool with a bounded lookahead, in walk order. With a `hash_cache`
+(tasks/hash_cache.py) a file whose (path, size, mtime_ns) is cached is sniffed but not read through again.
 """
 from __future__ import annotations
 
@@ -187,9 +188,9 @@ def _rel(path: str, base: str) -> str:
 # probing one file: open, sniff, classify, hash (runs in the thread pool)
 
 
-def _probe(path: str, hash_files: bool) -> DiscoveredFile:
+def _probe(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
     try:
-        return _probe_file(path, hash_files)
+        return _probe_file(path, hash_files, cache)
     except Exception as exc:  # a bug or an exotic filesystem error must not end the scan
         return _row(
             _printable_path(path),
@@ -200,7 +201,7 @@ def _probe(path: str, hash_files: bool) -> DiscoveredFile:
         )
 
 
-def _probe_file(path: str, hash_files: bool) -> DiscoveredFile:
+def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
     name = os.path.basename(path)
     if _has_bad_name(path):
         return _row(
@@ -254,7 +255,11 @@ def _probe_file(path: str, hash_files: bool) -> DiscoveredFile:
             kind, mime = sniffed  # type: ignore[misc]
             digest = None
             if hash_files:
-                digest = _hash_rest(f, head, st.st_size)
+                digest = cache.get(path, st.st_size, st.st_mtime_ns) if cache is not None else None
+                if digest is None:
+                    digest = _hash_rest(f, head, st.st_size)
+                    if cache is not None:
+                        cache.put(path, st.st_size, st.st_mtime_ns, digest)
             return _row(path, "pending", kind=kind, mime=mime, content_hash=digest, **fields)
         except OSError as exc:
             return _row(path, "error", "unreadable", f"read error: {_oserror_text(exc)}", **_lstat_fields(path))
@@ -515,7 +520,7 @@ def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:
 
 
 def discover(
-    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8
+    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8, hash_cache=None
 ) -> Iterator[DiscoveredFile]:
     """Walk `roots` and yield one `DiscoveredFile` per file, in walk order (sorted by name).
 
@@ -525,7 +530,7 @@ def discover(
     walk = _walk(roots)
     if workers <= 1:
         for item in walk:
-            yield _probe(item.path, hash_files) if isinstance(item, _Probe) else item
+            yield _probe(item.path, hash_files, hash_cache) if isinstance(item, _Probe) else item
         return
 
     # Probes go to the pool in small chunks (a future per file costs more than sniffing a small
@@ -537,7 +542,7 @@ def discover(
 
     def flush() -> None:
         if chunk:
-            pending.append(pool.submit(_probe_many, list(chunk), hash_files))
+            pending.append(pool.submit(_probe_many, list(chunk), hash_files, hash_cache))
             chunk.clear()
 
     try:
@@ -561,8 +566,8 @@ def discover(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _probe_many(paths: list[str], hash_files: bool) -> list[DiscoveredFile]:
-    return [_probe(p, hash_files) for p in paths]
+def _probe_many(paths: list[str], hash_files: bool, cache=None) -> list[DiscoveredFile]:
+    return [_probe(p, hash_files, cache) for p in paths]
 
 
 def _result(item: Future[list[DiscoveredFile]] | list[DiscoveredFile]) -> list[DiscoveredFile]:

@@ -36,11 +36,30 @@ class RunInfo:
     prompt_hashes: tuple[tuple[str, str], ...] = ()  # (kind, hash)
     schema_hashes: tuple[tuple[str, str], ...] = ()
 
-    def version_of(self, kind: str | None) -> tuple[str | None, str | None, str]:
+    def version_of(self, kind: str | None) -> tuple[str | None, str | None, str | None]:
+        """(prompt hash, schema hash, enrichment version) for items of `kind` in this run."""
         prompt = dict(self.prompt_hashes).get(kind or "")
         schema = dict(self.schema_hashes).get(kind or "")
-        version = short_hash(f"{self.model}|{prompt}|{schema}|{self.resolution}")
-        return prompt, schema, version
+        return prompt, schema, enrichment_version(self.model, prompt, schema, self.resolution)
+
+
+def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | None, resolution: str) -> str | None:
+    """What a description depends on besides the bytes: model id, prompt, output schema, media resolution.
+
+    Results are keyed by (content_hash, enrichment_version): an `ok` row at the current version means the
+    bytes need no model call; one at another version is *stale* (`enrich run --reprocess stale`).
+    None for a kind the run cannot describe (no prompt or no schema): such rows (skipped, not media) have
+    no version, and once the kind gains a prompt its files get a version and are picked up.
+    Changing this formula makes every row stale: tests/test_incremental.py pins it.
+    """
+    if prompt_hash is None or schema_hash is None:
+        return None
+    return short_hash(f"{model}|{prompt_hash}|{schema_hash}|{resolution}")
+
+
+def mtime_of(mtime_ns: int) -> datetime | None:
+    """A file's mtime as stored in the warehouse (microseconds, UTC); None when unknown."""
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc) if mtime_ns else None
 
 
 def now_utc() -> datetime:
@@ -54,7 +73,7 @@ def base_row(file: DiscoveredFile, run: RunInfo) -> dict[str, Any]:
         "path": file.path,
         "content_hash": file.content_hash,
         "size_bytes": file.size,
-        "mtime": datetime.fromtimestamp(file.mtime_ns / 1e9, tz=timezone.utc) if file.mtime_ns else None,
+        "mtime": mtime_of(file.mtime_ns),
         "kind": file.kind,
         "mime": file.mime,
         "backend": run.backend,
@@ -122,4 +141,34 @@ def result_row(file: DiscoveredFile, run: RunInfo, result: DescribeResult, *, co
                 row[col] = data[col]
         for col, value in data.items():  # other kinds' typed columns (same names as their schema fields)
             row.setdefault(col, value)
+    return row
+
+
+# What a copied row takes from the run that copies it rather than from its source: it cost nothing here.
+_ZEROED = {"attempts": 0, "input_tokens": 0, "output_tokens": 0, "thinking_tokens": 0, "cached_tokens": 0,
+           "input_audio_tokens": 0, "cost_usd": Decimal(0), "latency_ms": None, "tokens_per_second": None,
+           "peak_memory_mb": None, "batch": False}
+
+
+def copied_row(file: DiscoveredFile, run: RunInfo, source: dict[str, Any]) -> dict[str, Any]:
+    """The outcome of `source` (a row for the same bytes, at another path) for `file`, without a model call.
+
+    The description, the local metadata and what produced them (model, prompt/schema hashes, version) are
+    the source's; this row's own cost is zero, and `reused_from` names the source path."""
+    row = dict(source)
+    ts = now_utc()
+    row.update(_ZEROED)
+    row.update(
+        run_id=run.run_id,
+        path=file.path,
+        content_hash=file.content_hash,
+        size_bytes=file.size,
+        mtime=mtime_of(file.mtime_ns),
+        kind=file.kind,
+        mime=file.mime,
+        price_date=run.price_date,
+        started_at=ts,
+        finished_at=ts,
+        reused_from=source["path"],
+    )
     return row

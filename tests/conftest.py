@@ -59,4 +59,6 @@ def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()  # subprocesses can use the same temporary API (no server start-up)

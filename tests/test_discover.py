@@ -518,9 +518,9 @@ def test_lookahead_is_bounded_so_memory_stays_flat(tmp_path, monkeypatch):
     probed = []
     real_probe = discover_mod._probe
 
-    def counting_probe(path, hash_files):
+    def counting_probe(path, *args):
         probed.append(path)
-        return real_probe(path, hash_files)
+        return real_probe(path, *args)
 
     monkeypatch.setattr(discover_mod, "_probe", counting_probe)
     it = discover([tmp_path], workers=2)

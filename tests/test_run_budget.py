@@ -67,12 +67,13 @@ def test_a_run_whose_estimate_exceeds_the_budget_stops_before_sending_anything(t
     assert gemini.stats()["requests"] == 0
 
 
-def make_library(root: Path, n: int) -> list[Path]:
+def make_library(root: Path, n: int, shade: int = 90) -> list[Path]:
+    """n distinct pictures; libraries made with different shades share no content."""
     root.mkdir(parents=True)
     paths = []
     for i in range(n):
         path = root / (f"{i:02d}.jpg" if i % 3 else f"{i:02d}.png")
-        color = (40 + 9 * i, 200 - 7 * i, 90)
+        color = (40 + 9 * i, 200 - 7 * i, shade)
         (make_jpeg(path, size=(320 + 8 * i, 240), color=color) if i % 3 else
          make_png(path, size=(300, 200 + 5 * i), color=color))
         paths.append(path)
@@ -125,9 +126,10 @@ def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_se
     assert run_row == [(budget, billed_first, Decimal(first["reserved_peak_usd"]), left)]
     assert len(over) == left
 
-    # Until incremental runs (issue 6) skip done files, the second run is given the files left over budget.
-    second = run_cli(capsys, *over, "--budget", "1")
+    # A plain rerun with more budget: done files are skipped (incremental runs), the rest are finished.
+    second = run_cli(capsys, str(tmp_path / "lib"), "--budget", "1")
     assert second["by_status"] == {"ok": left} and second["over_budget"] == 0
+    assert second["unchanged"] == 18 - left and second["estimate"]["items"] == left
     stats = gemini.stats()
     assert stats["billed_requests"] == 18
     assert sorted(stats["billed_by_media_hash"].values()) == [1] * 18  # nothing billed twice
@@ -148,7 +150,7 @@ def test_a_daily_cap_limits_a_run_by_what_was_spent_today(tmp_path, gemini, enri
     first = run_pipeline([str(tmp_path / "a")], load_settings())
     spent = first.describer.budget.run_spent
     assert first.stats.by_status == {"ok": 6} and spent > 0
-    make_library(tmp_path / "b", 3)
+    make_library(tmp_path / "b", 3, shade=160)  # new content: nothing to reuse from library a
     worst = estimate([str(tmp_path / "b")], load_settings()).worst_case_usd / 3  # one item's reservation
     monkeypatch.setenv("ENRICH_DAILY_BUDGET_USD", str(spent + worst / 2))  # less than one more worst case
     second = run_pipeline([str(tmp_path / "b")], load_settings())

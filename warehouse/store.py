@@ -6,10 +6,17 @@ Layout under the warehouse root:
     .tmp/                                 files being written; never read; cleaned at start-up
 
 A part is written to .tmp/, flushed and fsynced, then os.replace()d into place, so a reader (or a crash)
-never sees half a file: a part either exists whole or not at all.
+never sees half a file: a part either exists whole or not at all. That rename is the commit: a chunk's
+rows are committed together or not at all, and nothing else needs to be written for them to count.
+
+`enrich compact` (warehouse/compact.py) merges parts into `compact-*.parquet` files whose footer lists the
+parts they replace (key `enrich.replaces`). The merged part is published first and the replaced ones are
+deleted after, so between the two (or after a crash there) both exist: `live_parts()` drops the replaced
+ones, and readers never count a row twice.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -23,6 +30,8 @@ from schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 TMP_DIR = ".tmp"
+COMPACT_PREFIX = "compact-"
+REPLACES_KEY = b"enrich.replaces"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -54,6 +63,28 @@ def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
     return dest
 
 
+def replaced_by(part: Path) -> list[str]:
+    """Names of the parts a compacted part replaces (from its footer); [] for an ordinary part."""
+    if not part.name.startswith(COMPACT_PREFIX):
+        return []
+    meta = pq.read_schema(part).metadata or {}
+    return json.loads(meta.get(REPLACES_KEY, b"[]"))
+
+
+def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
+    """The committed parts of a folder, sorted, minus parts a compacted part has replaced."""
+    for _ in range(attempts):
+        if not directory.is_dir():
+            return []
+        files = sorted(directory.glob("*.parquet"))
+        try:
+            replaced = {name for f in files for name in replaced_by(f)}
+        except FileNotFoundError:
+            continue  # a compaction replaced a compacted part while we listed: list again
+        return [f for f in files if f.name not in replaced]
+    raise RuntimeError(f"{directory}: parts keep changing while being listed")
+
+
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     rows = list(rows)
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
@@ -79,10 +110,10 @@ class Warehouse:
         return self.root / TMP_DIR
 
     def result_files(self) -> list[Path]:
-        return sorted(self.results_dir.glob("*.parquet")) if self.results_dir.is_dir() else []
+        return live_parts(self.results_dir)
 
     def run_files(self) -> list[Path]:
-        return sorted(self.runs_dir.glob("*.parquet")) if self.runs_dir.is_dir() else []
+        return live_parts(self.runs_dir)
 
     def write_results(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> Path | None:
         if not rows:

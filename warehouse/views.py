@@ -2,12 +2,15 @@
 
 Views:
     results  every outcome row ever written (one per item per run)
-    items    the latest outcome per file path
+    latest   the latest row per file path, including paths marked `gone` (moved away or deleted)
+    items    the latest outcome per file path that still exists (latest without `gone`)
     runs     the latest snapshot per run
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -17,12 +20,14 @@ from warehouse.store import Warehouse
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema, empty_name: str) -> str:
+    # An empty relation with every current column, first: queries run on an empty warehouse, parts written
+    # before a column was added read as null there instead of failing, and `SELECT *` has the schema's
+    # column order whichever parts exist (a union by name orders columns by its first input).
+    con.register(empty_name, schema.empty_table())
     if not files:
-        # No parts yet: an empty relation with the right columns, so queries still run.
-        con.register(empty_name, schema.empty_table())
         return f"SELECT * FROM {empty_name}"
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+    return f"SELECT * FROM {empty_name} UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true)"
 
 
 def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -37,7 +42,7 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     con.execute(f"CREATE OR REPLACE VIEW runs_all AS {_source_sql(con, wh.run_files(), RUN_SCHEMA, '_empty_runs')}")
     con.execute(
         """
-        CREATE OR REPLACE VIEW items AS
+        CREATE OR REPLACE VIEW latest AS
         SELECT * EXCLUDE (_rank) FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _rank
@@ -45,6 +50,7 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _rank = 1
         """
     )
+    con.execute("CREATE OR REPLACE VIEW items AS SELECT * FROM latest WHERE status <> 'gone'")
     con.execute(
         """
         CREATE OR REPLACE VIEW runs AS
@@ -54,3 +60,29 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         """
     )
     return con
+
+
+T = TypeVar("T")
+
+
+def _vanished(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
+
+
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
+    """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
+    snapshot and run it again (the merged part holds the same rows)."""
+    for attempt in range(attempts):
+        con = None
+        try:
+            con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
+            return fn(con)
+        except duckdb.Error as exc:
+            if not _vanished(exc) or attempt == attempts - 1:
+                raise
+        finally:
+            if con is not None:
+                con.close()
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover

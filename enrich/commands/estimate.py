@@ -21,8 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["sync", "batch"], default="sync",
                    help="interactive requests (default) or the provider's batch API (half price)")
     p.add_argument("--warehouse", help="warehouse with earlier runs, for expected output tokens and latency")
+    p.add_argument("--reprocess", action="append", metavar="WHAT", choices=["stale", "failed", "all"],
+                   help="count what `enrich run --reprocess WHAT` would redo (by default files already done in "
+                   "the warehouse, same path, size and mtime, are left out like a run leaves them)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.set_defaults(handler=main)
+
+
+def skip_done_filter(settings, reprocess):
+    """The run's skip-already-done rules, for a header-only scan (tasks/incremental.would_send)."""
+    from tasks.incremental import current_versions, would_send
+    from warehouse.state import load_state
+    from warehouse.store import Warehouse
+
+    if not Warehouse(settings.warehouse).result_files():
+        return None
+    return would_send(load_state(Warehouse(settings.warehouse)), current_versions(settings), reprocess or [])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -34,8 +48,9 @@ def main(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"path not found: {missing[0]}")
     roots = [str(Path(p).expanduser().resolve()) for p in args.paths]
-    settings = load_settings().with_overrides(warehouse=args.warehouse)
-    est = estimate(roots, settings, model=args.model, resolution=args.resolution, mode=args.mode)
+    settings = load_settings().with_overrides(warehouse=args.warehouse, model=args.model,
+                                              resolution=args.resolution)
+    est = estimate(roots, settings, mode=args.mode, include=skip_done_filter(settings, args.reprocess))
     if args.json:
         print(json.dumps(est.as_json(), indent=2))
     else:

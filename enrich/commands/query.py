@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "query",
         help="run SQL over the warehouse (views: items, runs, results)",
         description="Run SQL over the warehouse with DuckDB. Views: items (latest outcome per path), "
-        "runs (one row per run), results (every outcome ever written).",
+        "runs (one row per run), results (every outcome ever written), latest (items plus paths "
+        "marked gone).",
     )
     p.add_argument("sql", help='e.g. "SELECT status, count(*) FROM items GROUP BY status"')
     p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
@@ -35,15 +36,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_query(warehouse: str, sql: str) -> tuple[list[str], list[tuple]]:
-    from warehouse.views import connect
+    from warehouse.views import read_snapshot
 
-    con = connect(warehouse)
-    try:
+    def run(con) -> tuple[list[str], list[tuple]]:
         cur = con.execute(sql)
         columns = [d[0] for d in cur.description] if cur.description else []
         return columns, cur.fetchall()
-    finally:
-        con.close()
+
+    return read_snapshot(warehouse, run)
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:

@@ -30,9 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", choices=["low", "medium", "high"], help="media resolution tier")
     p.add_argument("--chunk-size", type=int, help="items per Prefect task run")
     p.add_argument("--keep-metadata", action="store_true",
-                   help="upload photos with their EXIF (GPS, camera serials); stripped by default")
+                   help="upload originals: photos with their EXIF (GPS, camera serials), audio, video and PDFs with their tags; stripped by default")
     p.add_argument("--emulator", action="store_true",
                    help="use the bundled local Gemini emulator instead of the real API (offline; fake answers)")
+    p.add_argument("--reprocess", action="append", metavar="WHAT", choices=["stale", "failed", "all"],
+                   help="also redo: stale (described with another model, prompt, schema or resolution), failed "
+                   "(errors and blocked items), all (everything); repeatable. By default a run describes only "
+                   "new and changed files and retries what did not finish")
+    p.add_argument("--wait", action="store_true",
+                   help="if another run is using the warehouse, wait for it instead of refusing")
     p.add_argument("--yes", "-y", action="store_true",
                    help="do not ask when the estimate exceeds the budget: spend up to the budget and record the "
                    "rest over_budget (without it a non-interactive run stops there, exit code 2)")
@@ -134,12 +140,14 @@ def confirm_spend(estimated: Decimal, cap: Decimal | None, *, yes: bool, stdin: 
                      "over_budget, or raise --budget")
 
 
-def estimate_and_budget(roots: list[str], settings):
-    """The run's estimate (header-only scan, like `enrich estimate`) and the budget it will run under."""
+def estimate_and_budget(roots: list[str], settings, reprocess: list[str] | None = None):
+    """The run's estimate (header-only scan, like `enrich estimate`, leaving out what the run would skip)
+    and the budget it will run under."""
     from enrich.budget import budget_from_settings
+    from enrich.commands.estimate import skip_done_filter
     from enrich.estimate import estimate
 
-    return estimate(roots, settings), budget_from_settings(settings)
+    return estimate(roots, settings, include=skip_done_filter(settings, reprocess)), budget_from_settings(settings)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -160,7 +168,11 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
-        est, budget = estimate_and_budget(roots, settings)
+        if not args.wait:
+            from warehouse.lock import refuse_if_locked
+
+            refuse_if_locked(settings.warehouse)
+        est, budget = estimate_and_budget(roots, settings, args.reprocess)
         if not args.json:  # with --json, stdout is the summary alone (the estimate is in it)
             print(format_estimate(est))
             print(describe_budget(budget), flush=True)
@@ -169,7 +181,8 @@ def main(args: argparse.Namespace) -> int:
 
         from flows.enrich_flow import enrich_flow
 
-        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None})
+        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
+                              reprocess=args.reprocess or [], wait_for_lock=args.wait)
     finally:
         if emu is not None:
             emu.stop()
@@ -178,7 +191,10 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"run {summary['run_id']}: {summary['status']}, {summary['items']} items, "
+              f"{summary.get('unchanged', 0)} unchanged, {summary.get('reused', 0)} reused without a model call, "
               f"spent ${Decimal(summary['spent_usd']).normalize():f} ({summary['model']})")
+        for run_id in summary.get("crashed_runs_found", []):
+            print(f"note: run {run_id} had died without finishing; marked crashed, its committed rows kept")
         print(run_summary_table(summary["warehouse"], summary["run_id"]))
         if summary.get("budget_usd") is not None:
             left = summary["over_budget"]

@@ -1,0 +1,199 @@
+"""`enrich serve PATH... --cron "0 2 * * *"`: run the enrich flow on a schedule, served by this process.
+
+A Prefect schedule needs a persistent Prefect server (with the ephemeral one Prefect only logs "Cannot
+schedule flows on an ephemeral server"): point PREFECT_API_URL at one (`prefect server start`, or Prefect
+Cloud), or pass --start-server to start one here. Every scheduled run is an ordinary incremental
+`enrich run` with the options given here: it describes only what is new or changed, waits for another run
+holding the warehouse instead of failing, and obeys the budget. Stop with Ctrl-C (or SIGTERM).
+For workers and work pools instead of this process, see prefect.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+NEEDS_SERVER = (
+    "a schedule needs a persistent Prefect server. Start one in another terminal with "
+    "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api, or pass --start-server "
+    "to let enrich serve start one (its data lives in $ENRICH_HOME/prefect)"
+)
+# `run` flags that make no sense for a scheduled run (given their defaults so run's helpers still work).
+NOT_FOR_SERVE = {"paths", "help", "json", "yes", "wait"}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The flags of `enrich run` (model, budget, warehouse, reprocess, ...), taken from its parser so a
+    scheduled run accepts exactly what a manual one does."""
+    from enrich.commands import run as run_cmd
+
+    holder = argparse.ArgumentParser(add_help=False).add_subparsers()
+    run_cmd.register(holder)
+    group = p.add_argument_group("run options (as for enrich run)")
+    skipped = {}
+    for action in holder.choices["run"]._actions:
+        if action.dest in NOT_FOR_SERVE or not action.option_strings:
+            if action.dest != "help":
+                skipped[action.dest] = action.default
+            continue
+        group._add_action(action)
+    p.set_defaults(**skipped)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="describe PATH... on a schedule (Prefect deployment served by this process)",
+        description="Register a Prefect deployment of the enrich flow with a cron schedule and run its "
+        "scheduled runs in this process until stopped (Ctrl-C). Needs a persistent Prefect server: "
+        "PREFECT_API_URL, or --start-server. Each run is incremental. See the runs in the Prefect UI "
+        "(the server's address without /api) or with `enrich runs`.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to describe on each run")
+    p.add_argument("--cron", required=True, help='when to run, a cron expression, e.g. "0 2 * * *" (02:00 daily)')
+    p.add_argument("--timezone", help="time zone of the cron expression (default: this machine's, else UTC)")
+    p.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    p.add_argument("--start-server", action="store_true",
+                   help="start a local Prefect server (UI included) when PREFECT_API_URL is not set")
+    p.add_argument("--port", type=int, default=4200, help="port for --start-server (default 4200)")
+    _add_run_options(p)
+    p.set_defaults(handler=main)
+
+
+def local_timezone() -> str:
+    """The IANA name of this machine's zone (TZ, /etc/timezone, /etc/localtime), else UTC."""
+    if os.environ.get("TZ", "").strip(":"):
+        return os.environ["TZ"].lstrip(":")
+    try:
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    except OSError:
+        pass
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
+    """Start `prefect server start` as a child and wait until its API answers."""
+    from enrich.errors import UsageError
+
+    exe = Path(sys.executable).with_name("prefect")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
+    cmd += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "true"}
+    env.pop("PREFECT_API_URL", None)
+    log_path = home / "prefect" / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UsageError(f"the Prefect server did not start (exit {proc.returncode}); see {log_path}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise UsageError(f"the Prefect server did not answer within 180 s; see {log_path}")
+
+
+def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from enrich.commands.run import overrides_from
+
+    overrides = {k: v for k, v in overrides_from(args).items() if v is not None}
+    return {"roots": roots, "overrides": overrides, "reprocess": list(args.reprocess or []),
+            "wait_for_lock": True}
+
+
+def main(args: argparse.Namespace) -> int:
+    from enrich.errors import UsageError
+    from enrich.settings import load_settings
+
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:
+        raise UsageError(f"path not found: {missing[0]}")
+    roots = [str(Path(p).expanduser().resolve()) for p in args.paths]
+    settings = load_settings()
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        if not args.start_server:
+            raise UsageError(NEEDS_SERVER)
+        from enrich.prefect_env import configure_prefect_env
+
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"  # before Prefect settings load
+        configure_prefect_env()
+        print(f"starting a Prefect server on port {args.port} (first start takes a while)...", file=sys.stderr)
+        server, _ = start_prefect_server(args.port, settings.home)
+    emu = None
+    try:
+        if getattr(args, "emulator", False):
+            from enrich.commands.run import start_emulator
+
+            emu, url = start_emulator()
+            print(f"Using the local Gemini emulator at {url} (answers are fake; nothing is billed).",
+                  file=sys.stderr)
+        params = flow_parameters(roots, args)
+        checked = load_settings().with_overrides(**params["overrides"])
+        if checked.api_key is None and not checked.model.startswith(("mlx:", "openai:")):
+            raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment of "
+                             "enrich serve (scheduled runs inherit it), or pass --emulator")
+        serve_schedule(params, args.cron, args.timezone or local_timezone(), args.name)
+    finally:
+        if emu is not None:
+            emu.stop()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return 0
+
+
+def build_deployment(params: dict[str, Any], cron: str, timezone: str, name: str):
+    """The RunnerDeployment for the flow with this schedule (plain values only: the key stays in the env)."""
+    from enrich.errors import UsageError
+    from flows.enrich_flow import enrich_flow
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    try:
+        schedule = Cron(cron, timezone=timezone)
+    except ValueError as exc:
+        raise UsageError(f"invalid --cron {cron!r} or --timezone {timezone!r}: {str(exc).splitlines()[0]}") from None
+    return enrich_flow.to_deployment(
+        name=name,
+        schedules=[schedule],
+        parameters=params,
+        description=f"enrich {' '.join(params['roots'])} on '{cron}' ({timezone}); incremental",
+        tags=["enrich"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def serve_schedule(params: dict[str, Any], cron: str, timezone: str, name: str) -> None:
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    deployment = build_deployment(params, cron, timezone, name)
+    api = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL", "")
+    ui = api.removesuffix("/").removesuffix("/api")
+    print(f"serving deployment enrich/{name}: {', '.join(params['roots'])} on '{cron}' ({timezone})", flush=True)
+    print(f"  runs in the Prefect UI: {ui}/deployments  (and `enrich runs` for items and spend)", flush=True)
+    print("  run once now: prefect deployment run 'enrich/" + name + "'", flush=True)
+    print("  stop: Ctrl-C here (the schedule is paused until served again)", flush=True)
+    serve(deployment, print_starting_message=False)

@@ -1,0 +1,226 @@
+"""Incremental runs: decide, per discovered file, whether it needs a model call, a copied row, or nothing.
+
+Identity is the content hash plus the enrichment version (tasks/records.py `enrichment_version`). For each
+file, in walk order (the main thread of the run, so decisions are deterministic):
+
+- **unchanged** -> no row at all. The path's latest row is for the same bytes and is final: `ok` (at the
+  current version, or at an older one unless `--reprocess stale`), or a failure that would fail the same
+  way again (`blocked`, a bad file, invalid output...) at the current version unless `--reprocess failed`;
+  or, for a file discovery already rejects (not media, empty, mislabelled...), the same outcome for the same
+  size and mtime. The run writes nothing for it, so an unchanged library leaves `items` identical, and the
+  file's one current outcome is still its earlier row. The run counts these as `unchanged`.
+- **copy** -> a row copied from an `ok` row for the same bytes at another path (a moved/renamed file, or
+  a copy of something described before): no model call, cost 0, `reused_from` = the source path.
+- **duplicate** -> the same bytes already go to the model in this run: the file waits until the end of
+  the run and then copies that outcome (cost 0). Each distinct content is sent at most once per run.
+- **send** -> everything else: new or changed bytes, stale rows with `--reprocess stale`, failures to retry.
+  Outcomes that say nothing about the bytes (interrupted, over budget, rate limited, server errors, the run
+  aborted) are always retried, so a rerun picks up exactly where committed work ended.
+
+After the walk, paths under the scanned roots whose latest row is not `gone` and that were not seen get a
+`gone` row (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
+view hides them, `results` keeps their history. Nothing is marked gone under a root or folder the walk
+could not read (its error row says why), so an unplugged disk does not empty the library.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from enrich.errors import UsageError
+from tasks.discover import DiscoveredFile
+from tasks.records import mtime_of
+from warehouse.state import Described, PathState, WarehouseState, epoch_us
+
+REPROCESS_CHOICES = ("stale", "failed", "all")
+
+# Outcomes that say nothing about the bytes: always retried.
+RETRY_STATUSES = frozenset({"interrupted", "over_budget"})
+RETRY_ERROR_KINDS = frozenset({
+    "rate_limited", "timeout", "connection", "garbage_response", "transient", "slow",
+    "run_aborted", "endpoint_down", "endpoint", "endpoint_unreachable", "auth", "unknown_model", "fatal",
+    "interrupted", "over_budget", "unreadable",
+})
+
+
+def always_retried(status: str, error_kind: str | None) -> bool:
+    if status in RETRY_STATUSES:
+        return True
+    if status != "error" or error_kind is None:
+        return False
+    return error_kind in RETRY_ERROR_KINDS or error_kind.startswith("http_5")
+
+
+def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
+    chosen = set()
+    for value in values or ():
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part or part == "none":
+                continue
+            if part not in REPROCESS_CHOICES:
+                raise UsageError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
+            chosen.add(part)
+    return frozenset(chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFrom:
+    run_id: str
+    path: str
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+@dataclass
+class Planner:
+    state: WarehouseState
+    run_id: str
+    version_of: Callable[[str | None], str | None]  # kind -> current enrichment version
+    reprocess: frozenset[str] = frozenset()
+    unchanged: int = 0
+    copies: dict[str, CopyFrom] = field(default_factory=dict)  # path -> row to copy (set before its chunk)
+    _seen: set[str] = field(default_factory=set)
+    _hash_seen_at: dict[str, str] = field(default_factory=dict)  # content hash -> first path seen this run
+    _leaders: dict[str, str] = field(default_factory=dict)  # content hash -> the path sent for it this run
+    _committed: dict[str, threading.Event] = field(default_factory=dict)  # leader path -> its chunk is done
+    _duplicates: list[DiscoveredFile] = field(default_factory=list)
+    _unreadable_dirs: list[str] = field(default_factory=list)
+
+    # -- the walk ---------------------------------------------------------------------------------------
+    def admit(self, file: DiscoveredFile) -> bool:
+        """True if `file` goes into a chunk now (a row to write); False if it needs no row or waits."""
+        self._seen.add(file.path)
+        last = self.state.by_path.get(file.path)
+        if file.status != "pending":
+            if file.status == "error" and file.error_kind in ("unreadable", "not_found", "symlink_loop",
+                                                              "broken_link"):
+                self._unreadable_dirs.append(file.path)  # maybe a folder: nothing under it is gone
+            # Discovery re-examines these every run; a row is only worth writing when the outcome changed.
+            if "all" not in self.reprocess and last is not None and self._same_rejection(file, last):
+                self.unchanged += 1
+                return False
+            return True
+        h = file.content_hash
+        if h is None:
+            return True  # not hashed: nothing to match on
+        self._hash_seen_at.setdefault(h, file.path)
+        version = self.version_of(file.kind)
+        if "all" not in self.reprocess and last is not None and last.content_hash == h \
+                and self._final(last, version):
+            self.unchanged += 1
+            return False
+        if h in self._leaders:  # the same bytes are already being sent in this run
+            self.copies[file.path] = CopyFrom(self.run_id, self._leaders[h])
+            self._duplicates.append(file)
+            return False
+        if "all" not in self.reprocess:
+            source = self._described(h, version)
+            if source is not None:
+                self.copies[file.path] = CopyFrom(source.run_id, source.path)
+                return True
+        if file.kind is not None and version is not None:
+            self._leaders[h] = file.path
+            self._committed[file.path] = threading.Event()
+        return True
+
+    @staticmethod
+    def _same_rejection(file: DiscoveredFile, last: PathState) -> bool:
+        return (last.status, last.error_kind, last.error, last.size_bytes, last.mtime_us) == (
+            file.status, file.error_kind, file.error, file.size, epoch_us(mtime_of(file.mtime_ns)))
+
+    def _final(self, last: PathState, version: str | None) -> bool:
+        if last.status == "ok":
+            return last.version == version or "stale" not in self.reprocess
+        if last.status == "gone" or always_retried(last.status, last.error_kind):
+            return False
+        if last.version != version:
+            return False  # a skip or failure under another model/prompt/schema says nothing about this one
+        return not ("failed" in self.reprocess and last.status in ("error", "blocked"))
+
+    def _described(self, h: str, version: str | None) -> Described | None:
+        done = self.state.ok_by_hash.get(h)
+        if not done:
+            return None
+        if version in done:
+            return done[version]
+        if "stale" in self.reprocess:
+            return None
+        return next(iter(done.values()))  # keep an older description rather than pay again
+
+    # -- chunks ------------------------------------------------------------------------------------------
+    def take_copy(self, path: str) -> CopyFrom | None:
+        return self.copies.pop(path, None)
+
+    def wait_for_leader(self, ref: CopyFrom) -> None:
+        """A duplicate copies its leader's row: wait until the leader's chunk has committed (or failed)."""
+        event = self._committed.get(ref.path) if ref.run_id == self.run_id else None
+        if event is not None:
+            event.wait()
+
+    def chunk_done(self, files: Iterable[DiscoveredFile]) -> None:
+        """Called when a chunk has committed (or failed): wake duplicates waiting on its leaders."""
+        for f in files:
+            event = self._committed.get(f.path)
+            if event is not None:
+                event.set()
+
+    # -- after the walk ----------------------------------------------------------------------------------
+    def late_files(self, roots: list[str]) -> Iterator[DiscoveredFile]:
+        """Duplicates (to copy their leader's outcome) and `gone` records, once the walk is complete."""
+        yield from self._duplicates
+        self._duplicates = []
+        yield from self._gone(roots)
+
+    def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
+        for path, last in self.state.by_path.items():
+            if last.status == "gone" or path in self._seen or not _under(path, roots):
+                continue
+            if _under(path, self._unreadable_dirs):
+                continue
+            moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
+            if moved_to is not None:
+                kind, error = "moved", f"moved to {moved_to}"
+            else:
+                kind, error = "removed", "no longer found under the scanned folder"
+            yield DiscoveredFile(path=path, size=last.size_bytes or 0, mtime_ns=0, kind=last.kind, mime=last.mime,
+                                 content_hash=last.content_hash, status="gone", error_kind=kind, error=error)
+
+
+def current_versions(settings) -> Callable[[str | None], str | None]:
+    """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
+    from schemas.descriptions import DESCRIPTION_SCHEMAS
+    from tasks.records import enrichment_version, schema_hash, short_hash
+
+    versions: dict[str, str | None] = {}
+    for kind, schema in DESCRIPTION_SCHEMAS.items():
+        prompt = settings.prompts.get(kind)
+        versions[kind] = enrichment_version(settings.model, short_hash(prompt) if prompt else None,
+                                            schema_hash(schema), settings.resolution)
+    return lambda kind: versions.get(kind or "")
+
+
+def would_send(state: WarehouseState, version_of: Callable[[str | None], str | None],
+               reprocess: Iterable[str] = ()) -> Callable[[DiscoveredFile], bool]:
+    """For estimates (which read headers, not content): True unless the file's latest row is for the same
+    path, size and mtime and a run would not redo it. Moved files and duplicates are still counted, so an
+    estimate can only be high, never low."""
+    wanted = parse_reprocess(reprocess)
+    probe = Planner(state, "estimate", version_of, wanted)
+
+    def include(file: DiscoveredFile) -> bool:
+        last = state.by_path.get(file.path)
+        if last is None or "all" in wanted:
+            return True
+        if (last.size_bytes, last.mtime_us) != (file.size, epoch_us(mtime_of(file.mtime_ns))):
+            return True
+        return not probe._final(last, version_of(file.kind))
+
+    return include
