@@ -24,6 +24,7 @@ def _gemini(spec: str, settings: Settings) -> Backend:
         base_url=settings.base_url,
         api_version=settings.api_version,
         timeout_s=settings.request_timeout_s,
+        max_connections=settings.concurrency,
     )
 
 
