@@ -1,26 +1,37 @@
 """The run as plain functions: open a run, process one chunk, close the run. No Prefect here:
 flows/enrich_flow.py wraps these in a @flow and a chunk @task, and tests can call them directly.
 
-A chunk is the unit of work and of commit: prepare its items (all cores), describe them (shared describer),
-write its rows as one Parquet part (atomic rename). A chunk is never one file: see DEVELOPERS notes on
-Prefect's per-task overhead.
+A chunk is the unit of commit: its rows are written as one Parquet part (atomic rename) once every file in
+it has an outcome. Inside a chunk, work streams per item: each file is prepared on the shared thread pool
+(all cores; Pillow releases the GIL) and handed to the shared describer the moment it is ready, so requests
+start before the rest of the chunk is decoded. A run-wide semaphore (`ready`) bounds how many prepared
+items exist at once (being prepared, waiting for a request slot or in flight), so memory stays flat
+whatever the chunk size or library size. A chunk is never one file: see DEVELOPERS notes on Prefect's
+per-task overhead.
+
+Stopping (a signal, a fatal error): no new chunk starts and no new file is prepared; every file already
+handed to a chunk still gets exactly one row (`interrupted` when it was not sent). Files the walk never
+reached get no row: their previous outcome, if any, stands and the next run picks them up.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from enrich.backends import backend_name, create_backend
 from enrich.budget import Budget
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
+from enrich.progress import RunProgress
 from enrich.settings import Settings
 from schemas.descriptions import DESCRIPTION_SCHEMAS
 from tasks.describe import DescribeOptions, Describer
@@ -32,6 +43,7 @@ from warehouse.store import Warehouse
 log = logging.getLogger("enrich.run")
 
 STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted")
+MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
 
 
 @dataclass
@@ -70,15 +82,29 @@ class RunContext:
     prepare_pool: ThreadPoolExecutor
     prepare_options: PrepareOptions
     started_at: datetime
+    ready: threading.Semaphore  # prepared items alive at once (bounded queue between prepare and describe)
+    ready_capacity: int
+    progress: RunProgress = field(default_factory=RunProgress)
     stats: RunStats = field(default_factory=RunStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     snapshot_seq: int = 0
+    interrupted_by: int | None = None  # the signal that stopped the run
+    failure: str | None = None  # why the run stopped, when it was neither a signal nor the describer
+    final_message: str | None = None  # the run record's message, once closed
 
     def next_seq(self) -> int:
         with self.lock:
             self.seq += 1
             return self.seq
+
+    @property
+    def stopping(self) -> bool:
+        return self.describer.stopping.is_set()
+
+    def chunks_in_flight(self) -> int:
+        """Enough chunks that the ready queue never runs dry at a chunk boundary (at least 3)."""
+        return max(3, min(MAX_CHUNKS_IN_FLIGHT, math.ceil(self.ready_capacity / self.settings.chunk_size) + 2))
 
 
 # Live runs of this process, by id: chunk tasks receive only the id and a list of plain dataclasses,
@@ -88,6 +114,13 @@ ACTIVE_RUNS: dict[str, RunContext] = {}
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def make_limiter(settings: Settings) -> RateLimiter:
+    """The run's one limiter: the model's rpm/tpm (or --rpm/--tpm), less the headroom."""
+    rate = settings.rate_limit()
+    keep = 1.0 - settings.rate_headroom
+    return RateLimiter(rate.rpm * keep if rate.rpm else None, rate.tpm * keep if rate.tpm else None)
 
 
 def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None) -> RunContext:
@@ -107,7 +140,6 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
     )
-    rate = settings.rate_limit()
     concurrency = settings.concurrency
     if backend.capabilities.local:
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
@@ -115,9 +147,11 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         backend, info, price,
         DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
                         resolution=settings.resolution, concurrency=concurrency,
-                        max_attempts=settings.max_attempts),
+                        max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
+                        backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
+                        throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s),
         budget=Budget(settings.budget_usd),
-        limiter=None if backend.capabilities.local else RateLimiter(rate.rpm, rate.tpm),
+        limiter=None if backend.capabilities.local else make_limiter(settings),
     )
     try:
         describer.preflight()
@@ -125,6 +159,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         describer.close()
         raise
     workers = settings.prepare_workers or os.cpu_count() or 2
+    ready_capacity = 2 * concurrency + workers
     ctx = RunContext(
         run_id=run_id,
         settings=settings,
@@ -136,6 +171,8 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
         prepare_options=PrepareOptions(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
                                        max_pixels=settings.max_image_pixels),
         started_at=datetime.now(timezone.utc),
+        ready=threading.Semaphore(ready_capacity),
+        ready_capacity=ready_capacity,
     )
     ctx.warehouse.clean_tmp()
     write_run_snapshot(ctx, "running")
@@ -143,46 +180,123 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None)
     return ctx
 
 
+def independent_roots(roots: Sequence[str]) -> list[str]:
+    """The roots less duplicates and roots inside another root (compared by real path), so no file is walked
+    twice and discovery needs no memory of the paths it has seen (which would grow with the library)."""
+    reals = [os.path.realpath(r) for r in roots]
+
+    def inside(inner: str, outer: str) -> bool:
+        return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+    kept = []
+    for i, (root, real) in enumerate(zip(roots, reals)):
+        covered = any(inside(real, other) and (other != real or j < i)
+                      for j, other in enumerate(reals) if j != i)
+        if not covered:
+            kept.append(root)
+    return kept
+
+
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
-    """Every file under the roots, once (overlapping roots are de-duplicated by path)."""
-    seen: set[str] = set()
-    for file in discover(ctx.roots):
-        if file.path in seen:
-            continue
-        seen.add(file.path)
-        yield file
+    """Every file under the roots, once."""
+    return discover(independent_roots(ctx.roots))
+
+
+# -- one chunk ----------------------------------------------------------------------------------------------
+class _ChunkWork:
+    """The rows of one chunk as they arrive from any thread; `wait()` returns when every file has one."""
+
+    def __init__(self, ctx: RunContext, n: int) -> None:
+        self.ctx = ctx
+        self.rows: list[dict[str, Any] | None] = [None] * n
+        self._left = n
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if n == 0:
+            self._done.set()
+
+    def complete(self, i: int, row: dict[str, Any]) -> None:
+        self.ctx.progress.record(row)
+        with self._lock:
+            if self.rows[i] is not None:
+                raise AssertionError(f"two outcomes for {row.get('path')}")
+            self.rows[i] = row
+            self._left -= 1
+            if self._left == 0:
+                self._done.set()
+
+    def wait(self) -> list[dict[str, Any]]:
+        self._done.wait()
+        return [r for r in self.rows if r is not None]
+
+
+def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
+    """The row of a file that is not sent at all (discovery outcome, unsupported), or None."""
+    if f.status != "pending":
+        return status_row(f, ctx.info, f.status, f.error_kind, f.error)
+    if f.kind not in DESCRIPTION_SCHEMAS:
+        return status_row(f, ctx.info, "skipped", "unsupported_kind", f"{f.kind} files are not described yet")
+    supported = ctx.describer.backend.capabilities
+    if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
+        return status_row(f, ctx.info, "skipped", "unsupported_type",
+                          f"{f.mime} is not accepted by {ctx.info.backend}")
+    return None
+
+
+def _take_ready_slot(ctx: RunContext) -> bool:
+    """Wait for room in the ready queue; False when the run stops meanwhile."""
+    while not ctx.stopping:
+        if ctx.ready.acquire(timeout=0.2):
+            return True
+    return False
+
+
+def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile) -> None:
+    """On a prepare thread: prepare one file and hand it to the describer. Completes item `i` exactly once."""
+    try:
+        if ctx.stopping:
+            row = ctx.describer.not_sent_row(file)
+        else:
+            prepared = prepare_file(file, ctx.prepare_options)
+            if isinstance(prepared, PreparedItem):
+                future = ctx.describer.submit(prepared)
+                future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut))
+                return
+            row = status_row(file, ctx.info, "error", prepared.kind, str(prepared))
+    except Exception as exc:  # a bug must cost one row, not the chunk
+        log.warning("unexpected error preparing %s: %r", file.path, exc)
+        row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
+    ctx.ready.release()
+    work.complete(i, row)
+
+
+def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, future: Future) -> None:
+    try:
+        row = future.result()
+    except BaseException as exc:  # the describer was shut down under it
+        row = status_row(file, ctx.info, "interrupted", "interrupted",
+                         f"not finished: the describer stopped ({exc.__class__.__name__})")
+    ctx.ready.release()
+    work.complete(i, row)
 
 
 def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
     """Prepare, describe and commit one chunk. Every file in `files` gets exactly one row."""
     ctx = ACTIVE_RUNS[run_id]
-    rows: list[dict[str, Any] | None] = [None] * len(files)
-    to_prepare: list[int] = []
-    supported = ctx.describer.backend.capabilities
+    work = _ChunkWork(ctx, len(files))
     for i, f in enumerate(files):
-        if f.status != "pending":
-            rows[i] = status_row(f, ctx.info, f.status, f.error_kind, f.error)
-        elif f.kind not in DESCRIPTION_SCHEMAS:
-            rows[i] = status_row(f, ctx.info, "skipped", "unsupported_kind",
-                                 f"{f.kind} files are not described yet")
-        elif not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
-            rows[i] = status_row(f, ctx.info, "skipped", "unsupported_type",
-                                 f"{f.mime} is not accepted by {ctx.info.backend}")
-        else:
-            to_prepare.append(i)
-
-    prepared_results = list(ctx.prepare_pool.map(lambda i: prepare_file(files[i], ctx.prepare_options), to_prepare))
-    ready: list[tuple[int, PreparedItem]] = []
-    for i, res in zip(to_prepare, prepared_results):
-        if isinstance(res, PreparedItem):
-            ready.append((i, res))
-        else:
-            rows[i] = status_row(files[i], ctx.info, "error", res.kind, str(res))
-    if ready:
-        described = ctx.describer.describe_batch([item for _, item in ready])
-        for (i, _), row in zip(ready, described):
-            rows[i] = row
-    final = [r for r in rows if r is not None]
+        row = _row_without_request(ctx, f)
+        if row is None and not _take_ready_slot(ctx):
+            row = ctx.describer.not_sent_row(f)
+        if row is not None:
+            work.complete(i, row)
+            continue
+        try:
+            ctx.prepare_pool.submit(_prepare_and_send, ctx, work, i, f)
+        except RuntimeError:  # the pool is shut down: the run is closing
+            ctx.ready.release()
+            work.complete(i, ctx.describer.not_sent_row(f))
+    final = work.wait()
     assert len(final) == len(files), "every file gets exactly one row"
     ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
     stats = RunStats()
@@ -192,6 +306,41 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
     return stats
 
 
+# -- stopping -----------------------------------------------------------------------------------------------
+def interrupt_run(ctx: RunContext, signum: int) -> None:
+    """A signal arrived: the first stops dispatching (requests in flight get the grace period), the second
+    stops waiting for them. Only sets flags and schedules work: safe inside a signal handler."""
+    if ctx.interrupted_by is None:
+        ctx.interrupted_by = signum
+        ctx.describer.stop(f"interrupted by {signal_name(signum)}")
+    else:
+        ctx.describer.stop(f"interrupted by {signal_name(signum)}", grace_s=0)
+
+
+def fail_run(ctx: RunContext, reason: str) -> None:
+    """Something outside the describer broke (a chunk could not be written): stop like a fatal error."""
+    if ctx.failure is None:
+        ctx.failure = reason
+    ctx.describer.stop(f"the run stopped: {reason}")
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def stop_notice(ctx: RunContext) -> str:
+    """What to tell the user when the run starts stopping."""
+    d = ctx.describer
+    if ctx.interrupted_by is not None:
+        return (f"{d.stop_reason}: stopping; {d.stats.in_flight} request(s) in flight get up to "
+                f"{ctx.settings.stop_grace_s:g}s to finish (send it again to stop at once)")
+    return f"{d.stop_reason}; finishing what is in flight"
+
+
+# -- the run record -----------------------------------------------------------------------------------------
 def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None) -> None:
     with ctx.lock:
         ctx.snapshot_seq += 1
@@ -223,19 +372,60 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
     ctx.warehouse.write_run(snapshot)
 
 
+def final_status(ctx: RunContext) -> tuple[str, str | None]:
+    """(status, message) of a run whose chunks have all finished."""
+    d = ctx.describer
+    not_finished = ctx.stats.by_status.get("interrupted", 0)
+    tail = (f"; {not_finished} item(s) not finished (status interrupted); files the walk had not reached "
+            "are not recorded") if not_finished or d.stopping.is_set() else ""
+    if ctx.interrupted_by is not None:
+        return "interrupted", f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
+    if d.fatal is not None:
+        return "failed", f"{d.fatal}{tail}"
+    if ctx.failure is not None:
+        return "failed", f"{ctx.failure}{tail}"
+    return "finished", None
+
+
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
     """Record the run's end. Returns its final status."""
     try:
         if status is None:
-            if ctx.describer.fatal is not None:
-                status, message = "failed", str(ctx.describer.fatal)
-            elif ctx.describer.stopping.is_set():
-                status = "interrupted"
-            else:
-                status = "finished"
+            status, message = final_status(ctx)
+        ctx.final_message = message
         write_run_snapshot(ctx, status, message)
     finally:
-        ctx.prepare_pool.shutdown(wait=True)
+        ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)
         ctx.describer.close()
         ACTIVE_RUNS.pop(ctx.run_id, None)
     return status
+
+
+def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
+    s = ctx.stats
+    d = ctx.describer
+    budget = d.budget
+    rpm = d.stats.requests_per_min()
+    return {
+        "run_id": ctx.run_id,
+        "status": status,
+        "model": ctx.settings.model,
+        "warehouse": str(ctx.settings.warehouse),
+        "items": s.items,
+        "by_status": dict(sorted(s.by_status.items())),
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "spent_usd": str(s.spent_usd),
+        "budget_usd": None if budget.cap is None else str(budget.cap),
+        "reserved_peak_usd": str(budget.reserved_peak),
+        "requests": d.stats.requests,
+        "retries": d.stats.retries,
+        "throttled": d.stats.throttled,
+        "requests_per_min": None if rpm is None else round(rpm, 1),
+        "request_window_s": d.stats.window_s(),
+        "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
+                        "decreases": d.concurrency.decreases},
+        "fatal": str(d.fatal) if d.fatal else None,
+        "signal": ctx.interrupted_by,
+        "message": ctx.final_message,
+    }
