@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -30,15 +31,19 @@ from enrich.progress import ProgressReporter  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
 from flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, RunStats, close_run, discover_files, fail_run, independent_roots,
-    interrupt_run, open_run, process_chunk, run_summary, stop_notice, write_run_snapshot,
+    interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
 from tasks.discover import count_files, iter_batches  # noqa: E402
+
+SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
 
 @task(name="enrich-chunk", cache_policy=NO_CACHE, persist_result=False, retries=0,
       task_run_name="chunk-{seq}")
-def chunk_task(run_id: str, files: list, seq: int) -> RunStats:
-    return process_chunk(run_id, files)
+def chunk_task(run_id: str, seq: int) -> RunStats:
+    """One chunk. Its files wait in the run's context under `seq`: Prefect walks every task parameter (to find
+    futures in it), which for a list of 100 files cost more than the rest of our per-item work."""
+    return process_chunk(run_id, take_chunk(run_id, seq))
 
 
 @contextmanager
@@ -89,7 +94,7 @@ def _reporter(ctx: RunContext) -> ProgressReporter:
 
 def run_chunks(ctx: RunContext) -> None:
     """Feed chunks to the task runner, keeping `chunks_in_flight` running, until the files run out or the run
-    stops; then wait for every chunk already started. Snapshots the run after each chunk."""
+    stops; then wait for every chunk already started. Snapshots the run every few seconds."""
     limit = ctx.chunks_in_flight()
     finished: queue.SimpleQueue = queue.SimpleQueue()
     running = 0
@@ -112,8 +117,11 @@ def run_chunks(ctx: RunContext) -> None:
             if error is None:
                 error = exc
                 fail_run(ctx, f"a chunk failed: {exc.__class__.__name__}: {exc}")
-        write_run_snapshot(ctx, "running")
+        if time.monotonic() - last_snapshot[0] >= SNAPSHOT_EVERY_S:
+            last_snapshot[0] = time.monotonic()
+            write_run_snapshot(ctx, "running")
 
+    last_snapshot = [time.monotonic()]
     try:
         try:
             while not ctx.stopping:
@@ -125,7 +133,8 @@ def run_chunks(ctx: RunContext) -> None:
                 if files is None:
                     break
                 seq += 1
-                future = chunk_task.submit(ctx.run_id, files, seq)
+                ctx.chunk_files[seq] = files
+                future = chunk_task.submit(ctx.run_id, seq)
                 future.add_done_callback(finished.put)
                 running += 1
         except BaseException as exc:  # discovery or Prefect broke: chunks already started still finish

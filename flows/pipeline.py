@@ -92,6 +92,7 @@ class RunContext:
     interrupted_by: int | None = None  # the signal that stopped the run
     failure: str | None = None  # why the run stopped, when it was neither a signal nor the describer
     final_message: str | None = None  # the run record's message, once closed
+    chunk_files: dict[int, list[DiscoveredFile]] = field(default_factory=dict)  # chunks handed to the runner
 
     def next_seq(self) -> int:
         with self.lock:
@@ -278,6 +279,11 @@ def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, 
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     ctx.ready.release()
     work.complete(i, row)
+
+
+def take_chunk(run_id: str, seq: int) -> list[DiscoveredFile]:
+    """The files of chunk `seq`, handed over once."""
+    return ACTIVE_RUNS[run_id].chunk_files.pop(seq)
 
 
 def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:

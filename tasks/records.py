@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -37,10 +38,16 @@ class RunInfo:
     schema_hashes: tuple[tuple[str, str], ...] = ()
 
     def version_of(self, kind: str | None) -> tuple[str | None, str | None, str]:
-        prompt = dict(self.prompt_hashes).get(kind or "")
-        schema = dict(self.schema_hashes).get(kind or "")
-        version = short_hash(f"{self.model}|{prompt}|{schema}|{self.resolution}")
-        return prompt, schema, version
+        return _version_of(self, kind)
+
+
+@lru_cache(maxsize=256)
+def _version_of(run: RunInfo, kind: str | None) -> tuple[str | None, str | None, str]:
+    """(prompt hash, schema hash, enrichment version) of a kind; the same for every row of a run, so cached."""
+    prompt = dict(run.prompt_hashes).get(kind or "")
+    schema = dict(run.schema_hashes).get(kind or "")
+    version = short_hash(f"{run.model}|{prompt}|{schema}|{run.resolution}")
+    return prompt, schema, version
 
 
 def now_utc() -> datetime:
