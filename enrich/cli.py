@@ -3,8 +3,10 @@ and is registered in COMMANDS below; heavy imports (Prefect, the SDK) happen ins
 read-only commands (`query`, `estimate`) start fast and never import Prefect.
 
 Exit codes: 0 success (per-item errors are reported in the summary, not as failure); 1 a run that started
-but stopped early (interrupted, endpoint down); 2 a run that could not start (bad arguments, bad key,
-unreachable endpoint, unknown model, an estimate over the budget without --yes) with a one-line reason.
+but stopped early (bad key or unknown model mid-run, endpoint down); 2 a run that could not start (bad
+arguments, bad key, unreachable endpoint, unknown model, an estimate over the budget without --yes) with a
+one-line reason; 130 / 143 a run interrupted by Ctrl-C / SIGTERM (every finished result is written; the run
+is recorded as interrupted).
 """
 from __future__ import annotations
 

@@ -379,9 +379,10 @@ def _estimate_time(est: Estimate, settings: Settings, history: bool) -> None:
     if family_of(est.model) != "local":  # local engines are not rate limited
         rate = settings.rate_limit()
         est.rpm, est.tpm = rate.rpm, rate.tpm
-        bounds["rpm"] = n * 60.0 / rate.rpm
-        # the limiter paces on reserved input tokens (estimate plus margin), not billed ones
-        bounds["tpm"] = sum(k.reserved_input_tokens for k in est.by_kind.values()) * 60.0 / rate.tpm
+        if rate.rpm:  # 0 or None: no limit (--rpm 0)
+            bounds["rpm"] = n * 60.0 / rate.rpm
+        if rate.tpm:  # the limiter paces on reserved input tokens (estimate plus margin), not billed ones
+            bounds["tpm"] = sum(k.reserved_input_tokens for k in est.by_kind.values()) * 60.0 / rate.tpm
     est.time_bound, est.time_s = max(bounds.items(), key=lambda kv: kv[1])
 
 

@@ -34,11 +34,13 @@ def _load_toml(path: Path) -> dict[str, Any]:
 # (config/enrich.toml [estimate.output_tokens] overrides them).
 DEFAULT_OUTPUT_TOKENS = {"image": 200, "audio": 300, "document": 400, "video": 300}
 
+PROGRESS_MODES = ("auto", "bar", "log", "off")
+
 
 @dataclass(frozen=True)
 class RateLimit:
-    rpm: int
-    tpm: int
+    rpm: int | None  # None: no limit
+    tpm: int | None
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,21 @@ class Settings:
     config_dir: Path
     model: str = "gemini-3.1-flash-lite"
     resolution: str = "low"
-    concurrency: int = 16
+    concurrency: int = 64  # the most requests in flight; the rate limit is what should bound a run
     chunk_size: int = 100
     max_output_tokens: int = 1024
     max_attempts: int = 5
     request_timeout_s: float = 60.0
+    rpm: int | None = None  # overrides [rate_limits] for this run (--rpm); 0 = no limit
+    tpm: int | None = None  # input tokens per minute (--tpm); 0 = no limit
+    rate_headroom: float = 0.02  # pace this fraction under the limits: the provider's window and ours differ
+    backoff_initial_s: float = 1.0  # first retry after about this long (exponential, with jitter)
+    backoff_max_s: float = 60.0
+    abort_after_failures: int = 50  # consecutive failed attempts (429 aside) that mean the endpoint is down
+    throttle_quiet_s: float = 5.0  # concurrency recovers only after this long without a 429
+    stop_grace_s: float = 10.0  # on Ctrl-C/SIGTERM, how long requests in flight may take to finish
+    progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | off
+    progress_interval_s: float = 15.0  # seconds between progress log lines
     strip_metadata: bool = True
     max_image_pixels: int = 120_000_000
     prepare_workers: int = 0
@@ -82,8 +94,12 @@ class Settings:
         return self.resolution_max_side[self.resolution]
 
     def rate_limit(self, model: str | None = None) -> RateLimit:
+        """The model's limits from [rate_limits] (or its "default" entry), with --rpm/--tpm applied."""
         model = model or self.model
-        return self.rate_limits.get(model) or self.rate_limits.get("default") or RateLimit(rpm=1000, tpm=1_000_000)
+        base = self.rate_limits.get(model) or self.rate_limits.get("default") or RateLimit(rpm=1000, tpm=1_000_000)
+        rpm = base.rpm if self.rpm is None else self.rpm
+        tpm = base.tpm if self.tpm is None else self.tpm
+        return RateLimit(rpm=rpm or None, tpm=tpm or None)
 
     def prompt_for(self, kind: str) -> str:
         try:
@@ -118,6 +134,20 @@ class Settings:
                               "must be positive")
         if self.daily_budget_usd is not None and self.daily_budget_usd < 0:
             raise ConfigError("the daily budget must not be negative")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must not be negative (0 means no limit)")
+        if not 0 <= self.rate_headroom < 1:
+            raise ConfigError("rate_headroom must be a fraction in [0, 1)")
+        if self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError("need 0 <= backoff_initial_s <= backoff_max_s")
+        if self.abort_after_failures < 1:
+            raise ConfigError("abort_after_failures must be at least 1")
+        if self.stop_grace_s < 0 or self.throttle_quiet_s < 0 or self.request_timeout_s <= 0:
+            raise ConfigError("stop_grace_s and throttle_quiet_s must not be negative, request_timeout_s positive")
+        if self.progress not in PROGRESS_MODES:
+            raise ConfigError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
 
 
 def _env_bool(value: str) -> bool:
@@ -147,7 +177,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     estimate = cfg.get("estimate", {})
     prompts = {kind: entry["prompt"] for kind, entry in _load_toml(config_dir / "prompts.toml").items()}
     rate_limits = {
-        name: RateLimit(rpm=int(v["rpm"]), tpm=int(v["tpm"])) for name, v in cfg.get("rate_limits", {}).items()
+        name: RateLimit(rpm=int(v.get("rpm", 0)) or None, tpm=int(v.get("tpm", 0)) or None)
+        for name, v in cfg.get("rate_limits", {}).items()
     }
 
     def pick(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
@@ -176,11 +207,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         config_dir=config_dir,
         model=pick("ENRICH_MODEL", "model", "gemini-3.1-flash-lite", str),
         resolution=pick("ENRICH_RESOLUTION", "resolution", "low", str),
-        concurrency=pick("ENRICH_CONCURRENCY", "concurrency", 16, int),
+        concurrency=pick("ENRICH_CONCURRENCY", "concurrency", 64, int),
         chunk_size=pick("ENRICH_CHUNK_SIZE", "chunk_size", 100, int),
         max_output_tokens=pick("ENRICH_MAX_OUTPUT_TOKENS", "max_output_tokens", 1024, int),
         max_attempts=pick("ENRICH_MAX_ATTEMPTS", "max_attempts", 5, int),
         request_timeout_s=pick("ENRICH_REQUEST_TIMEOUT_S", "request_timeout_s", 60.0, float),
+        rpm=pick("ENRICH_RPM", "rpm", None, int),
+        tpm=pick("ENRICH_TPM", "tpm", None, int),
+        rate_headroom=pick("ENRICH_RATE_HEADROOM", "rate_headroom", 0.02, float),
+        backoff_initial_s=pick("ENRICH_BACKOFF_INITIAL_S", "backoff_initial_s", 1.0, float),
+        backoff_max_s=pick("ENRICH_BACKOFF_MAX_S", "backoff_max_s", 60.0, float),
+        abort_after_failures=pick("ENRICH_ABORT_AFTER_FAILURES", "abort_after_failures", 50, int),
+        throttle_quiet_s=pick("ENRICH_THROTTLE_QUIET_S", "throttle_quiet_s", 5.0, float),
+        stop_grace_s=pick("ENRICH_STOP_GRACE_S", "stop_grace_s", 10.0, float),
+        progress=pick("ENRICH_PROGRESS", "progress", "auto", str),
+        progress_interval_s=pick("ENRICH_PROGRESS_INTERVAL_S", "progress_interval_s", 15.0, float),
         strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True,
                             lambda v: v if isinstance(v, bool) else _env_bool(v)),
         max_image_pixels=pick("ENRICH_MAX_IMAGE_PIXELS", "max_image_pixels", 120_000_000, int),

@@ -1,14 +1,23 @@
 """The Prefect flow: discover -> (prepare -> describe -> write) per chunk.
 
 Prefect maps one task run over each *chunk* of items (settings.chunk_size), never one per file: a task run
-costs 12-30 ms and ~0.1 MB of orchestration, a chunk's per-item work is done inside it. A few chunks run at
-once (threads) so preparation of the next chunk overlaps the requests of the current one; the describer,
-rate limiter and budget are shared by all of them.
+costs 12-30 ms and ~0.1 MB of orchestration, a chunk's per-item work is done inside it. Several chunks run at
+once (threads; enough that the prepared-item queue never runs dry, at least 3) and a new one starts as soon
+as *any* finishes, so one slow item (a long retryDelay) never holds the others back. The describer, rate
+limiter, budget and preparation pool are shared by all of them.
+
+SIGINT/SIGTERM while the flow runs: stop dispatching, give requests in flight `stop_grace_s`, write every
+row, record the run as `interrupted` (a second signal stops waiting). Prefect installs its own SIGTERM
+handler for the flow run; ours replaces it for the body only and puts it back after.
 """
 from __future__ import annotations
 
-from collections import deque
-from typing import Any
+import queue
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from enrich.prefect_env import configure_prefect_env
 
@@ -18,22 +27,129 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from enrich.progress import ProgressReporter  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
 from flows.pipeline import (  # noqa: E402
-    RunStats, close_run, discover_files, open_run, process_chunk, write_run_snapshot,
+    MAX_CHUNKS_IN_FLIGHT, RunContext, RunStats, close_run, discover_files, fail_run, independent_roots,
+    interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from tasks.discover import iter_batches  # noqa: E402
+from tasks.discover import count_files, iter_batches  # noqa: E402
 
-CHUNKS_IN_FLIGHT = 3
+SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
 
 @task(name="enrich-chunk", cache_policy=NO_CACHE, persist_result=False, retries=0,
       task_run_name="chunk-{seq}")
-def chunk_task(run_id: str, files: list, seq: int) -> RunStats:
-    return process_chunk(run_id, files)
+def chunk_task(run_id: str, seq: int) -> RunStats:
+    """One chunk. Its files wait in the run's context under `seq`: Prefect walks every task parameter (to find
+    futures in it), which for a list of 100 files cost more than the rest of our per-item work."""
+    return process_chunk(run_id, take_chunk(run_id, seq))
 
 
-@flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=CHUNKS_IN_FLIGHT), persist_result=False,
+@contextmanager
+def stop_on_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to `handler(signum)` inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda n, _frame: handler(n))
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _count_in_background(ctx: RunContext) -> None:
+    def count() -> None:
+        try:
+            ctx.progress.total = count_files(independent_roots(ctx.roots))
+        except Exception:  # only progress needs it
+            pass
+
+    threading.Thread(target=count, name="enrich-count", daemon=True).start()
+
+
+def _reporter(ctx: RunContext) -> ProgressReporter:
+    told = []
+
+    def notice() -> str | None:
+        if ctx.stopping and not told:
+            told.append(True)
+            return stop_notice(ctx)
+        return None
+
+    def extra() -> str:
+        c = ctx.describer.concurrency
+        if c.decreases and c.current < c.maximum:
+            return f"throttled (429): concurrency {c.current}/{c.maximum}"
+        return ""
+
+    return ProgressReporter(ctx.progress, ctx.settings.progress, requests=lambda: ctx.describer.stats.requests,
+                            notice=notice, extra=extra, stopping=lambda: ctx.stopping,
+                            interval_s=ctx.settings.progress_interval_s)
+
+
+def run_chunks(ctx: RunContext) -> None:
+    """Feed chunks to the task runner, keeping `chunks_in_flight` running, until the files run out or the run
+    stops; then wait for every chunk already started. Snapshots the run every few seconds."""
+    limit = ctx.chunks_in_flight()
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    running = 0
+    seq = 0
+    error: BaseException | None = None
+    batches = iter_batches(discover_files(ctx), ctx.settings.chunk_size)
+
+    def collect_one() -> None:
+        nonlocal running, error
+        while True:
+            try:
+                future = finished.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        running -= 1
+        try:
+            future.result()
+        except BaseException as exc:  # a chunk could not be written: stop, but let the others finish
+            if error is None:
+                error = exc
+                fail_run(ctx, f"a chunk failed: {exc.__class__.__name__}: {exc}")
+        if time.monotonic() - last_snapshot[0] >= SNAPSHOT_EVERY_S:
+            last_snapshot[0] = time.monotonic()
+            write_run_snapshot(ctx, "running")
+
+    last_snapshot = [time.monotonic()]
+    try:
+        try:
+            while not ctx.stopping:
+                while running >= limit:
+                    collect_one()
+                if ctx.stopping:
+                    break
+                files = next(batches, None)
+                if files is None:
+                    break
+                seq += 1
+                ctx.chunk_files[seq] = files
+                future = chunk_task.submit(ctx.run_id, seq)
+                future.add_done_callback(finished.put)
+                running += 1
+        except BaseException as exc:  # discovery or Prefect broke: chunks already started still finish
+            if error is None:
+                error = exc
+                fail_run(ctx, f"{exc.__class__.__name__}: {exc}")
+        while running:
+            collect_one()
+    finally:
+        batches.close()  # stops discovery's thread pool
+    if error is not None:
+        raise error
+
+
+@flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
                 wait_for_lock: bool = False) -> dict[str, Any]:
@@ -48,26 +164,13 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     status = "failed"
     message = None
     try:
-        pending: deque = deque()
-        seq = 0
-        for files in iter_batches(discover_files(ctx), settings.chunk_size):
-            if ctx.describer.stopping.is_set():
-                # a fatal error or a signal: the remaining files still get one row each
-                process_chunk(ctx.run_id, files)
-                continue
-            seq += 1
-            pending.append(chunk_task.submit(ctx.run_id, files, seq))
-            while len(pending) >= CHUNKS_IN_FLIGHT:
-                pending.popleft().result()
-                write_run_snapshot(ctx, "running")
-        while pending:
-            pending.popleft().result()
+        with stop_on_signals(lambda signum: interrupt_run(ctx, signum)):
+            _count_in_background(ctx)
+            with _reporter(ctx):
+                run_chunks(ctx)
         status = None
-    except KeyboardInterrupt:
-        ctx.describer.stopping.set()
-        status, message = "interrupted", "interrupted by the user"
-        raise
     except BaseException as exc:
+        ctx.describer.stop("the run failed")
         message = f"{exc.__class__.__name__}: {exc}"
         raise
     finally:
@@ -75,27 +178,5 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     return summary_of(ctx, final)
 
 
-def summary_of(ctx, status: str) -> dict[str, Any]:
-    s = ctx.stats
-    budget = ctx.describer.budget
-    return {
-        "run_id": ctx.run_id,
-        "status": status,
-        "model": ctx.settings.model,
-        "warehouse": str(ctx.settings.warehouse),
-        "items": s.items,
-        "unchanged": ctx.unchanged,
-        "reused": s.reused,
-        "crashed_runs_found": list(ctx.recovered.get("runs_marked_crashed", [])),
-        "by_status": dict(sorted(s.by_status.items())),
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "spent_usd": str(s.spent_usd),
-        "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
-        "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
-        "spent_today_before_usd": str(budget.already_spent),
-        "reserved_peak_usd": str(budget.reserved_peak),
-        "over_budget": s.by_status.get("over_budget", 0),
-        "requests": ctx.describer.requests_sent,
-        "fatal": str(ctx.describer.fatal) if ctx.describer.fatal else None,
-    }
+def summary_of(ctx: RunContext, status: str) -> dict[str, Any]:
+    return run_summary(ctx, status)

@@ -1,9 +1,17 @@
 """The run as plain functions: open a run, process one chunk, close the run. No Prefect here:
 flows/enrich_flow.py wraps these in a @flow and a chunk @task, and tests can call them directly.
 
-A chunk is the unit of work and of commit: prepare its items (all cores), describe them (shared describer),
-write its rows as one Parquet part (atomic rename). A chunk is never one file: see DEVELOPERS notes on
-Prefect's per-task overhead.
+A chunk is the unit of commit: its rows are written as one Parquet part (atomic rename) once every file in
+it has an outcome. Inside a chunk, work streams per item: each file is prepared on the shared thread pool
+(all cores; Pillow releases the GIL) and handed to the shared describer the moment it is ready, so requests
+start before the rest of the chunk is decoded. A run-wide semaphore (`ready`) bounds how many prepared
+items exist at once (being prepared, waiting for a request slot or in flight), so memory stays flat
+whatever the chunk size or library size. A chunk is never one file: see DEVELOPERS notes on Prefect's
+per-task overhead.
+
+Stopping (a signal, a fatal error): no new chunk starts and no new file is prepared; every file already
+handed to a chunk still gets exactly one row (`interrupted` when it was not sent). Files the walk never
+reached get no row: their previous outcome, if any, stands and the next run picks them up.
 
 Runs are incremental (tasks/incremental.py): a file whose bytes are already described at the current
 enrichment version gets no new row (its earlier row stays its one current outcome), moved files and
@@ -14,19 +22,22 @@ each chunk commits on its own, a rerun after a crash redoes only what was not co
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from enrich.backends import backend_name, create_backend
 from enrich.budget import budget_from_settings
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
+from enrich.progress import RunProgress
 from enrich.settings import Settings
 from schemas.descriptions import DESCRIPTION_SCHEMAS
 from tasks.describe import DescribeOptions, Describer
@@ -42,6 +53,7 @@ from warehouse.store import Warehouse
 log = logging.getLogger("enrich.run")
 
 STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted", "gone")
+MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
 
 
 @dataclass
@@ -84,10 +96,17 @@ class RunContext:
     prepare_pool: ThreadPoolExecutor
     prepare_options: PrepareOptions
     started_at: datetime
+    ready: threading.Semaphore  # prepared items alive at once (bounded queue between prepare and describe)
+    ready_capacity: int
+    progress: RunProgress = field(default_factory=RunProgress)
     stats: RunStats = field(default_factory=RunStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
     snapshot_seq: int = 0
+    interrupted_by: int | None = None  # the signal that stopped the run
+    failure: str | None = None  # why the run stopped, when it was neither a signal nor the describer
+    final_message: str | None = None  # the run record's message, once closed
+    chunk_files: dict[int, list[DiscoveredFile]] = field(default_factory=dict)  # chunks handed to the runner
     warehouse_lock: WarehouseLock | None = None
     planner: Planner | None = None
     hash_cache: HashCache | None = None
@@ -102,6 +121,14 @@ class RunContext:
             self.seq += 1
             return self.seq
 
+    @property
+    def stopping(self) -> bool:
+        return self.describer.stopping.is_set()
+
+    def chunks_in_flight(self) -> int:
+        """Enough chunks that the ready queue never runs dry at a chunk boundary (at least 3)."""
+        return max(3, min(MAX_CHUNKS_IN_FLIGHT, math.ceil(self.ready_capacity / self.settings.chunk_size) + 2))
+
 
 # Live runs of this process, by id: chunk tasks receive only the id and a list of plain dataclasses,
 # so task parameters stay small and serialisable.
@@ -110,6 +137,13 @@ ACTIVE_RUNS: dict[str, RunContext] = {}
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def make_limiter(settings: Settings) -> RateLimiter:
+    """The run's one limiter: the model's rpm/tpm (or --rpm/--tpm), less the headroom."""
+    rate = settings.rate_limit()
+    keep = 1.0 - settings.rate_headroom
+    return RateLimiter(rate.rpm * keep if rate.rpm else None, rate.tpm * keep if rate.tpm else None)
 
 
 def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
@@ -142,7 +176,6 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
     )
-    rate = settings.rate_limit()
     concurrency = settings.concurrency
     if backend.capabilities.local:
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
@@ -150,9 +183,11 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         backend, info, price,
         DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
                         resolution=settings.resolution, concurrency=concurrency,
-                        max_attempts=settings.max_attempts),
+                        max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
+                        backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
+                        throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
-        limiter=None if backend.capabilities.local else RateLimiter(rate.rpm, rate.tpm),
+        limiter=None if backend.capabilities.local else make_limiter(settings),
     )
     try:
         describer.preflight()
@@ -160,6 +195,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         describer.close()
         raise
     workers = settings.prepare_workers or os.cpu_count() or 2
+    ready_capacity = 2 * concurrency + workers
     ctx = RunContext(
         run_id=run_id,
         settings=settings,
@@ -171,6 +207,8 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),
         warehouse_lock=lock,
+        ready=threading.Semaphore(ready_capacity),
+        ready_capacity=ready_capacity,
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
@@ -187,14 +225,27 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     return ctx
 
 
+def independent_roots(roots: Sequence[str]) -> list[str]:
+    """The roots less duplicates and roots inside another root (compared by real path), so no file is walked
+    twice and discovery needs no memory of the paths it has seen (which would grow with the library)."""
+    reals = [os.path.realpath(r) for r in roots]
+
+    def inside(inner: str, outer: str) -> bool:
+        return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+    kept = []
+    for i, (root, real) in enumerate(zip(roots, reals)):
+        covered = any(inside(real, other) and (other != real or j < i)
+                      for j, other in enumerate(reals) if j != i)
+        if not covered:
+            kept.append(root)
+    return kept
+
+
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
-    """Every file under the roots that needs a row in this run, once (overlapping roots are de-duplicated
-    by path); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    seen: set[str] = set()
-    for file in discover(ctx.roots, hash_cache=ctx.hash_cache):
-        if file.path in seen:
-            continue
-        seen.add(file.path)
+    """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
+    independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
+    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
         if ctx.planner is None or ctx.planner.admit(file):
             yield file
     if ctx.hash_cache is not None:
@@ -229,6 +280,99 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
              for i, r in refs.items() if (r.run_id, r.path) in sources}, same_chunk)
 
 
+# -- one chunk ----------------------------------------------------------------------------------------------
+class _ChunkWork:
+    """The rows of one chunk as they arrive from any thread; `wait()` returns when every file has one."""
+
+    def __init__(self, ctx: RunContext, n: int) -> None:
+        self.ctx = ctx
+        self.rows: list[dict[str, Any] | None] = [None] * n
+        self._left = n
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if n == 0:
+            self._done.set()
+
+    def expect(self, n: int) -> None:
+        """Only `n` rows will arrive through complete() (the rest are filled in by the chunk afterwards)."""
+        with self._lock:
+            self._left -= len(self.rows) - n
+            if self._left <= 0:
+                self._done.set()
+
+    def complete(self, i: int, row: dict[str, Any]) -> None:
+        self.ctx.progress.record(row)
+        with self._lock:
+            if self.rows[i] is not None:
+                raise AssertionError(f"two outcomes for {row.get('path')}")
+            self.rows[i] = row
+            self._left -= 1
+            if self._left == 0:
+                self._done.set()
+
+    def wait(self) -> list[dict[str, Any]]:
+        self._done.wait()
+        return [r for r in self.rows if r is not None]
+
+
+def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
+    """The row of a file that is not sent at all (discovery outcome, unsupported), or None."""
+    if f.status != "pending":
+        return status_row(f, ctx.info, f.status, f.error_kind, f.error)
+    if f.kind not in DESCRIPTION_SCHEMAS:
+        return status_row(f, ctx.info, "skipped", "unsupported_kind", f"{f.kind} files are not described yet")
+    supported = ctx.describer.backend.capabilities
+    if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
+        return status_row(f, ctx.info, "skipped", "unsupported_type",
+                          f"{f.mime} is not accepted by {ctx.info.backend}")
+    return None
+
+
+def _take_ready_slot(ctx: RunContext) -> bool:
+    """Wait for room in the ready queue; False when the run stops meanwhile."""
+    while not ctx.stopping:
+        if ctx.ready.acquire(timeout=0.2):
+            return True
+    return False
+
+
+def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile) -> None:
+    """On a prepare thread: prepare one file and hand it to the describer. Completes item `i` exactly once."""
+    try:
+        if ctx.stopping:
+            row = ctx.describer.not_sent_row(file)
+        else:
+            prepared = prepare_file(file, ctx.prepare_options)
+            if isinstance(prepared, PreparedItem):
+                future = ctx.describer.submit(prepared)
+                future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
+                return
+            row = status_row(file, ctx.info, "error", prepared.kind, str(prepared), getattr(prepared, "meta", None))
+    except Exception as exc:  # a bug must cost one row, not the chunk
+        log.warning("unexpected error preparing %s: %r", file.path, exc)
+        row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
+    ctx.ready.release()
+    work.complete(i, row)
+
+
+def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, future: Future,
+               prepared: PreparedItem) -> None:
+    try:
+        row = future.result()
+    except BaseException as exc:  # the describer was shut down under it
+        row = status_row(file, ctx.info, "interrupted", "interrupted",
+                         f"not finished: the describer stopped ({exc.__class__.__name__})")
+    finally:
+        prepared.release()  # temporary copies (stripped or trimmed media) go as soon as the item is done
+    ctx.ready.release()
+    work.complete(i, row)
+
+
+def take_chunk(run_id: str, seq: int) -> list[DiscoveredFile]:
+    """The files of chunk `seq`, handed over once."""
+    return ACTIVE_RUNS[run_id].chunk_files.pop(seq)
+
+
 def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
     """Prepare, describe and commit one chunk. Every file in `files` gets exactly one row."""
     ctx = ACTIVE_RUNS[run_id]
@@ -240,40 +384,27 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
 
 
 def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
-    rows: list[dict[str, Any] | None] = [None] * len(files)
-    to_prepare: list[int] = []
-    supported = ctx.describer.backend.capabilities
+    work = _ChunkWork(ctx, len(files))
     copies, later = copy_rows(ctx, files)
+    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
     for i, f in enumerate(files):
-        if i in copies:
-            rows[i] = copies[i]
-        elif i in later:
+        if i in later:
             continue
-        elif f.status != "pending":
-            rows[i] = status_row(f, ctx.info, f.status, f.error_kind, f.error)
-        elif f.kind not in DESCRIPTION_SCHEMAS:
-            rows[i] = status_row(f, ctx.info, "skipped", "unsupported_kind",
-                                 f"{f.kind} files are not described yet")
-        elif not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
-            rows[i] = status_row(f, ctx.info, "skipped", "unsupported_type",
-                                 f"{f.mime} is not accepted by {ctx.info.backend}")
-        else:
-            to_prepare.append(i)
-
-    prepared_results = list(ctx.prepare_pool.map(lambda i: prepare_file(files[i], ctx.prepare_options), to_prepare))
-    ready: list[tuple[int, PreparedItem]] = []
-    for i, res in zip(to_prepare, prepared_results):
-        if isinstance(res, PreparedItem):
-            ready.append((i, res))
-        else:
-            rows[i] = status_row(files[i], ctx.info, "error", res.kind, str(res), getattr(res, "meta", None))
-    if ready:
-        described = ctx.describer.describe_batch([item for _, item in ready])
-        for (i, _), row in zip(ready, described):
-            rows[i] = row
+        row = copies.get(i) or _row_without_request(ctx, f)
+        if row is None and not _take_ready_slot(ctx):
+            row = ctx.describer.not_sent_row(f)
+        if row is not None:
+            work.complete(i, row)
+            continue
+        try:
+            ctx.prepare_pool.submit(_prepare_and_send, ctx, work, i, f)
+        except RuntimeError:  # the pool is shut down: the run is closing
+            ctx.ready.release()
+            work.complete(i, ctx.describer.not_sent_row(f))
+    work.wait()
     for i, leader in later.items():
-        rows[i] = copied_row(files[i], ctx.info, rows[leader])
-    final = [r for r in rows if r is not None]
+        work.rows[i] = copied_row(files[i], ctx.info, work.rows[leader])
+    final = [r for r in work.rows if r is not None]
     assert len(final) == len(files), "every file gets exactly one row"
     ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
     stats = RunStats()
@@ -283,6 +414,41 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
     return stats
 
 
+# -- stopping -----------------------------------------------------------------------------------------------
+def interrupt_run(ctx: RunContext, signum: int) -> None:
+    """A signal arrived: the first stops dispatching (requests in flight get the grace period), the second
+    stops waiting for them. Only sets flags and schedules work: safe inside a signal handler."""
+    if ctx.interrupted_by is None:
+        ctx.interrupted_by = signum
+        ctx.describer.stop(f"interrupted by {signal_name(signum)}")
+    else:
+        ctx.describer.stop(f"interrupted by {signal_name(signum)}", grace_s=0)
+
+
+def fail_run(ctx: RunContext, reason: str) -> None:
+    """Something outside the describer broke (a chunk could not be written): stop like a fatal error."""
+    if ctx.failure is None:
+        ctx.failure = reason
+    ctx.describer.stop(f"the run stopped: {reason}")
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def stop_notice(ctx: RunContext) -> str:
+    """What to tell the user when the run starts stopping."""
+    d = ctx.describer
+    if ctx.interrupted_by is not None:
+        return (f"{d.stop_reason}: stopping; {d.stats.in_flight} request(s) in flight get up to "
+                f"{ctx.settings.stop_grace_s:g}s to finish (send it again to stop at once)")
+    return f"{d.stop_reason}; finishing what is in flight"
+
+
+# -- the run record -----------------------------------------------------------------------------------------
 def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None) -> None:
     with ctx.lock:
         ctx.snapshot_seq += 1
@@ -317,20 +483,31 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
     ctx.warehouse.write_run(snapshot)
 
 
+def final_status(ctx: RunContext) -> tuple[str, str | None]:
+    """(status, message) of a run whose chunks have all finished."""
+    d = ctx.describer
+    not_finished = ctx.stats.by_status.get("interrupted", 0)
+    tail = (f"; {not_finished} item(s) not finished (status interrupted); files the walk had not reached "
+            "are not recorded") if not_finished or d.stopping.is_set() else ""
+    if ctx.interrupted_by is not None:
+        return "interrupted", f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
+    if d.fatal is not None:
+        return "failed", f"{d.fatal}{tail}"
+    if ctx.failure is not None:
+        return "failed", f"{ctx.failure}{tail}"
+    return "finished", None
+
+
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
     """Record the run's end. Returns its final status."""
     try:
         if status is None:
-            if ctx.describer.fatal is not None:
-                status, message = "failed", str(ctx.describer.fatal)
-            elif ctx.describer.stopping.is_set():
-                status = "interrupted"
-            else:
-                status = "finished"
+            status, message = final_status(ctx)
+        ctx.final_message = message
         write_run_snapshot(ctx, status, message)
     finally:
         try:
-            ctx.prepare_pool.shutdown(wait=True)
+            ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)
             ctx.describer.close()
             if ctx.hash_cache is not None:
                 ctx.hash_cache.close()
@@ -339,3 +516,39 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
             if ctx.warehouse_lock is not None:
                 ctx.warehouse_lock.release()
     return status
+
+
+def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
+    s = ctx.stats
+    d = ctx.describer
+    budget = d.budget
+    rpm = d.stats.requests_per_min()
+    return {
+        "run_id": ctx.run_id,
+        "status": status,
+        "model": ctx.settings.model,
+        "warehouse": str(ctx.settings.warehouse),
+        "items": s.items,
+        "unchanged": ctx.unchanged,
+        "reused": s.reused,
+        "crashed_runs_found": list(ctx.recovered.get("runs_marked_crashed", [])),
+        "by_status": dict(sorted(s.by_status.items())),
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "spent_usd": str(s.spent_usd),
+        "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
+        "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
+        "spent_today_before_usd": str(budget.already_spent),
+        "reserved_peak_usd": str(budget.reserved_peak),
+        "over_budget": s.by_status.get("over_budget", 0),
+        "requests": d.stats.requests,
+        "retries": d.stats.retries,
+        "throttled": d.stats.throttled,
+        "requests_per_min": None if rpm is None else round(rpm, 1),
+        "request_window_s": d.stats.window_s(),
+        "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
+                        "decreases": d.concurrency.decreases},
+        "fatal": str(d.fatal) if d.fatal else None,
+        "signal": ctx.interrupted_by,
+        "message": ctx.final_message,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -38,9 +39,15 @@ class RunInfo:
 
     def version_of(self, kind: str | None) -> tuple[str | None, str | None, str | None]:
         """(prompt hash, schema hash, enrichment version) for items of `kind` in this run."""
-        prompt = dict(self.prompt_hashes).get(kind or "")
-        schema = dict(self.schema_hashes).get(kind or "")
-        return prompt, schema, enrichment_version(self.model, prompt, schema, self.resolution)
+        return _version_of(self, kind)
+
+
+@lru_cache(maxsize=256)
+def _version_of(run: RunInfo, kind: str | None) -> tuple[str | None, str | None, str | None]:
+    """The same for every row of a run, so cached (it is computed per row)."""
+    prompt = dict(run.prompt_hashes).get(kind or "")
+    schema = dict(run.schema_hashes).get(kind or "")
+    return prompt, schema, enrichment_version(run.model, prompt, schema, run.resolution)
 
 
 def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | None, resolution: str) -> str | None:

@@ -194,7 +194,7 @@ def _describe(items: int, cap: Decimal | None, concurrency: int, *, rng: random.
     run = RunInfo(run_id="t", backend="fake", model=backend.model, resolution="low", price_date="2026-11-28")
     options = DescribeOptions(prompts={"image": PROMPT}, schemas={"image": ImageDescription}, max_output_tokens=max_output,
                               concurrency=concurrency, max_attempts=max_attempts, backoff_initial_s=0.0005,
-                              backoff_max_s=0.002, abort_after_consecutive_failures=10**6)
+                              backoff_max_s=0.002, abort_after_failures=10**6)
     budget = Budget(cap)
     describer = Describer(backend, run, PRICE, options, budget=budget)
     try:

@@ -43,3 +43,39 @@ def test_acquire_waits_in_real_time():
         return loop.time() - t0
 
     assert asyncio.run(go()) >= 0.14
+
+
+def test_no_burst_by_default_so_a_sliding_minute_never_sees_more_than_the_limit():
+    clock = FakeClock()
+    lim = RateLimiter(rpm=120, clock=clock)  # 2 per second
+    sent = []
+    for _ in range(300):
+        wait = lim._slot(0)
+        sent.append(clock.now + wait)
+    # any 60 s window holds at most 120 requests
+    for i in range(len(sent) - 120):
+        assert sent[i + 120] - sent[i] >= 60.0 - 1e-9
+
+
+def test_idle_time_earns_no_burst():
+    clock = FakeClock()
+    lim = RateLimiter(rpm=600, clock=clock)  # 0.1 s apart
+    assert lim._slot(0) == 0.0
+    clock.now += 10.0  # idle for 10 s: still only one request now, then the normal spacing
+    waits = [lim._slot(0) for _ in range(3)]
+    assert [round(w, 9) for w in waits] == [0.0, 0.1, 0.2]
+
+
+def test_requests_resume_at_normal_spacing_after_a_pause_not_in_a_burst():
+    clock = FakeClock()
+    lim = RateLimiter(rpm=600, burst_s=5.0, clock=clock)  # even with a burst allowance configured
+    lim._slot(0)
+    lim.pause(2.0)
+    waits = [lim._slot(0) for _ in range(3)]
+    assert [round(w, 6) for w in waits] == [2.0, 2.1, 2.2]
+    assert lim.pauses == 1
+
+
+def test_zero_means_no_limit():
+    lim = RateLimiter(rpm=0, tpm=0, clock=FakeClock())
+    assert all(lim._slot(10_000) == 0.0 for _ in range(100))

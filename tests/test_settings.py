@@ -58,3 +58,23 @@ def test_prefect_home_is_created_under_enrich_home(tmp_path):
     assert env["PREFECT_HOME"] == str(tmp_path / "fresh" / "home" / "prefect")
     assert (tmp_path / "fresh" / "home" / "prefect").is_dir()  # Prefect cannot make parents itself
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_rpm_and_tpm_flags_override_the_models_rate_limits_and_zero_means_none(tmp_path):
+    s = load_settings({"ENRICH_HOME": str(tmp_path)})
+    assert (s.rate_limit().rpm, s.rate_limit().tpm) == (4000, 4_000_000)  # config/enrich.toml
+    assert s.with_overrides(rpm=1200).rate_limit().rpm == 1200
+    assert s.with_overrides(rpm=1200).rate_limit().tpm == 4_000_000
+    assert (s.with_overrides(rpm=0, tpm=0).rate_limit().rpm, s.with_overrides(tpm=0).rate_limit().tpm) == (None, None)
+    assert load_settings({"ENRICH_HOME": str(tmp_path), "ENRICH_RPM": "15"}).rate_limit().rpm == 15
+    with pytest.raises(ConfigError):
+        s.with_overrides(rpm=-1)
+
+
+def test_retry_pacing_and_stop_settings_are_validated(tmp_path):
+    s = load_settings({"ENRICH_HOME": str(tmp_path)})
+    assert (s.backoff_initial_s, s.abort_after_failures, s.stop_grace_s, s.progress) == (1.0, 50, 10.0, "auto")
+    for bad in ({"backoff_initial_s": 5, "backoff_max_s": 1}, {"abort_after_failures": 0}, {"progress": "loud"},
+                {"rate_headroom": 1.0}, {"stop_grace_s": -1}):
+        with pytest.raises(ConfigError):
+            s.with_overrides(**bad)

@@ -26,6 +26,7 @@ def _gemini(spec: str, settings: Settings) -> Backend:
         timeout_s=settings.request_timeout_s,
         max_inline_bytes=settings.max_inline_bytes,
         file_active_timeout_s=settings.file_active_timeout_s,
+        max_connections=settings.concurrency,
     )
 
 

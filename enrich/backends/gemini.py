@@ -77,6 +77,36 @@ def retry_after_from(exc: genai_errors.APIError) -> float | None:
     return None
 
 
+def _daily_quota(exc: genai_errors.APIError) -> bool:
+    """A 429 for a per-day quota (google.rpc.QuotaFailure quotaId ...PerDay...): nothing more can succeed today."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    err = details.get("error", details)
+    for entry in err.get("details", []) or []:
+        for violation in (entry.get("violations") or []) if isinstance(entry, dict) else []:
+            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
+
+
+def _pool_args(max_connections: int | None) -> dict[str, Any] | None:
+    """Keep a connection alive per concurrent request (httpx's default keeps 20, so with more in flight every
+    extra request would open a new TLS connection)."""
+    if not max_connections:
+        return None
+    import os
+
+    order = ("httpx", "httpx2") if os.environ.get("GOOGLE_GENAI_HTTP_CLIENT", "").strip().lower() == "httpx" \
+        else ("httpx2", "httpx")  # whichever the SDK will use: httpx2 unless told otherwise
+    for name in order:
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        return {"limits": mod.Limits(max_connections=max(100, max_connections),
+                                     max_keepalive_connections=max_connections)}
+    return None
+
+
 class GeminiBackend:
     name = "gemini"
 
@@ -90,6 +120,7 @@ class GeminiBackend:
         timeout_s: float = 60.0,
         max_inline_bytes: int = 20 * 1024 * 1024,
         file_active_timeout_s: float = 600.0,
+        max_connections: int | None = None,
     ) -> None:
         if api_key is None or not api_key.get_secret_value():
             raise FatalRunError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --emulator")
@@ -104,7 +135,8 @@ class GeminiBackend:
             default_concurrency=16,
         )
         http_options = types.HttpOptions(
-            base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000)
+            base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000),
+            async_client_args=_pool_args(max_connections),
         )
         self._client = genai.Client(api_key=self._secret, http_options=http_options)
         self._file_active_timeout_s = file_active_timeout_s
@@ -119,6 +151,9 @@ class GeminiBackend:
         message = self._scrub(f"HTTP {code} {status}: {exc.message or ''}".strip())
         details = json.dumps(exc.details) if exc.details else ""
         if code == 429:
+            if _daily_quota(exc):
+                return FatalRunError(f"the daily request quota is used up ({message}); try again tomorrow",
+                                     kind="quota_exhausted")
             return RetryableError(message, kind="rate_limited", retry_after=retry_after_from(exc))
         if code in RETRYABLE_CODES:
             return RetryableError(message, kind=f"http_{code}", retry_after=retry_after_from(exc))

@@ -26,7 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, metavar="USD",
                    help="never spend more than this on this run (with a daily cap in config, the smaller one holds)")
     p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
-    p.add_argument("--concurrency", type=int, help="concurrent requests")
+    p.add_argument("--concurrency", type=int, help="most requests in flight (default 64); halves on 429 and "
+                   "recovers after a quiet period")
+    p.add_argument("--rpm", type=int, metavar="N", help="requests per minute for this run (default: the model's "
+                   "[rate_limits] in config/enrich.toml; 0 = no limit)")
+    p.add_argument("--tpm", type=int, metavar="N", help="input tokens per minute for this run (0 = no limit)")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "off"],
+                   help="live progress on stderr: a bar on a terminal, a line every 15 s otherwise (auto)")
     p.add_argument("--resolution", choices=["low", "medium", "high"], help="media resolution tier")
     p.add_argument("--chunk-size", type=int, help="items per Prefect task run")
     p.add_argument("--keep-metadata", action="store_true",
@@ -52,6 +58,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "budget_usd": args.budget,
         "warehouse": args.warehouse,
         "concurrency": args.concurrency,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "progress": args.progress,
         "resolution": args.resolution,
         "chunk_size": args.chunk_size,
         "strip_metadata": False if args.keep_metadata else None,
@@ -203,8 +212,15 @@ def main(args: argparse.Namespace) -> int:
                   f"${Decimal(summary['reserved_peak_usd']).normalize():f} at once"
                   + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
-        if summary.get("fatal"):
-            print(f"the run stopped early: {summary['fatal']}", file=sys.stderr)
+        if summary["status"] != "finished" and summary.get("message"):
+            print(f"the run stopped early: {summary['message']}", file=sys.stderr)
+    return exit_code(summary)
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """0 finished; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM); 1 when it stopped early."""
     if summary["status"] == "finished":
         return 0
-    return 130 if summary["status"] == "interrupted" else 1
+    if summary["status"] == "interrupted":
+        return 128 + int(summary.get("signal") or 2)
+    return 1
