@@ -7,11 +7,12 @@ as *any* finishes, so one slow item (a long retryDelay) never holds the others b
 limiter, budget and preparation pool are shared by all of them.
 
 SIGINT/SIGTERM while the flow runs: stop dispatching, give requests in flight `stop_grace_s`, write every
-row, record the run as `interrupted` (a second signal stops waiting). Prefect installs its own SIGTERM
-handler for the flow run; ours replaces it for the body only and puts it back after.
+row, record the run as `interrupted` (a second signal stops waiting, a third leaves at once). Prefect installs
+its own SIGTERM handler for the flow run; ours replaces it for the body only and puts it back after.
 """
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -60,6 +61,21 @@ def stop_on_signals(handler: Callable[[int], None]) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def _signal_handler(ctx: RunContext) -> Callable[[int], None]:
+    """1st signal: stop dispatching, grace period. 2nd: stop waiting for requests in flight. 3rd: leave now
+    (chunks not yet written are lost; everything committed before stays)."""
+    received = [0]
+
+    def handle(signum: int) -> None:
+        received[0] += 1
+        if received[0] >= 3:
+            os.write(2, b"enrich: stopped at once; results not yet written are lost\n")
+            os._exit(128 + signum)
+        interrupt_run(ctx, signum)
+
+    return handle
 
 
 def _count_in_background(ctx: RunContext) -> None:
@@ -164,7 +180,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     status = "failed"
     message = None
     try:
-        with stop_on_signals(lambda signum: interrupt_run(ctx, signum)):
+        with stop_on_signals(_signal_handler(ctx)):
             _count_in_background(ctx)
             with _reporter(ctx):
                 run_chunks(ctx)
