@@ -181,23 +181,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         for name, v in cfg.get("rate_limits", {}).items()
     }
 
-    def pick(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
-        if env.get(env_name):
-            try:
-                return cast(env[env_name])
-            except ValueError:
-                raise ConfigError(f"{env_name}={env[env_name]!r} is not valid") from None
-        return cast(run[key]) if key in run else default
-
-    def pick_media(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
-        if env.get(env_name):
-            try:
-                return cast(env[env_name])
-            except ValueError:
-                raise ConfigError(f"{env_name}={env[env_name]!r} is not valid") from None
-        return cast(media[key]) if key in media else default
-
     as_bool = lambda v: v if isinstance(v, bool) else _env_bool(v)  # noqa: E731
+
+    def picker(section: dict[str, Any], name: str):
+        """env variable > the config section's key > default, cast, with a readable error either way."""
+        def pick(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
+            source, value = (env_name, env[env_name]) if env.get(env_name) else (f"[{name}] {key}", section.get(key))
+            if value is None:
+                return default
+            try:
+                return cast(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}={value!r} is not valid") from None
+        return pick
+
+    pick, pick_media = picker(run, "run"), picker(media, "media")
 
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
     key = env.get("GOOGLE_API_KEY") or env.get("GEMINI_API_KEY")
@@ -222,8 +220,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         stop_grace_s=pick("ENRICH_STOP_GRACE_S", "stop_grace_s", 10.0, float),
         progress=pick("ENRICH_PROGRESS", "progress", "auto", str),
         progress_interval_s=pick("ENRICH_PROGRESS_INTERVAL_S", "progress_interval_s", 15.0, float),
-        strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True,
-                            lambda v: v if isinstance(v, bool) else _env_bool(v)),
+        strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True, as_bool),
         max_image_pixels=pick("ENRICH_MAX_IMAGE_PIXELS", "max_image_pixels", 120_000_000, int),
         prepare_workers=pick("ENRICH_PREPARE_WORKERS", "prepare_workers", 0, int),
         base_url=env.get("GOOGLE_GEMINI_BASE_URL") or gemini.get("base_url"),

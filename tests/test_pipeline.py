@@ -76,7 +76,7 @@ def test_a_stopped_run_prepares_nothing_more_and_records_every_file_of_the_chunk
     from tests.support.photos import make_photos
 
     make_photos(tmp_path / "lib", 12)
-    (tmp_path / "lib" / "notes.txt").write_text("not media")
+    (tmp_path / "lib" / "notes.json").write_text("{}")  # a sidecar: skipped, not media
     monkeypatch.setattr(pipeline, "prepare_file", lambda *a: (_ for _ in ()).throw(AssertionError("prepared")))
     ctx, files, run, close = _run_chunk(tmp_path / "lib")
     try:

@@ -36,6 +36,18 @@ class MediaPart:
     data: bytes | None = None  # inline bytes (already prepared: downscaled, metadata stripped)
     path: Path | None = None  # for large media sent through an upload path
 
+    def read_bytes(self) -> bytes:
+        """The part's bytes, inline or read from its path. MediaError when unreadable or empty."""
+        from enrich.errors import MediaError
+
+        try:
+            data = self.data if self.data is not None else (self.path.read_bytes() if self.path else None)
+        except OSError as e:
+            raise MediaError(f"cannot read media: {e}") from e
+        if not data:
+            raise MediaError("empty media")
+        return data
+
     @property
     def size(self) -> int:
         if self.data is not None:

@@ -215,12 +215,7 @@ class _CountTokens:
 def _pil_image(part: MediaPart):
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        data = part.data if part.data is not None else (part.path.read_bytes() if part.path else None)
-    except OSError as e:
-        raise MediaError(f"cannot read media: {e}") from e
-    if not data:
-        raise MediaError("empty media")
+    data = part.read_bytes()
     try:
         img = Image.open(io.BytesIO(data))
         img.load()

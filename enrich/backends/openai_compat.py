@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
-from enrich.errors import FatalRunError, ItemRequestError, MediaError, RetryableError
+from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -89,12 +89,7 @@ def _retry_after_s(value: str | None) -> float | None:
 
 
 def _data_uri(part: MediaPart) -> str:
-    try:
-        data = part.data if part.data is not None else (part.path.read_bytes() if part.path else None)
-    except OSError as e:
-        raise MediaError(f"cannot read media: {e}") from e
-    if not data:
-        raise MediaError("empty media")
+    data = part.read_bytes()
     return f"data:{part.mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
