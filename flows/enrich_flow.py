@@ -31,7 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from enrich.progress import ProgressReporter  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
 from flows.pipeline import (  # noqa: E402
-    MAX_CHUNKS_IN_FLIGHT, RunContext, RunStats, close_run, discover_files, fail_run, independent_roots,
+    MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
 from tasks.discover import count_files, iter_batches  # noqa: E402
@@ -41,10 +41,12 @@ SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this 
 
 @task(name="enrich-chunk", cache_policy=NO_CACHE, persist_result=False, retries=0,
       task_run_name="chunk-{seq}")
-def chunk_task(run_id: str, seq: int) -> RunStats:
+def chunk_task(run_id: str, seq: int) -> None:
     """One chunk. Its files wait in the run's context under `seq`: Prefect walks every task parameter (to find
-    futures in it), which for a list of 100 files cost more than the rest of our per-item work."""
-    return process_chunk(run_id, take_chunk(run_id, seq))
+    futures in it), which for a list of 100 files cost more than the rest of our per-item work. It returns
+    nothing: the counts go to the run's context, and Prefect keeps a record of every task's return value
+    (and its state) for as long as the flow runs, which would grow with the library."""
+    process_chunk(run_id, take_chunk(run_id, seq))
 
 
 @contextmanager

@@ -7,6 +7,7 @@ whether to retry, record or stop; the key is scrubbed from every message that le
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Any
@@ -93,8 +94,6 @@ def _pool_args(max_connections: int | None) -> dict[str, Any] | None:
     extra request would open a new TLS connection)."""
     if not max_connections:
         return None
-    import os
-
     order = ("httpx", "httpx2") if os.environ.get("GOOGLE_GENAI_HTTP_CLIENT", "").strip().lower() == "httpx" \
         else ("httpx2", "httpx")  # whichever the SDK will use: httpx2 unless told otherwise
     for name in order:
