@@ -34,6 +34,14 @@ def _load_toml(path: Path) -> dict[str, Any]:
 # (config/enrich.toml [estimate.output_tokens] overrides them).
 DEFAULT_OUTPUT_TOKENS = {"image": 200, "audio": 300, "document": 400, "video": 300}
 
+# Long side, in pixels, an image is downscaled to before upload, per --resolution tier
+# (config/enrich.toml [resolution_max_side] overrides them). "low" is 500 because a 12 MP photo
+# (4000x3000, 4032x3024) then decodes at libjpeg's 1/8 DCT scale, the cheapest decode there is: at
+# 768 it needs 1/4 scale and preparation runs at ~0.56 of the speed (benchmarks/bench_prepare.py).
+# Tokens do not change: Gemini 3 bills LOW media resolution at 280 whatever the size, and a 2.x
+# model bills one 768 px tile for either.
+RESOLUTION_MAX_SIDE = {"low": 500, "medium": 1536, "high": 3072}
+
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
@@ -76,7 +84,7 @@ class Settings:
     # estimates before any history exists: expected output tokens per item, by kind; request latency
     expected_output_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_OUTPUT_TOKENS))
     expected_latency_s: float = 3.0
-    resolution_max_side: dict[str, int] = field(default_factory=lambda: {"low": 768, "medium": 1536, "high": 3072})
+    resolution_max_side: dict[str, int] = field(default_factory=lambda: dict(RESOLUTION_MAX_SIDE))
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     # audio, video, documents ([media] in config/enrich.toml)
@@ -232,7 +240,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                                 **{k: int(v) for k, v in estimate.get("output_tokens", {}).items()}},
         expected_latency_s=float(estimate.get("latency_s", 3.0)),
         resolution_max_side={k: int(v) for k, v in cfg.get("resolution_max_side", {}).items()}
-        or {"low": 768, "medium": 1536, "high": 3072},
+        or dict(RESOLUTION_MAX_SIDE),
         rate_limits=rate_limits,
         prompts=prompts,
         max_inline_bytes=pick_media("ENRICH_MAX_INLINE_BYTES", "max_inline_bytes", 20 * 1024 * 1024, int),

@@ -11,13 +11,14 @@ from typing import Any, Callable
 
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
+from enrich.settings import RESOLUTION_MAX_SIDE
 from tasks.discover import DiscoveredFile
 from tasks.media_info import MediaLimits
 
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    max_side: int = 768
+    max_side: int = RESOLUTION_MAX_SIDE["low"]
     keep_metadata: bool = False
     max_pixels: int = 120_000_000
     limits: MediaLimits = MediaLimits()  # audio, video and documents

@@ -32,6 +32,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
 from enrich.errors import MediaError
+from enrich.settings import RESOLUTION_MAX_SIDE
 
 try:  # Pillow >= 11.2 ships AVIF when built with libavif
     from PIL import AvifImagePlugin  # noqa: F401
@@ -53,7 +54,6 @@ __all__ = [
     "prepare_image",
 ]
 
-RESOLUTION_MAX_SIDE = {"low": 768, "medium": 1536, "high": 3072}
 DEFAULT_MAX_PIXELS = 120_000_000
 JPEG_QUALITY = 85
 

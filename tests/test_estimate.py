@@ -70,7 +70,7 @@ def test_a_filter_leaves_files_out_and_says_how_many(tmp_path, settings):
 
 @pytest.mark.parametrize("resolution, tiles", [("low", 1), ("medium", 4), ("high", 6)])
 def test_gemini_2_tiles_are_counted_on_the_downscaled_upload(tmp_path, settings, resolution, tiles):
-    # 2000x1500 is uploaded at 768x576 (low: 1 tile), 1536x1152 (medium: 2x2), 2000x1500 (high: 3x2)
+    # 2000x1500 is uploaded at 500x375 (low: 1 tile), 1536x1152 (medium: 2x2), 2000x1500 (high: 3x2)
     make_jpeg(tmp_path / "big.jpg", size=(2000, 1500), orientation=6)
     est = estimate([tmp_path], settings, model="gemini-2.5-flash-lite", resolution=resolution)
     assert est.input_tokens == tiles * 258 + image_request_text_tokens(settings)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from enrich.settings import RESOLUTION_MAX_SIDE
 from tests.media_factory import make_photo_library
 from warehouse.views import connect
 
@@ -88,7 +89,7 @@ def test_uploaded_bytes_carry_no_exif_or_gps(library, gemini, enrich_home):
         assert b"Exif\x00\x00" not in data and b"GPS" not in data
         img = Image.open(io.BytesIO(data))
         assert len(img.getexif()) == 0
-        assert max(img.size) <= 768
+        assert max(img.size) <= RESOLUTION_MAX_SIDE["low"]
 
 
 def test_keep_metadata_is_an_explicit_opt_in(tmp_path, gemini, enrich_home):

@@ -104,7 +104,7 @@ def test_avif_is_supported(tmp_path):
 
 
 def test_keep_metadata_opt_in_keeps_exif_with_orientation_reset(tmp_path):
-    out = prepare_image(make_jpeg(tmp_path / "a.jpg", orientation=6), keep_metadata=True)
+    out = prepare_image(make_jpeg(tmp_path / "a.jpg", orientation=6), keep_metadata=True, max_side=768)
     exif = Image.open(io.BytesIO(out.data)).getexif()
     assert exif[0x010F] == CAMERA_MAKE
     assert exif.get_ifd(0x8825)  # GPS kept, the user asked for it
@@ -183,7 +183,7 @@ def test_read_image_meta_reads_exif_from_other_formats(tmp_path, maker, name, fm
 
 
 def test_orientation_6_turns_640x480_into_480x640(tmp_path):
-    out = prepare_image(make_jpeg(tmp_path / "a.jpg", size=(640, 480), orientation=6))
+    out = prepare_image(make_jpeg(tmp_path / "a.jpg", size=(640, 480), orientation=6), max_side=768)
     assert (out.width, out.height) == (480, 640)
     assert (out.meta.width, out.meta.height) == (480, 640)
 
@@ -204,7 +204,7 @@ def test_every_orientation_puts_the_marker_top_left(tmp_path, orientation, max_s
 def test_downscales_so_the_long_side_fits(tmp_path):
     out = prepare_image(make_png(tmp_path / "a.png", size=(1000, 400)), max_side=500)
     assert (out.width, out.height) == (500, 200)
-    out = prepare_image(make_jpeg(tmp_path / "b.jpg", size=(300, 900)), max_side=RESOLUTION_MAX_SIDE["low"])
+    out = prepare_image(make_jpeg(tmp_path / "b.jpg", size=(300, 900)), max_side=768)
     assert (out.width, out.height) == (256, 768)
 
 
@@ -214,7 +214,24 @@ def test_never_upscales(tmp_path):
 
 
 def test_resolution_presets():
-    assert RESOLUTION_MAX_SIDE == {"low": 768, "medium": 1536, "high": 3072}
+    assert RESOLUTION_MAX_SIDE == {"low": 500, "medium": 1536, "high": 3072}
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (4032, 3024), (3000, 4000)])
+def test_default_tier_decodes_a_12_mp_jpeg_at_one_eighth_scale(tmp_path, monkeypatch, size):
+    # The reason "low" is 500 px: libjpeg's cheapest decode (1/8) already covers it for 12 MP photos.
+    src = make_jpeg(tmp_path / "a.jpg", size=size)
+    decoded = []
+    real_load = JpegImageFile.load
+
+    def spy(self):
+        decoded.append(self.size)  # after draft(): the size libjpeg will decode at
+        return real_load(self)
+
+    monkeypatch.setattr(JpegImageFile, "load", spy)
+    out = prepare_image(src)
+    assert decoded[0] == (-(-size[0] // 8), -(-size[1] // 8))
+    assert max(out.width, out.height) == RESOLUTION_MAX_SIDE["low"]
 
 
 def test_large_jpeg_uses_draft_mode_and_lands_on_the_target_size(large_jpeg, monkeypatch):
