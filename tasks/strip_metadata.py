@@ -44,7 +44,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from enrich.errors import MediaError
 
@@ -436,29 +436,39 @@ _MP4_PADDING = {b"free", b"skip"}
 _MP4_TIMES = {b"mvhd", b"tkhd", b"mdhd"}
 
 
+def _mp4_boxes(fh: BinaryIO, start: int, end: int, *, top: bool = False) -> Iterator[tuple[int, bytes, int, int, int]]:
+    """(position, type, header length, stated size, end) of each box between start and end.
+
+    A box that states a size past its parent is an error, except at the top level, where it is an
+    interrupted recording whose last box is cut short (it ends at the end of the file)."""
+    pos = start
+    while pos + 8 <= end:
+        fh.seek(pos)
+        box_size, kind = struct.unpack(">I4s", fh.read(8))
+        header = 8
+        if box_size == 1:
+            large = fh.read(8)
+            if len(large) < 8:
+                return
+            box_size, header = struct.unpack(">Q", large)[0], 16
+        elif box_size == 0:  # the last box runs to the end of the file
+            box_size = end - pos
+        if box_size < header:
+            raise MediaError(f"an MP4 box {kind!r} states {box_size} bytes", kind=STRIP_FAILED)
+        box_end = pos + box_size
+        if box_end > end:
+            if not top:
+                raise MediaError(f"the MP4 box {kind!r} runs past its parent", kind=STRIP_FAILED)
+            box_end = end
+        yield pos, kind, header, box_size, box_end
+        pos = box_end
+
+
 def _mp4_patches(fh: BinaryIO, size: int) -> list[_Patch]:
     patches: list[_Patch] = []
 
     def walk(start: int, end: int, top: bool, depth: int) -> None:
-        pos = start
-        while pos + 8 <= end:
-            fh.seek(pos)
-            box_size, kind = struct.unpack(">I4s", fh.read(8))
-            header = 8
-            if box_size == 1:
-                large = fh.read(8)
-                if len(large) < 8:
-                    break
-                box_size, header = struct.unpack(">Q", large)[0], 16
-            elif box_size == 0:  # the last box runs to the end of the file
-                box_size = end - pos
-            if box_size < header:
-                raise MediaError(f"an MP4 box {kind!r} states {box_size} bytes", kind=STRIP_FAILED)
-            box_end = pos + box_size
-            if box_end > end:
-                if not top:
-                    raise MediaError(f"the MP4 box {kind!r} runs past its parent", kind=STRIP_FAILED)
-                box_end = end  # an interrupted recording: the last box is cut short
+        for pos, kind, header, box_size, box_end in _mp4_boxes(fh, start, end, top=top):
             payload = box_end - pos - header
             if kind in _MP4_METADATA:
                 free_head = (struct.pack(">I4s", box_size, b"free") if header == 8
@@ -480,7 +490,6 @@ def _mp4_patches(fh: BinaryIO, size: int) -> list[_Patch]:
                 if kind == b"trak":
                     patches.extend(_Patch(offset, b"", length)
                                    for offset, length in _timed_metadata_samples(fh, pos + header, box_end, size))
-            pos = box_end
 
     walk(0, size, True, 0)
     return patches
@@ -489,17 +498,8 @@ def _mp4_patches(fh: BinaryIO, size: int) -> list[_Patch]:
 def _mp4_children(fh: BinaryIO, start: int, end: int) -> dict[bytes, tuple[int, int]]:
     """{type: (payload start, payload end)} of the first box of each type between start and end."""
     found: dict[bytes, tuple[int, int]] = {}
-    pos = start
-    while pos + 8 <= end:
-        fh.seek(pos)
-        box_size, kind = struct.unpack(">I4s", fh.read(8))
-        header = 8
-        if box_size == 1:
-            box_size, header = struct.unpack(">Q", fh.read(8))[0], 16
-        if box_size < header or pos + box_size > end:
-            raise MediaError(f"the MP4 box {kind!r} runs past its parent", kind=STRIP_FAILED)
-        found.setdefault(kind, (pos + header, pos + box_size))
-        pos += box_size
+    for pos, kind, header, _, box_end in _mp4_boxes(fh, start, end):
+        found.setdefault(kind, (pos + header, box_end))
     return found
 
 
