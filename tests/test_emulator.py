@@ -568,6 +568,21 @@ def test_batch_inline(emu, c):
     assert s["batch"]["prompt_tokens"] == sum(r.response.usage_metadata.prompt_token_count for r in rs)
 
 
+def test_batch_cancel_then_delete_and_unknown_batches_are_404(emu, c):
+    from google.genai import errors
+
+    emu.set_config(batch_running_polls=5)  # still running when cancelled
+    job = c.batches.create(model=M2, src=[{"contents": [{"parts": [{"text": "hi"}], "role": "user"}]}])
+    c.batches.cancel(name=job.name)
+    assert c.batches.get(name=job.name).state == types.JobState.JOB_STATE_CANCELLED
+    c.batches.delete(name=job.name)
+    for call in (lambda: c.batches.get(name=job.name), lambda: c.batches.delete(name=job.name),
+                 lambda: c.batches.cancel(name="batches/nope")):
+        with pytest.raises(errors.ClientError) as info:
+            call()
+        assert info.value.code == 404
+
+
 def test_batch_from_jsonl_file(emu, c, tmp_path):
     import base64
 

@@ -870,6 +870,13 @@ class GeminiEmulator:
         return f.data
 
     # ---- batches ----
+    def _batch(self, bid: str) -> _Batch:
+        """The batch job `bid` (the caller holds the lock), or the 404 the API answers."""
+        job = self._batches.get(bid)
+        if job is None:
+            raise ApiError(404, "NOT_FOUND", f"Batch batches/{bid} not found.")
+        return job
+
     def batch_create(self, version: str, model: str, key: str | None, raw: bytes) -> dict:
         self._check_key(key)
         model = self._check_model(model, version)
@@ -941,9 +948,7 @@ class GeminiEmulator:
     def batch_get(self, bid: str, key: str | None, base_url: str) -> dict:
         self._check_key(key)
         with self._lock:
-            job = self._batches.get(bid)
-            if job is None:
-                raise ApiError(404, "NOT_FOUND", f"Batch batches/{bid} not found.")
+            job = self._batch(bid)
             if job.state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
                 if job.polls_left > 0:
                     job.polls_left -= 1
@@ -961,9 +966,7 @@ class GeminiEmulator:
     def batch_cancel(self, bid: str, key: str | None) -> dict:
         self._check_key(key)
         with self._lock:
-            job = self._batches.get(bid)
-            if job is None:
-                raise ApiError(404, "NOT_FOUND", f"Batch batches/{bid} not found.")
+            job = self._batch(bid)
             if job.state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
                 job.state = "BATCH_STATE_CANCELLED"
         return {}
@@ -971,8 +974,8 @@ class GeminiEmulator:
     def batch_delete(self, bid: str, key: str | None) -> dict:
         self._check_key(key)
         with self._lock:
-            if self._batches.pop(bid, None) is None:
-                raise ApiError(404, "NOT_FOUND", f"Batch batches/{bid} not found.")
+            self._batch(bid)  # 404 when there is none
+            del self._batches[bid]
         return {}
 
 
