@@ -36,6 +36,23 @@ def test_items_view_keeps_the_latest_outcome_per_path(tmp_path):
     assert con.execute("SELECT count(*) FROM results").fetchone() == (3,)
 
 
+@pytest.mark.parametrize("unfinished", ["interrupted", "over_budget"])
+def test_an_unfinished_reprocess_does_not_hide_the_earlier_description(tmp_path, unfinished):
+    wh = Warehouse(tmp_path)
+    wh.write_results([row("/a.jpg", "r1", "ok", 0, caption="a dog"), row("/b.jpg", "r1", "ok", 0, caption="a cat"),
+                      row("/c.jpg", "r1", "ok", 0, caption="old bytes"), row("/d.jpg", "r1", "error", 0)], "r1", 1)
+    wh.write_results([row("/a.jpg", "r2", unfinished, 5),  # same bytes: the dog stays in view
+                      row("/b.jpg", "r2", "error", 5),  # a real outcome of the reprocess: it is the latest
+                      row("/c.jpg", "r2", unfinished, 5, content_hash="new"),  # other bytes: no old caption
+                      row("/d.jpg", "r2", unfinished, 5)], "r2", 1)  # nothing better before it: shown as is
+    con = connect(tmp_path)
+    got = con.execute("SELECT path, status, run_id, caption FROM items ORDER BY path").fetchall()
+    assert got == [("/a.jpg", "ok", "r1", "a dog"), ("/b.jpg", "error", "r2", None),
+                   ("/c.jpg", unfinished, "r2", None), ("/d.jpg", "error", "r1", None)]
+    # `latest` (what the next run plans from) still says what happened last.
+    assert con.execute("SELECT status FROM latest WHERE path = '/a.jpg'").fetchone() == (unfinished,)
+
+
 def test_runs_view_keeps_the_latest_snapshot(tmp_path):
     wh = Warehouse(tmp_path)
     wh.write_run({"run_id": "r1", "seq": 1, "status": "running", "items": 0})

@@ -3,7 +3,9 @@
 Views:
     results  every outcome row ever written (one per item per run)
     latest   the latest row per file path, including paths marked `gone` (moved away or deleted)
-    items    the latest outcome per file path that still exists (latest without `gone`)
+    items    the latest outcome per file path that still exists (latest without `gone`); a later row that
+             records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
+             bytes, so an interrupted reprocess never makes a committed description vanish from view
     runs     the latest snapshot per run
 """
 from __future__ import annotations
@@ -50,7 +52,22 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _rank = 1
         """
     )
-    con.execute("CREATE OR REPLACE VIEW items AS SELECT * FROM latest WHERE status <> 'gone'")
+    # Among the rows for the path's current bytes, outcomes rank before "never attempted" rows, then newest
+    # first. Rows for older bytes come last: their description is not of this file any more.
+    con.execute(
+        """
+        CREATE OR REPLACE VIEW items AS
+        SELECT * EXCLUDE (_current, _pick) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY path ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
+                                           status IN ('interrupted', 'over_budget'),
+                                           finished_at DESC NULLS LAST, run_id DESC) AS _pick
+            FROM (SELECT *, first_value(content_hash) OVER (
+                      PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _current
+                  FROM results))
+        WHERE _pick = 1 AND status <> 'gone'
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE VIEW runs AS
