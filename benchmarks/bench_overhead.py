@@ -155,7 +155,8 @@ def make_library(root: Path, n: int) -> None:
     for start in range(0, n, FOLDER):
         folder = root / f"{start // FOLDER:04d}"
         if not folder.exists():
-            make_photos(folder, min(FOLDER, n - start), size=(16, 12), prefix=f"f{start // FOLDER:04d}-")
+            make_photos(folder, min(FOLDER, n - start), size=(16, 12), prefix=f"f{start // FOLDER:04d}-",
+                        start=start)  # every photo distinct: no duplicate is copied instead of described
 
 
 def main() -> int:
@@ -185,6 +186,8 @@ def main() -> int:
                                  stdout=subprocess.PIPE, text=True, check=True).stdout
             results[n] = r = json.loads(out.strip().splitlines()[-1])
             assert r["rows"] == n and r["status"] == "finished", r
+            # Every item must have gone to the model: a copied duplicate would skip the call and flatter the figure.
+            assert r["requests"] >= n and r["by_status"] == {"ok": n}, r
 
     print("pipeline overhead, zero-latency emulator (own process), 16x12 photos in folders of 1,000:")
     print(f"  {'items':>8} {'wall ms':>8} {'cpu ms':>7} {'sdk ms':>7} {'prep ms':>8} {'overhead':>9} "

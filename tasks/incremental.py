@@ -87,18 +87,29 @@ class Planner:
     reprocess: frozenset[str] = frozenset()
     unchanged: int = 0
     copies: dict[str, CopyFrom] = field(default_factory=dict)  # path -> row to copy (set before its chunk)
-    _seen: set[str] = field(default_factory=set)
-    _hash_seen_at: dict[str, str] = field(default_factory=dict)  # content hash -> first path seen this run
+    # What is held for the whole run grows with the library, so it is kept to what is needed: the paths the
+    # warehouse knows (to find the gone ones) and, for bytes the warehouse knows, where they are now (moves).
+    _seen: set[str] = field(default_factory=set)  # paths seen this run that have a row in the warehouse
+    _hash_seen_at: dict[str, str] = field(default_factory=dict)  # known content hash -> first path seen now
+    _known_hashes: frozenset[str] = field(init=False)
     _leaders: dict[str, str] = field(default_factory=dict)  # content hash -> the path sent for it this run
-    _committed: dict[str, threading.Event] = field(default_factory=dict)  # leader path -> its chunk is done
+    # Leader paths whose chunk has not committed yet, and one condition for duplicates waiting on them. Only
+    # what is in flight is held (an Event per leader cost ~1 KB per file sent, for the whole run).
+    _uncommitted: set[str] = field(default_factory=set)
+    _committing: threading.Condition = field(default_factory=threading.Condition)
     _duplicates: list[DiscoveredFile] = field(default_factory=list)
     _unreadable_dirs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
+                                       if s.content_hash and s.status != "gone")
 
     # -- the walk ---------------------------------------------------------------------------------------
     def admit(self, file: DiscoveredFile) -> bool:
         """True if `file` goes into a chunk now (a row to write); False if it needs no row or waits."""
-        self._seen.add(file.path)
         last = self.state.by_path.get(file.path)
+        if last is not None:
+            self._seen.add(file.path)
         if file.status != "pending":
             if file.status == "error" and file.error_kind in ("unreadable", "not_found", "symlink_loop",
                                                               "broken_link"):
@@ -111,7 +122,8 @@ class Planner:
         h = file.content_hash
         if h is None:
             return True  # not hashed: nothing to match on
-        self._hash_seen_at.setdefault(h, file.path)
+        if h in self._known_hashes:
+            self._hash_seen_at.setdefault(h, file.path)
         version = self.version_of(file.kind)
         if "all" not in self.reprocess and last is not None and last.content_hash == h \
                 and self._final(last, version):
@@ -128,7 +140,8 @@ class Planner:
                 return True
         if file.kind is not None and version is not None:
             self._leaders[h] = file.path
-            self._committed[file.path] = threading.Event()
+            with self._committing:
+                self._uncommitted.add(file.path)
         return True
 
     @staticmethod
@@ -161,16 +174,18 @@ class Planner:
 
     def wait_for_leader(self, ref: CopyFrom) -> None:
         """A duplicate copies its leader's row: wait until the leader's chunk has committed (or failed)."""
-        event = self._committed.get(ref.path) if ref.run_id == self.run_id else None
-        if event is not None:
-            event.wait()
+        if ref.run_id != self.run_id:
+            return
+        with self._committing:
+            self._committing.wait_for(lambda: ref.path not in self._uncommitted)
 
     def chunk_done(self, files: Iterable[DiscoveredFile]) -> None:
         """Called when a chunk has committed (or failed): wake duplicates waiting on its leaders."""
-        for f in files:
-            event = self._committed.get(f.path)
-            if event is not None:
-                event.set()
+        with self._committing:
+            before = len(self._uncommitted)
+            self._uncommitted.difference_update(f.path for f in files)
+            if len(self._uncommitted) != before:
+                self._committing.notify_all()
 
     # -- after the walk ----------------------------------------------------------------------------------
     def late_files(self, roots: list[str]) -> Iterator[DiscoveredFile]:
