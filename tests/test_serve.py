@@ -58,6 +58,13 @@ def test_serve_registers_the_cron_schedule_and_the_run_options(tmp_path, prefect
             "wait_for_lock": True,
         }
         assert "test-key-123" not in str(deployment.model_dump())  # the key stays in the environment
+        # Stop it the way a user would, once it is serving: the runner has polled for scheduled runs (which marks
+        # the deployment READY). A SIGINT while Prefect is still setting the runner up can go unanswered.
+        with get_client(sync_client=True) as client:
+            while not str(client.read_deployment_by_name("enrich/test-nightly").status).upper().endswith("READY"):
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the runner never polled"
+                time.sleep(0.3)
     finally:
         proc.send_signal(signal.SIGINT)  # how a user stops it
         out, _ = proc.communicate(timeout=60)
