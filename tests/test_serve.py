@@ -35,7 +35,10 @@ def test_serve_registers_the_cron_schedule_and_the_run_options(tmp_path, prefect
     proc = subprocess.Popen(
         [sys.executable, "-m", "enrich", "serve", str(lib), "--cron", "17 3 * * 1-5", "--timezone", "Europe/Berlin",
          "--name", "test-nightly", "--budget", "1.5", "--chunk-size", "50", "--reprocess", "stale"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Ctrl-C as at a terminal: a test run started in the background (`cmd &` in a script) hands its children
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt, so serve would never stop.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deployment = None
         deadline = time.monotonic() + 90
@@ -59,7 +62,7 @@ def test_serve_registers_the_cron_schedule_and_the_run_options(tmp_path, prefect
         }
         assert "test-key-123" not in str(deployment.model_dump())  # the key stays in the environment
         # Stop it the way a user would, once it is serving: the runner has polled for scheduled runs (which marks
-        # the deployment READY). A SIGINT while Prefect is still setting the runner up can go unanswered.
+        # the deployment READY).
         with get_client(sync_client=True) as client:
             while not str(client.read_deployment_by_name("enrich/test-nightly").status).upper().endswith("READY"):
                 assert proc.poll() is None, proc.stdout.read()
@@ -67,14 +70,7 @@ def test_serve_registers_the_cron_schedule_and_the_run_options(tmp_path, prefect
                 time.sleep(0.3)
     finally:
         proc.send_signal(signal.SIGINT)  # how a user stops it
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            # Seen twice, each on the first run of a fresh clone: Prefect's serve() did not finish its shutdown after
-            # the Ctrl-C. Known and not yet understood (closing note); reported as such, not as a pass.
-            proc.kill()
-            proc.communicate()
-            pytest.xfail("enrich serve did not exit within 60 s of Ctrl-C (Prefect runner shutdown hang)")
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "test-nightly" in out and "17 3 * * 1-5" in out and "/deployments" in out
 
