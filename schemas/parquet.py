@@ -93,6 +93,10 @@ RESULT_FIELDS: list[pa.Field] = [
     # same bytes described before), with no model call and cost 0; null when the model was asked
     pa.field("reused_from", pa.string()),
 ]
+# Statuses that record no outcome for the bytes (the item was never attempted to the end): the next run
+# retries them, and the `items` view does not let them hide an earlier outcome.
+NO_OUTCOME_STATUSES = frozenset({"interrupted", "over_budget"})
+
 RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
 
 RUN_FIELDS: list[pa.Field] = [

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from enrich.errors import UsageError
+from schemas.parquet import NO_OUTCOME_STATUSES
 from tasks.discover import DiscoveredFile
 from tasks.records import mtime_of
 from warehouse.state import Described, PathState, WarehouseState, epoch_us
@@ -37,7 +38,7 @@ from warehouse.state import Described, PathState, WarehouseState, epoch_us
 REPROCESS_CHOICES = ("stale", "failed", "all")
 
 # Outcomes that say nothing about the bytes: always retried.
-RETRY_STATUSES = frozenset({"interrupted", "over_budget"})
+RETRY_STATUSES = NO_OUTCOME_STATUSES
 RETRY_ERROR_KINDS = frozenset({
     "rate_limited", "timeout", "connection", "garbage_response", "transient", "slow",
     "run_aborted", "endpoint_down", "endpoint", "endpoint_unreachable", "auth", "unknown_model", "fatal",

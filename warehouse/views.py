@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
-from schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
+from schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
 from warehouse.store import Warehouse
 
 
@@ -54,13 +54,14 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     )
     # Among the rows for the path's current bytes, outcomes rank before "never attempted" rows, then newest
     # first. Rows for older bytes come last: their description is not of this file any more.
+    no_outcome = ", ".join(f"'{s}'" for s in sorted(NO_OUTCOME_STATUSES))
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE VIEW items AS
         SELECT * EXCLUDE (_current, _pick) FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY path ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
-                                           status IN ('interrupted', 'over_budget'),
+                                           status IN ({no_outcome}),
                                            finished_at DESC NULLS LAST, run_id DESC) AS _pick
             FROM (SELECT *, first_value(content_hash) OVER (
                       PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _current
