@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from tasks.discover import discover  # noqa: E402
-from tasks.hash_cache import HashCache  # noqa: E402
-from tasks.incremental import Planner  # noqa: E402
-from warehouse.state import load_state  # noqa: E402
-from warehouse.store import Warehouse  # noqa: E402
+from enrich.tasks.discover import discover  # noqa: E402
+from enrich.tasks.hash_cache import HashCache  # noqa: E402
+from enrich.tasks.incremental import Planner  # noqa: E402
+from enrich.warehouse.state import load_state  # noqa: E402
+from enrich.warehouse.store import Warehouse  # noqa: E402
 
 
 def make_library(root: Path, files: int, size_kb: int) -> None:

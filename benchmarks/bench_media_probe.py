@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.media_info import probe  # noqa: E402
+from enrich.tasks.media_info import probe  # noqa: E402
 from tests.media_factory import make_mp3, make_mp4, make_pdf, make_text, make_wav, make_webm  # noqa: E402
 
 KINDS = {

@@ -54,7 +54,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
     from enrich.backends.base import DescribeRequest, MediaPart
     from enrich.backends.mlx_local import MlxBackend
-    from schemas.descriptions import ImageDescription
+    from enrich.schemas.descriptions import ImageDescription
 
     size = tuple(int(x) for x in args.image_size.split("x"))
     images = _images(args.n + 1, size)

@@ -96,8 +96,8 @@ def _children_cpu_s() -> float:
 
 
 def child(root: str) -> None:
-    import flows.enrich_flow as ef
-    import flows.pipeline as pl
+    import enrich.flows.enrich_flow as ef
+    import enrich.flows.pipeline as pl
 
     sdk = [0.0]
     prep = [0.0]  # a running sum: a list of per-item figures would itself grow with the library
@@ -135,7 +135,7 @@ def child(root: str) -> None:
     started = time.perf_counter()
     summary = ef.enrich_flow([root], {"rpm": 0, "tpm": 0, "progress": "off"})
     total_wall = time.perf_counter() - started
-    from warehouse.views import connect
+    from enrich.warehouse.views import connect
 
     # counted after the peak was taken: a DuckDB view over every part file is the query side's cost, not the run's
     rows = connect(summary["warehouse"]).execute("SELECT count(*) FROM results").fetchone()[0]

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from tasks.discover import discover  # noqa: E402
-from tasks.prepare import PrepareOptions, PreparedItem, prepare_file  # noqa: E402
+from enrich.tasks.discover import discover  # noqa: E402
+from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file  # noqa: E402
 from tests.media_factory import make_large_jpeg  # noqa: E402
 
 

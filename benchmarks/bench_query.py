@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from warehouse.store import Warehouse  # noqa: E402
+from enrich.warehouse.store import Warehouse  # noqa: E402
 
 
 def build(root: Path, rows: int, parts: int) -> None:

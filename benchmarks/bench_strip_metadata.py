@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.strip_metadata import media_temp_dir, strip_metadata  # noqa: E402
+from enrich.tasks.strip_metadata import media_temp_dir, strip_metadata  # noqa: E402
 from tests.media_factory import (  # noqa: E402
     make_flac, make_mp3, make_mp4, make_pdf, make_wav, make_webm,
 )

@@ -67,7 +67,7 @@ def main() -> int:
         summary = json.loads(proc.stdout)
         import duckdb
 
-        from warehouse.views import connect
+        from enrich.warehouse.views import connect
 
         con = connect(tmp / "home" / "warehouse", duckdb.connect())
         rows, distinct = con.execute("SELECT count(*), count(DISTINCT path) FROM results").fetchone()

@@ -116,7 +116,7 @@ def budget_from_settings(settings: "Settings") -> Budget:
     """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
     spent = ZERO
     if settings.daily_budget_usd is not None:
-        from warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
 
         spent = spent_today(settings.warehouse)
     return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)

@@ -28,10 +28,10 @@ from enrich.errors import MediaError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
 from enrich.settings import Settings
 from enrich.tokens import family_of, image_tokens, prompt_tokens
-from tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover
 
 if TYPE_CHECKING:
-    from tasks.media_info import MediaLimits
+    from enrich.tasks.media_info import MediaLimits
 
 # Files probed per thread-pool task: a future per file costs more than reading one small header.
 PROBE_BATCH = 32
@@ -62,7 +62,7 @@ KindEstimator = Callable[[DiscoveredFile, EstimateOptions], MediaTokens]
 
 def estimate_image(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
     """Tokens of the image as uploaded: downscaled to opts.max_side (Gemini 2.x tiles the uploaded size)."""
-    from tasks.prepare_image import read_image_size, uploaded_size
+    from enrich.tasks.prepare_image import read_image_size, uploaded_size
 
     width, height = read_image_size(file.path, max_pixels=opts.max_pixels)
     width, height = uploaded_size(width, height, opts.max_side)
@@ -72,7 +72,7 @@ def estimate_image(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
 def estimate_media(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
     """Audio, video and documents: duration, pages or characters from the header (tasks/media_info.py),
     the same limits and trimming the preparer applies, then the documented token rules."""
-    from tasks.media_info import MediaLimits, apply_limits, media_tokens, probe
+    from enrich.tasks.media_info import MediaLimits, apply_limits, media_tokens, probe
 
     limits = opts.limits or MediaLimits()
     info = probe(file.path, file.kind, file.mime, pdf_timeout_s=limits.pdf_timeout_s)
@@ -261,14 +261,14 @@ def estimate(
     `excluded`. files: an already discovered list to use instead of scanning `roots`.
     history: use the warehouse's earlier rows for output tokens and latency (else configured defaults).
     """
-    from schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 
     if mode not in ("sync", "batch"):
         raise ValueError(f"mode must be sync or batch, not {mode!r}")
     settings = settings.with_overrides(model=model, resolution=resolution)
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # ConfigError for a model with no price, as `run` would
-    from tasks.media_info import MediaLimits
+    from enrich.tasks.media_info import MediaLimits
 
     opts = EstimateOptions(model=settings.model, resolution=settings.resolution, max_side=settings.max_side,
                            max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings))
@@ -352,7 +352,7 @@ def estimate(
 def _history_medians(settings: Settings, history: bool) -> dict:
     if not history:
         return {}
-    from warehouse.history import output_token_medians
+    from enrich.warehouse.history import output_token_medians
 
     return output_token_medians(settings.warehouse, settings.model)
 
@@ -362,7 +362,7 @@ def _estimate_time(est: Estimate, settings: Settings, history: bool) -> None:
     est.concurrency = settings.concurrency
     known = None
     if history:
-        from warehouse.history import latency_median_s
+        from enrich.warehouse.history import latency_median_s
 
         known = latency_median_s(settings.warehouse, settings.model)
     if known is not None:

@@ -16,8 +16,10 @@ from pydantic import SecretStr
 
 from enrich.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+import enrich.config
+
+# The built-in defaults ship inside the package (enrich.config, the repository's config/ folder).
+DEFAULT_CONFIG_DIR = Path(enrich.config.__file__).resolve().parent
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

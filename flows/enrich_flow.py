@@ -30,11 +30,11 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from enrich.progress import ProgressReporter  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
-from flows.pipeline import (  # noqa: E402
+from enrich.flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from tasks.discover import count_files, iter_batches  # noqa: E402
+from enrich.tasks.discover import count_files, iter_batches  # noqa: E402
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 

@@ -39,16 +39,16 @@ from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.progress import RunProgress
 from enrich.settings import Settings
-from schemas.descriptions import DESCRIPTION_SCHEMAS
-from tasks.describe import DescribeOptions, Describer
-from tasks.discover import DiscoveredFile, discover
-from tasks.hash_cache import HashCache, default_cache_path
-from tasks.incremental import Planner, parse_reprocess
-from tasks.prepare import PrepareOptions, PreparedItem, prepare_file
-from tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
-from warehouse.lock import WarehouseLock
-from warehouse.state import load_rows, load_state, recover
-from warehouse.store import Warehouse
+from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+from enrich.tasks.describe import DescribeOptions, Describer
+from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.hash_cache import HashCache, default_cache_path
+from enrich.tasks.incremental import Planner, parse_reprocess
+from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.warehouse.lock import WarehouseLock
+from enrich.warehouse.state import load_rows, load_state, recover
+from enrich.warehouse.store import Warehouse
 
 log = logging.getLogger("enrich.run")
 

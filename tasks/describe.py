@@ -43,9 +43,9 @@ from enrich.concurrency import AdaptiveConcurrency
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.limiter import RateLimiter
 from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
-from tasks.media_info import input_tokens_for
-from tasks.prepare import PreparedItem
-from tasks.records import RunInfo, now_utc, result_row, status_row
+from enrich.tasks.media_info import input_tokens_for
+from enrich.tasks.prepare import PreparedItem
+from enrich.tasks.records import RunInfo, now_utc, result_row, status_row
 
 log = logging.getLogger("enrich.describe")
 

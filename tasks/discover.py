@@ -33,7 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from tasks.sniff import (
+from enrich.tasks.sniff import (
     EXTENSION_MIMES,
     SNIFF_BYTES,
     TEXT_DOCUMENT_EXTENSIONS,

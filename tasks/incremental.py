@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from enrich.errors import UsageError
-from schemas.parquet import NO_OUTCOME_STATUSES
-from tasks.discover import DiscoveredFile
-from tasks.records import mtime_of
-from warehouse.state import Described, PathState, WarehouseState, epoch_us
+from enrich.schemas.parquet import NO_OUTCOME_STATUSES
+from enrich.tasks.discover import DiscoveredFile
+from enrich.tasks.records import mtime_of
+from enrich.warehouse.state import Described, PathState, WarehouseState, epoch_us
 
 REPROCESS_CHOICES = ("stale", "failed", "all")
 
@@ -212,8 +212,8 @@ class Planner:
 
 def current_versions(settings) -> Callable[[str | None], str | None]:
     """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
-    from schemas.descriptions import DESCRIPTION_SCHEMAS
-    from tasks.records import enrichment_version, schema_hash, short_hash
+    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.tasks.records import enrichment_version, schema_hash, short_hash
 
     versions: dict[str, str | None] = {}
     for kind, schema in DESCRIPTION_SCHEMAS.items():

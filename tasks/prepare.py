@@ -12,8 +12,8 @@ from typing import Any, Callable
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
 from enrich.settings import RESOLUTION_MAX_SIDE
-from tasks.discover import DiscoveredFile
-from tasks.media_info import MediaLimits
+from enrich.tasks.discover import DiscoveredFile
+from enrich.tasks.media_info import MediaLimits
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class PreparedItem:
 
 
 def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
-    from tasks.prepare_image import prepare_image
+    from enrich.tasks.prepare_image import prepare_image
 
     img = prepare_image(file.path, max_side=options.max_side, keep_metadata=options.keep_metadata,
                         max_pixels=options.max_pixels)
@@ -67,19 +67,19 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
 
 
 def _prepare_audio(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
-    from tasks.prepare_media import prepare_audio
+    from enrich.tasks.prepare_media import prepare_audio
 
     return prepare_audio(file, options)
 
 
 def _prepare_video(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
-    from tasks.prepare_media import prepare_video
+    from enrich.tasks.prepare_media import prepare_video
 
     return prepare_video(file, options)
 
 
 def _prepare_document(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
-    from tasks.prepare_media import prepare_document
+    from enrich.tasks.prepare_media import prepare_document
 
     return prepare_document(file, options)
 

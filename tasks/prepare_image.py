@@ -220,7 +220,7 @@ def _header_dimensions(path: str) -> tuple[int, int] | None:
 
 def _unidentified(path: str) -> MediaError:
     """Why Pillow could not identify the file, in plain words."""
-    from tasks.sniff import describe_mime, sniff
+    from enrich.tasks.sniff import describe_mime, sniff
 
     try:
         with open(path, "rb") as f:

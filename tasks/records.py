@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from enrich.backends.base import DescribeResult
-from schemas.parquet import DESCRIPTION_COLUMNS
-from tasks.discover import DiscoveredFile
+from enrich.schemas.parquet import DESCRIPTION_COLUMNS
+from enrich.tasks.discover import DiscoveredFile
 
 
 def short_hash(text: str) -> str:

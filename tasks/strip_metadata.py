@@ -596,7 +596,7 @@ def _void(offset: int, total: int) -> _Patch:
 
 
 def _webm_patches(fh: BinaryIO) -> list[_Patch]:
-    from tasks.media_info import _ebml_element
+    from enrich.tasks.media_info import _ebml_element
 
     head = _ebml_element(fh)
     if head is None or head[0] != _EBML_HEADER or head[1] < 0:
@@ -704,7 +704,7 @@ def _clean_pdf(src: str) -> Any:
 def _strip_pdf(src: str, timeout_s: float) -> Path | None:
     if not _pdf_has_metadata(src):
         return None
-    from tasks.media_info import _with_timeout
+    from enrich.tasks.media_info import _with_timeout
 
     writer = _with_timeout(lambda: _clean_pdf(src), timeout_s, "the PDF for its metadata")
     out = new_temp_file(suffix=".pdf")

@@ -12,11 +12,11 @@ from enrich.budget import Budget, budget_for_run, budget_from_settings, reserved
 from enrich.errors import RetryableError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
 from enrich.settings import load_settings
-from schemas.descriptions import ImageDescription
-from tasks.describe import DescribeOptions, Describer, estimated_input_tokens
-from tasks.discover import DiscoveredFile
-from tasks.prepare import PreparedItem
-from tasks.records import RunInfo
+from enrich.schemas.descriptions import ImageDescription
+from enrich.tasks.describe import DescribeOptions, Describer, estimated_input_tokens
+from enrich.tasks.discover import DiscoveredFile
+from enrich.tasks.prepare import PreparedItem
+from enrich.tasks.records import RunInfo
 
 
 def test_a_reservation_that_does_not_fit_is_refused():
@@ -119,7 +119,7 @@ def test_fits_when_idle_ignores_what_is_only_reserved():
 
 
 def test_the_daily_cap_counts_todays_recorded_spend_only(tmp_path):
-    from warehouse.store import Warehouse
+    from enrich.warehouse.store import Warehouse
 
     now = datetime.now(timezone.utc)
     rows = [{"run_id": "a", "path": "/x/1.jpg", "status": "ok", "cost_usd": Decimal("0.75"), "finished_at": now},

@@ -45,7 +45,7 @@ def test_query_never_imports_prefect_or_the_sdk(tmp_path):
 def test_query_formats(tmp_path):
     from decimal import Decimal
 
-    from warehouse.store import Warehouse
+    from enrich.warehouse.store import Warehouse
 
     Warehouse(tmp_path).write_results(
         [{"run_id": "r", "path": "/a.jpg", "status": "ok", "cost_usd": Decimal("0.00007"), "tags": ["x", "y"]}], "r", 1)
@@ -59,7 +59,7 @@ def test_query_formats(tmp_path):
 
 
 def test_warehouse_location_comes_from_the_environment(tmp_path):
-    from warehouse.store import Warehouse
+    from enrich.warehouse.store import Warehouse
 
     Warehouse(tmp_path / "wh").write_results([{"run_id": "r", "path": "/a.jpg", "status": "ok"}], "r", 1)
     out = enrich("query", "SELECT count(*) AS n FROM items", "--format", "json",

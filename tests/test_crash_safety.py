@@ -22,8 +22,8 @@ import duckdb
 import pytest
 
 from tests.media_factory import make_jpeg
-from warehouse.store import Warehouse
-from warehouse.views import read_snapshot
+from enrich.warehouse.store import Warehouse
+from enrich.warehouse.views import read_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 10
@@ -32,8 +32,8 @@ FILES = 60
 
 def media_hash_by_content(paths: list[Path]) -> dict[str, str]:
     """content_hash of each file -> sha256 of the bytes the run uploads for it (what the emulator bills by)."""
-    from tasks.discover import discover
-    from tasks.prepare import PrepareOptions, prepare_file
+    from enrich.tasks.discover import discover
+    from enrich.tasks.prepare import PrepareOptions, prepare_file
 
     out = {}
     for f in discover([str(p) for p in paths], workers=1):

@@ -17,11 +17,11 @@ from enrich.backends.gemini import GeminiBackend
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.settings import DEFAULT_CONFIG_DIR, load_settings
-from schemas.descriptions import DESCRIPTION_SCHEMAS
-from tasks.describe import DescribeOptions, Describer
-from tasks.discover import discover
-from tasks.prepare import PrepareOptions, PreparedItem, prepare_file
-from tasks.records import RunInfo
+from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+from enrich.tasks.describe import DescribeOptions, Describer
+from enrich.tasks.discover import discover
+from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.records import RunInfo
 from tests.support.photos import make_photos
 
 MODEL = "gemini-3.1-flash-lite"

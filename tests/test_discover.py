@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tasks.discover as discover_mod
-from tasks.discover import DiscoveredFile, discover, hash_file, iter_batches
-from tasks.sniff import EXTENSION_MIMES, sniff
+import enrich.tasks.discover as discover_mod
+from enrich.tasks.discover import DiscoveredFile, discover, hash_file, iter_batches
+from enrich.tasks.sniff import EXTENSION_MIMES, sniff
 from tests.media_factory import (
     make_gif,
     make_heic,

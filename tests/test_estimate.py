@@ -15,10 +15,10 @@ import pytest
 from enrich.estimate import KIND_ESTIMATORS, estimate, format_estimate
 from enrich.settings import RateLimit, load_settings
 from enrich.tokens import prompt_tokens
-from schemas.descriptions import ImageDescription
+from enrich.schemas.descriptions import ImageDescription
 from tests.media_factory import make_jpeg, make_zero_byte
 from tests.support.estimate_library import make_mixed_image_library, run_pipeline
-from warehouse.store import Warehouse
+from enrich.warehouse.store import Warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +192,7 @@ def test_estimated_input_tokens_are_within_2_percent_of_what_a_run_is_billed(tmp
 def test_quick_header_sizes_agree_with_pillow_for_every_format(tmp_path):
     from PIL import Image
 
-    from tasks.prepare_image import read_image_size
+    from enrich.tasks.prepare_image import read_image_size
 
     make_mixed_image_library(tmp_path, with_bad_files=False)
     Image.new("RGB", (1000, 10)).save(tmp_path / "progressive.jpg", "JPEG", progressive=True)

@@ -18,7 +18,7 @@ def estimate_json(capsys, *args) -> dict:
 
 
 def test_a_rerun_estimate_counts_only_new_and_changed_files(tmp_path, gemini, enrich_home, capsys):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.photos import make_photos
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -18,7 +18,7 @@ FAST = {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.02, "th
 
 
 def run_flow(roots, **overrides):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     return enrich_flow([str(r) for r in roots], overrides)
 

@@ -9,13 +9,13 @@ from PIL import Image
 
 from enrich.settings import RESOLUTION_MAX_SIDE
 from tests.media_factory import make_photo_library
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def run_flow(roots, **overrides):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     return enrich_flow([str(r) for r in roots], overrides)
 

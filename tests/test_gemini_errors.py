@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from enrich.backends.base import DescribeRequest, MediaPart
 from enrich.backends.gemini import GeminiBackend
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
-from schemas.descriptions import DESCRIPTION_SCHEMAS
+from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "BAD_GATEWAY", 503: "UNAVAILABLE",

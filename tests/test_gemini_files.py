@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from enrich.backends.base import DescribeRequest, MediaPart
 from enrich.backends.gemini import GeminiBackend
 from enrich.errors import ItemRequestError, RetryableError
-from schemas.descriptions import AudioDescription, DocumentDescription
+from enrich.schemas.descriptions import AudioDescription, DocumentDescription
 from tests.media_factory import make_pdf, make_wav
 
 MODEL = "gemini-3.1-flash-lite"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.media_factory import make_jpeg, make_photo_library, make_png
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -19,7 +19,7 @@ PROJECT_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
 def run_flow(roots, reprocess=None, **overrides):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     return enrich_flow([str(r) for r in roots], overrides, reprocess=reprocess)
 
@@ -175,7 +175,7 @@ def test_transient_failures_are_retried_by_default_and_final_ones_only_when_aske
 
 
 def test_a_second_run_on_the_same_warehouse_refuses_with_a_clear_message(tmp_path, gemini, enrich_home):
-    from warehouse.lock import WarehouseBusy, WarehouseLock
+    from enrich.warehouse.lock import WarehouseBusy, WarehouseLock
 
     lib = small_library(tmp_path / "lib")
     holder = WarehouseLock(enrich_home / "warehouse", "enrich run test-holder").acquire()
@@ -186,7 +186,7 @@ def test_a_second_run_on_the_same_warehouse_refuses_with_a_clear_message(tmp_pat
         assert gemini.stats()["requests"] == 0
         # --wait queues behind the holder
         threading.Timer(1.0, holder.release).start()
-        from flows.enrich_flow import enrich_flow
+        from enrich.flows.enrich_flow import enrich_flow
 
         summary = enrich_flow([str(lib)], {}, wait_for_lock=True)
         assert summary["status"] == "finished"
@@ -198,7 +198,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_crashed_with_its_committ
         tmp_path, gemini, enrich_home):
     from decimal import Decimal
 
-    from warehouse.store import Warehouse
+    from enrich.warehouse.store import Warehouse
 
     lib = small_library(tmp_path / "lib")
     wh = Warehouse(enrich_home / "warehouse")

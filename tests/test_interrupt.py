@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.photos import make_photos
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 5

@@ -9,7 +9,7 @@ import pytest
 
 from tests.media_factory import make_jpeg, make_png
 from tests.test_openai_backend import mlx_server, tiny_vlm  # noqa: F401  (fixtures)
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -44,7 +44,7 @@ def _check_rows(warehouse, model: str):
 
 
 def test_mlx_backend_runs_through_the_flow(photos, tiny_vlm, enrich_home):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     model = f"mlx:{tiny_vlm}"
     summary = enrich_flow([str(photos)], {"model": model, "max_output_tokens": 24})
@@ -55,7 +55,7 @@ def test_mlx_backend_runs_through_the_flow(photos, tiny_vlm, enrich_home):
 
 
 def test_openai_compatible_server_runs_through_the_flow(photos, mlx_server, tiny_vlm, enrich_home):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     model = f"openai:{tiny_vlm}@{mlx_server}"
     summary = enrich_flow([str(photos)], {"model": model, "max_output_tokens": 24})

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from enrich.errors import MediaError
-from tasks import media_info
-from tasks.media_info import (
+from enrich.tasks import media_info
+from enrich.tasks.media_info import (
     MediaLimits, apply_limits, audio_seconds, input_tokens_for, media_tokens, pdf_pages, probe, read_audio,
     read_pdf, read_text, read_video, text_chars, video_seconds,
 )
@@ -175,7 +175,7 @@ def test_media_tokens_follow_the_documented_rules():
 
 def test_input_tokens_add_prompt_and_schema_to_the_media(tmp_path):
     from enrich.tokens import prompt_tokens
-    from schemas.descriptions import AudioDescription
+    from enrich.schemas.descriptions import AudioDescription
 
     info = probe(make_wav(tmp_path / "a.wav", 30), "audio", "audio/wav")
     total, audio = input_tokens_for(info, "gemini-3.1-flash-lite", "low", "Describe.", AudioDescription)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 from enrich.errors import MediaError
-from tasks.discover import discover
-from tasks.media_info import MediaLimits
-from tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.discover import discover
+from enrich.tasks.media_info import MediaLimits
+from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from tests.media_factory import make_mp3, make_mp4, make_pdf, make_text, make_wav
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.strip_metadata import media_temp_dir
+from enrich.tasks.strip_metadata import media_temp_dir
 from tests.media_factory import (
     PERSONAL_STRINGS, make_flac, make_m4a, make_mp3, make_mp4, make_ogg_opus, make_pdf, make_wav, make_webm,
 )
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -36,15 +36,15 @@ def tagged_library(root: Path) -> dict[str, Path]:
 
 
 def run(root: Path, **overrides) -> dict:
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     return enrich_flow([str(root)], {"chunk_size": 4, "max_inline_bytes": INLINE_LIMIT, **overrides})
 
 
 def test_no_personal_metadata_reaches_the_provider_and_tokens_still_match(tmp_path, gemini, enrich_home):
     from enrich.settings import load_settings
-    from schemas.descriptions import schema_for
-    from tasks.media_info import input_tokens_for, probe
+    from enrich.schemas.descriptions import schema_for
+    from enrich.tasks.media_info import input_tokens_for, probe
 
     files = tagged_library(tmp_path / "lib")
     temp_before = set(media_temp_dir().iterdir())

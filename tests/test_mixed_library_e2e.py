@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.media_factory import make_mixed_library
-from warehouse.views import connect
+from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -18,7 +18,7 @@ INLINE_LIMIT = 100_000  # bytes: the 30 s and 10 min WAVs and the MP3 go through
 def mixed_run(tmp_path_factory, emulator, prefect_harness):
     """Run the flow once over the mixed library; returns (root, expected, warehouse, emulator stats)."""
     from enrich.emulator import Faults
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     base = tmp_path_factory.mktemp("mixed")
     root = base / "library"
@@ -129,9 +129,9 @@ def test_media_over_the_inline_limit_went_through_the_files_api_and_was_deleted(
 def test_header_estimate_matches_billed_input_tokens_per_file(mixed_run):
     """What tasks/media_info.py predicts from headers alone (the estimator's figures) against the bill."""
     from enrich.settings import load_settings
-    from schemas.descriptions import schema_for
-    from tasks.media_info import input_tokens_for, probe
-    from tasks.sniff import sniff
+    from enrich.schemas.descriptions import schema_for
+    from enrich.tasks.media_info import input_tokens_for, probe
+    from enrich.tasks.sniff import sniff
 
     root, expected, warehouse, _ = mixed_run
     settings = load_settings()
@@ -169,7 +169,7 @@ def test_enrich_estimate_counts_seconds_pages_and_matches_the_bill_within_2_perc
 
 
 def test_over_long_audio_is_refused_with_its_duration_or_trimmed_on_request(tmp_path, gemini, enrich_home):
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
     from tests.media_factory import make_mp3, make_wav
 
     lib = tmp_path / "lib"

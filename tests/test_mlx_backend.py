@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from enrich.backends.base import Backend, DescribeRequest, MediaPart
 from enrich.backends.jsonrepair import InvalidOutput, parse_or_repair, repair_json_text, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, MediaError
-from schemas.descriptions import ImageDescription
+from enrich.schemas.descriptions import ImageDescription
 from tests.support import StopAfter, force_text, tiny_vlm_dir
 
 GOOD = ImageDescription(
@@ -329,7 +329,7 @@ import asyncio, io, sys
 from PIL import Image
 from enrich.backends.base import DescribeRequest, MediaPart
 from enrich.backends.mlx_local import MlxBackend
-from schemas.descriptions import ImageDescription
+from enrich.schemas.descriptions import ImageDescription
 buf = io.BytesIO(); Image.new("RGB", (64, 48), (1, 2, 3)).save(buf, "JPEG")
 req = DescribeRequest(key="k", prompt="Describe.", schema=ImageDescription,
                       media=(MediaPart("image/jpeg", buf.getvalue()),), max_output_tokens=8)

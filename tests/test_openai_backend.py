@@ -25,7 +25,7 @@ import pytest
 from enrich.backends.base import Backend, DescribeRequest, MediaPart
 from enrich.backends.openai_compat import OpenAICompatBackend, strict_json_schema
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
-from schemas.descriptions import ImageDescription
+from enrich.schemas.descriptions import ImageDescription
 from tests.support import tiny_vlm_dir
 
 GOOD = ImageDescription(

@@ -1,7 +1,7 @@
 """Pipeline pieces that need no Prefect: roots, bounded queues, stopping before anything is sent."""
 import os
 
-from flows.pipeline import independent_roots
+from enrich.flows.pipeline import independent_roots
 
 
 def test_roots_inside_other_roots_and_duplicates_are_dropped(tmp_path):
@@ -22,7 +22,7 @@ def test_a_sibling_with_a_common_prefix_is_not_inside(tmp_path):
 
 def _run_chunk(lib, **overrides):
     from enrich.settings import load_settings
-    from flows.pipeline import close_run, discover_files, open_run, process_chunk
+    from enrich.flows.pipeline import close_run, discover_files, open_run, process_chunk
 
     settings = load_settings().with_overrides(rpm=0, tpm=0, progress="off", **overrides)
     ctx = open_run([str(lib)], settings)
@@ -38,7 +38,7 @@ def test_prepared_items_alive_at_once_never_exceed_the_bounded_queue(tmp_path, g
     import threading
     import weakref
 
-    import flows.pipeline as pipeline
+    import enrich.flows.pipeline as pipeline
     from tests.support.photos import make_photos
 
     make_photos(tmp_path / "lib", 40)
@@ -72,7 +72,7 @@ def test_prepared_items_alive_at_once_never_exceed_the_bounded_queue(tmp_path, g
 
 def test_a_stopped_run_prepares_nothing_more_and_records_every_file_of_the_chunk(tmp_path, gemini, enrich_home,
                                                                                monkeypatch):
-    import flows.pipeline as pipeline
+    import enrich.flows.pipeline as pipeline
     from tests.support.photos import make_photos
 
     make_photos(tmp_path / "lib", 12)

@@ -12,7 +12,7 @@ from PIL import Image, ImageFile
 from PIL.JpegImagePlugin import JpegImageFile
 
 from enrich.errors import MediaError
-from tasks.prepare_image import (
+from enrich.tasks.prepare_image import (
     RESOLUTION_MAX_SIDE,
     ImageMeta,
     PreparedImage,

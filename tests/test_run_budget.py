@@ -104,7 +104,7 @@ def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_se
         tmp_path, gemini, enrich_home, capsys):
     from enrich.estimate import estimate
     from enrich.settings import load_settings
-    from warehouse.views import connect
+    from enrich.warehouse.views import connect
 
     paths = make_library(tmp_path / "lib", 18)
     est = estimate([str(tmp_path / "lib")], load_settings())
@@ -144,7 +144,7 @@ def test_a_daily_cap_limits_a_run_by_what_was_spent_today(tmp_path, gemini, enri
     from enrich.estimate import estimate
     from enrich.settings import load_settings
     from tests.support.estimate_library import run_pipeline
-    from warehouse.views import connect
+    from enrich.warehouse.views import connect
 
     make_library(tmp_path / "a", 6)
     first = run_pipeline([str(tmp_path / "a")], load_settings())

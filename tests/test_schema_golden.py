@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -83,7 +83,7 @@ def test_prefect_yaml_deploys_the_flow_with_parameters_it_accepts():
     module, name = deployment["entrypoint"].split(":")
     assert module == "flows/enrich_flow.py" and name == "enrich_flow"
     assert deployment["schedules"][0]["cron"] == "0 2 * * *"
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
 
     accepted = set(inspect.signature(enrich_flow.fn).parameters)
     assert set(deployment["parameters"]) <= accepted and "roots" in deployment["parameters"]

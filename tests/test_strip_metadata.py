@@ -14,10 +14,10 @@ import mutagen
 import pytest
 
 from enrich.errors import MediaError
-from tasks.discover import discover
-from tasks.media_info import MediaLimits, read_audio, read_pdf, read_video
-from tasks.prepare import PrepareOptions, PreparedItem, prepare_file
-from tasks.strip_metadata import STRIP_FAILED, media_temp_dir, strip_metadata
+from enrich.tasks.discover import discover
+from enrich.tasks.media_info import MediaLimits, read_audio, read_pdf, read_video
+from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.strip_metadata import STRIP_FAILED, media_temp_dir, strip_metadata
 from tests.media_factory import (
     LOCATION_ISO6709, MP4_VIDEO_FILLER, OWNER, PERSONAL_STRINGS, make_flac, make_m4a, make_mp3, make_mp4, make_ogg_opus,
     make_pdf, make_raw_pdf, make_wav, make_webm,

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from enrich import tokens
 from enrich.emulator import tokens as billed
-from schemas.descriptions import ImageDescription
+from enrich.schemas.descriptions import ImageDescription
 
 GEMINI_MODELS = {"gemini-1.5-flash-8b": "1.5", "gemini-2.5-flash-lite": "2", "gemini-2.0-flash-lite": "2",
                  "gemini-3.1-flash-lite": "3", "gemini-3.5-flash-lite": "3", "gemini-3.8-flash": "3"}

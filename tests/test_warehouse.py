@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from warehouse.store import Warehouse
-from warehouse.views import connect
+from enrich.warehouse.store import Warehouse
+from enrich.warehouse.views import connect
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from warehouse.compact import compact, remove_replaced
-from warehouse.lock import WarehouseBusy, WarehouseLock, is_locked
-from warehouse.store import Warehouse
-from warehouse.views import connect, read_snapshot
+from enrich.warehouse.compact import compact, remove_replaced
+from enrich.warehouse.lock import WarehouseBusy, WarehouseLock, is_locked
+from enrich.warehouse.store import Warehouse
+from enrich.warehouse.views import connect, read_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -225,8 +225,8 @@ def test_runs_lists_status_items_and_spend_and_flags_a_dead_running_run(tmp_path
 
 
 def test_the_hash_cache_trusts_path_size_and_mtime_and_rehashes_when_they_change(tmp_path):
-    from tasks.discover import discover, hash_file
-    from tasks.hash_cache import HashCache
+    from enrich.tasks.discover import discover, hash_file
+    from enrich.tasks.hash_cache import HashCache
     from tests.media_factory import make_jpeg
 
     (tmp_path / "lib").mkdir()
@@ -259,7 +259,7 @@ def test_the_hash_cache_survives_a_kill_mid_write_keeping_what_was_flushed(tmp_p
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    from tasks.hash_cache import HashCache
+    from enrich.tasks.hash_cache import HashCache
 
     with HashCache(db) as cache:
         assert cache._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -272,7 +272,7 @@ def test_the_hash_cache_survives_a_kill_mid_write_keeping_what_was_flushed(tmp_p
 
 
 def test_the_enrichment_version_is_pinned_and_changes_with_each_part():
-    from tasks.records import enrichment_version
+    from enrich.tasks.records import enrichment_version
 
     base = ("gemini-3.1-flash-lite", "0123456789abcdef", "fedcba9876543210", "low")
     # a change here would make every description in every warehouse stale at once

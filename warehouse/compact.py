@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
-from warehouse.store import COMPACT_PREFIX, REPLACES_KEY, Warehouse, _fsync_dir, live_parts, replaced_by
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.store import COMPACT_PREFIX, REPLACES_KEY, Warehouse, _fsync_dir, live_parts, replaced_by
 
 DEFAULT_TARGET_ROWS = 250_000
 ROW_GROUP_ROWS = 64_000

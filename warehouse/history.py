@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from warehouse.store import Warehouse
+from enrich.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Median:
 def _query(warehouse_dir: str | Path, sql: str, params: list) -> list[tuple]:
     if not Warehouse(warehouse_dir).result_files():
         return []
-    from warehouse.views import connect
+    from enrich.warehouse.views import connect
 
     con = connect(warehouse_dir)
     try:

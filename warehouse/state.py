@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
-from warehouse.store import Warehouse
-from warehouse.views import read_snapshot
+from enrich.warehouse.store import Warehouse
+from enrich.warehouse.views import read_snapshot
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -139,7 +139,7 @@ def mark_crashed_runs(warehouse: Warehouse, marked_by: str) -> list[str]:
 
 def recover(warehouse: Warehouse, marked_by: str) -> dict[str, Any]:
     """Clean what a killed writer left. Call only while holding the warehouse lock."""
-    from warehouse.compact import remove_replaced
+    from enrich.warehouse.compact import remove_replaced
 
     return {
         "tmp_files_removed": warehouse.clean_tmp(),

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"

@@ -17,8 +17,8 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
-from schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
-from warehouse.store import Warehouse
+from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.store import Warehouse
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema, empty_name: str) -> str:

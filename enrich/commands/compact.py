@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from enrich.errors import UsageError
     from enrich.settings import load_settings
-    from warehouse.compact import DEFAULT_TARGET_ROWS, compact
-    from warehouse.lock import WarehouseLock
-    from warehouse.store import Warehouse
+    from enrich.warehouse.compact import DEFAULT_TARGET_ROWS, compact
+    from enrich.warehouse.lock import WarehouseLock
+    from enrich.warehouse.store import Warehouse
 
     settings = load_settings()
     if args.warehouse:

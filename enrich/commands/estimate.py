@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def skip_done_filter(settings, reprocess):
     """The run's skip-already-done rules, for a header-only scan (tasks/incremental.would_send)."""
-    from tasks.incremental import current_versions, would_send
-    from warehouse.state import load_state
-    from warehouse.store import Warehouse
+    from enrich.tasks.incremental import current_versions, would_send
+    from enrich.warehouse.state import load_state
+    from enrich.warehouse.store import Warehouse
 
     if not Warehouse(settings.warehouse).result_files():
         return None

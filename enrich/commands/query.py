@@ -36,7 +36,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_query(warehouse: str, sql: str) -> tuple[list[str], list[tuple]]:
-    from warehouse.views import read_snapshot
+    from enrich.warehouse.views import read_snapshot
 
     def run(con) -> tuple[list[str], list[tuple]]:
         cur = con.execute(sql)

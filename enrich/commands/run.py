@@ -178,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
         if not args.wait:
-            from warehouse.lock import refuse_if_locked
+            from enrich.warehouse.lock import refuse_if_locked
 
             refuse_if_locked(settings.warehouse)
         est, budget = estimate_and_budget(roots, settings, args.reprocess)
@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
         confirm_spend(est.cost_usd, budget.run_cap, yes=args.yes)
         preflight(settings)
 
-        from flows.enrich_flow import enrich_flow
+        from enrich.flows.enrich_flow import enrich_flow
 
         summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
                               reprocess=args.reprocess or [], wait_for_lock=args.wait)

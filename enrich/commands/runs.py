@@ -34,8 +34,8 @@ def _duration(started: datetime | None, finished: datetime | None) -> str:
 
 
 def list_runs(warehouse: str, limit: int = 20) -> list[dict[str, Any]]:
-    from warehouse.lock import is_locked
-    from warehouse.views import read_snapshot
+    from enrich.warehouse.lock import is_locked
+    from enrich.warehouse.views import read_snapshot
 
     sql = ("SELECT run_id, status, started_at, finished_at, items, unchanged, reused, ok, errors, spent_usd, model "
            "FROM runs ORDER BY started_at DESC NULLS LAST, run_id DESC" + (f" LIMIT {int(limit)}" if limit else ""))

@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
 def build_deployment(params: dict[str, Any], cron: str, timezone: str, name: str):
     """The RunnerDeployment for the flow with this schedule (plain values only: the key stays in the env)."""
     from enrich.errors import UsageError
-    from flows.enrich_flow import enrich_flow
+    from enrich.flows.enrich_flow import enrich_flow
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 

@@ -43,8 +43,8 @@ def make_mixed_image_library(root: str | os.PathLike[str], *, with_bad_files: bo
 
 def run_pipeline(roots: list[str], settings: Any, *, chunk_size: int = 50) -> Any:
     """The run's plain functions (flows/pipeline.py), without Prefect: open, every chunk, close."""
-    from flows.pipeline import close_run, discover_files, open_run, process_chunk
-    from tasks.discover import iter_batches
+    from enrich.flows.pipeline import close_run, discover_files, open_run, process_chunk
+    from enrich.tasks.discover import iter_batches
 
     ctx = open_run(roots, settings)
     status = "failed"
