@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
+    "export": "enrich.commands.export",
 }
 
 EPILOG = """\
