@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
     "export": "enrich.commands.export",
+    "search": "enrich.commands.search",
 }
 
 EPILOG = """\
@@ -42,6 +43,8 @@ examples:
   enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
   enrich runs                                # recent runs: status, items, spend
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
+  enrich search "red bicycle" --since 2023-01-01   # full-text search over every description
+  enrich export xmp ~/Pictures --dry-run           # XMP sidecars for photo managers
 """
 
 
