@@ -8,6 +8,8 @@ Fields written (the Metadata Working Group mapping every manager reads):
     dc:title                             language alternative, x-default, where the row has a title
     dc:subject                           bag of keywords (tags)
     lr:hierarchicalSubject               bag of `Parent|tag`, only with a parent keyword
+    digiKam:TagsList                     the keywords again (`Parent/tag` with a parent keyword): digiKam reads
+                                         it first, and Immich reads tags from it, not from dc:subject
     Iptc4xmpCore:AltTextAccessibility    language alternative, x-default: the short caption
 Provenance, in enrich's own namespace (prefix `enrich`): model, enrichmentVersion, contentHash, writtenAt,
 and `wrote`: one `property sha256:<digest>` entry per value enrich wrote, which is how a later export knows
@@ -45,6 +47,7 @@ NS = {
     "lr": "http://ns.adobe.com/lightroom/1.0/",
     "Iptc4xmpCore": "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/",
     "xmp": "http://ns.adobe.com/xap/1.0/",
+    "digiKam": "http://www.digikam.org/ns/1.0/",
     "enrich": "urn:enrich:xmp:1.0/",
 }
 ENRICH_NS = NS["enrich"]
@@ -62,7 +65,8 @@ MAX_SIDECAR_BYTES = 32 * 1024 * 1024
 
 # The language-alternative properties enrich writes: (prefix, local name)
 ALT_PROPS = (("dc", "description"), ("dc", "title"), ("Iptc4xmpCore", "AltTextAccessibility"))
-BAG_PROPS = (("dc", "subject"), ("lr", "hierarchicalSubject"))
+BAG_PROPS = (("dc", "subject"), ("lr", "hierarchicalSubject"), ("digiKam", "TagsList"))
+SEQ_PROPS = {("digiKam", "TagsList")}  # an ordered list where its owner defines it so; the others are bags
 PROVENANCE = ("model", "enrichmentVersion", "contentHash")
 
 TEMP_PREFIX_MARK = ".enrich-"  # temp files: .<sidecar name>.enrich-XXXX.tmp in the sidecar's folder
@@ -104,6 +108,7 @@ class SidecarFields:
     alt_text: str | None = None
     subjects: list[str] = field(default_factory=list)
     hierarchical: list[str] = field(default_factory=list)
+    tags_list: list[str] = field(default_factory=list)
     provenance: dict[str, str] = field(default_factory=dict)
 
     def alts(self) -> dict[tuple[str, str], str | None]:
@@ -111,7 +116,8 @@ class SidecarFields:
                 ("Iptc4xmpCore", "AltTextAccessibility"): self.alt_text}
 
     def bags(self) -> dict[tuple[str, str], list[str]]:
-        return {("dc", "subject"): self.subjects, ("lr", "hierarchicalSubject"): self.hierarchical}
+        return {("dc", "subject"): self.subjects, ("lr", "hierarchicalSubject"): self.hierarchical,
+                ("digiKam", "TagsList"): self.tags_list}
 
     def empty(self) -> bool:
         return not any(self.alts().values()) and not self.subjects
@@ -130,10 +136,13 @@ def fields_from_row(row: Mapping[str, Any], hierarchy_parent: str | None = DEFAU
     subjects = _list(row.get("tags"))
     parent = _text(hierarchy_parent)
     hierarchical = [f"{parent}|{t.replace('|', '/')}" for t in subjects] if parent else []
+    # digiKam's own tag list (digiKam reads it first; Immich reads tags only from it, lr:hierarchicalSubject
+    # or IPTC keywords, not dc:subject); '/' separates levels there
+    tags_list = [f"{parent.replace('/', '|')}/{t.replace('/', '|')}" for t in subjects] if parent else subjects
     prov = {k: str(row[c]) for k, c in (("model", "model"), ("enrichmentVersion", "enrichment_version"),
                                          ("contentHash", "content_hash")) if row.get(c)}
     return SidecarFields(description=long_text, title=_text(row.get("title")), alt_text=alt,
-                         subjects=subjects, hierarchical=hierarchical, provenance=prov)
+                         subjects=subjects, hierarchical=hierarchical, tags_list=tags_list, provenance=prov)
 
 
 def sidecar_path(photo: str | Path, naming: str = DEFAULT_SIDECAR_NAME) -> Path:
@@ -179,6 +188,7 @@ _TEMPLATE = ("""<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="enrich">
     xmlns:dc="%(dc)s"
     xmlns:lr="%(lr)s"
     xmlns:Iptc4xmpCore="%(Iptc4xmpCore)s"
+    xmlns:digiKam="%(digiKam)s"
     xmlns:enrich="%(enrich)s">
   </rdf:Description>
  </rdf:RDF>
@@ -356,7 +366,8 @@ def _set_bag(tree: etree._ElementTree, prefix: str, local: str, values: list[str
     parent = _target(tree, prefix, local)
     _remove_prop(tree, prefix, local)
     if values:
-        _container(parent, "Bag", [(v, None) for v in values], prefix, local)
+        kind = "Seq" if (prefix, local) in SEQ_PROPS else "Bag"
+        _container(parent, kind, [(v, None) for v in values], prefix, local)
 
 
 def _set_simple(tree: etree._ElementTree, prefix: str, local: str, value: str) -> None:

@@ -177,6 +177,7 @@ def test_sidecars_read_back_by_exiv2_and_originals_untouched(tmp_path, capsys):
     assert xmp["Xmp.iptc.AltTextAccessibility"] == {'lang="x-default"': "A red bicycle number 0"}
     assert xmp["Xmp.dc.subject"] == ["bicycle", "red", "street"]
     assert xmp["Xmp.lr.hierarchicalSubject"] == ["AI|bicycle", "AI|red", "AI|street"]
+    assert xmp["Xmp.digiKam.TagsList"] == ["AI/bicycle", "AI/red", "AI/street"]  # what Immich reads tags from
     assert xmp["Xmp.enrich.model"] == "gemini-3-flash"
     assert xmp["Xmp.enrich.enrichmentVersion"] == "ev1"
     assert xmp["Xmp.enrich.contentHash"] == "hash0"
@@ -259,6 +260,7 @@ def test_ours_updates_its_own_values_but_not_a_person_s_edit(tmp_path):
     assert export(wh) == 0
     assert read(a)["Xmp.dc.description"] == {'lang="x-default"': "Photo 0: a bicycle."}
     assert read(a)["Xmp.dc.subject"] == ["bicycle", "wall"]  # enrich's old keywords replaced
+    assert read(a)["Xmp.digiKam.TagsList"] == ["bicycle", "wall"]
     assert read(b)["Xmp.dc.description"]['lang="x-default"'].startswith("My bike, leaning")
     assert read(b)["Xmp.dc.subject"] == ["mine", "bicycle", "wall"]
 
