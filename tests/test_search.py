@@ -221,6 +221,13 @@ def test_a_run_refreshes_the_index_at_its_end(tmp_path, gemini, enrich_home, cap
     wh = settings.warehouse
     assert si.is_fresh(wh)  # built by close_run, before any search
     assert si.stored_meta(wh)["rows"] == "3"
+    # what the (emulated) model wrote is searchable: the longest word of each caption finds its photo
+    from enrich.warehouse.views import read_snapshot
+
+    rows = read_snapshot(wh, lambda con: con.execute("SELECT path, caption FROM items").fetchall())
+    for path, caption in rows:
+        word = max(caption.replace(".", " ").replace(",", " ").split(), key=len)
+        assert os.path.basename(path) in paths(wh, word, "--limit", "3", capsys=capsys), (word, caption)
 
 
 def test_search_and_export_never_import_prefect_or_the_sdk(warehouse, tmp_path):

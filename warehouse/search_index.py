@@ -141,7 +141,6 @@ def build(warehouse: str | Path) -> BuildReport:
         con = sqlite3.connect(tmp)
         try:
             cols = ", ".join(FIELDS)
-            weights = ", ".join(str(w) for _, w in FIELDS.values())
             con.executescript(
                 f"""
                 PRAGMA journal_mode = OFF;
@@ -153,7 +152,6 @@ def build(warehouse: str | Path) -> BuildReport:
                 CREATE VIRTUAL TABLE fts USING fts5({cols}, content = 'docs', content_rowid = 'id',
                                                     tokenize = '{TOKENIZER}');
                 INSERT INTO fts (fts, rank) VALUES ('automerge', 0);
-                INSERT INTO fts (fts, rank) VALUES ('rank', 'bm25({weights})');
                 """
             )
             # items: what filters read (narrow rows); docs: the text, stored once as the index's external
@@ -360,8 +358,10 @@ def search(warehouse: str | Path, query: str, filters: Filters | None = None, li
         # Rank first, reading only the narrow items table for filters; then fetch paths and snippets for the
         # few hits shown (a snippet per hit, so it is never computed for every match).
         join = " JOIN items i ON i.id = fts.rowid" if where else ""
-        ranked = (f"SELECT fts.rowid, fts.rank FROM fts{join} WHERE fts MATCH ?{where} "
-                  f"ORDER BY fts.rank LIMIT ?")
+        weights = ", ".join(str(w) for _, w in FIELDS.values())
+        # bm25() with the weights, not the `rank` column: half the CPU for a word in 15% of 100,000 files
+        ranked = (f"SELECT fts.rowid, bm25(fts, {weights}) AS score FROM fts{join} WHERE fts MATCH ?{where} "
+                  f"ORDER BY score LIMIT ?")
         matched = "all"
         rows = con.execute(ranked, [compiled.all_terms, *params, limit]).fetchall()
         if not rows and compiled.any_terms:

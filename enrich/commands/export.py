@@ -53,7 +53,10 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def read_rows(warehouse: str) -> list[dict]:
-    """Described images, one row per path (the `items` view), every column the warehouse has."""
+    """Described images, one row per path (the `items` view), every column the warehouse has.
+
+    Profiles (several descriptions per file, a `profile` column) will add `AND profile = ?` here from a
+    `--profile` flag; fields_from_row already reads whichever description columns the row has."""
     from enrich.warehouse.views import read_snapshot
 
     def run(con) -> list[dict]:

@@ -48,6 +48,7 @@ def _glob(pattern: str | None) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import sqlite3
     from pathlib import Path
 
     from enrich.errors import UsageError
@@ -72,11 +73,11 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"nothing to search: no warehouse at {wh} (describe files with `enrich run PATH` first)")
     try:
         si.ensure_fresh(wh)
-    except OSError as exc:  # a read-only warehouse: search the index it has, if any
+    except (OSError, sqlite3.Error) as exc:  # e.g. a read-only warehouse: search the index it has, if any
+        reason = getattr(exc, "strerror", None) or str(exc)
         if not si.index_path(wh).is_file():
-            raise UsageError(f"cannot build the search index in {wh}: {exc.strerror or exc}") from None
-        print(f"enrich: warning: search index not updated ({exc.strerror or exc}); results may be stale",
-              file=sys.stderr)
+            raise UsageError(f"cannot build the search index in {wh}: {reason}") from None
+        print(f"enrich: warning: search index not updated ({reason}); results may be stale", file=sys.stderr)
     filters = si.Filters(kind=args.kind, status=args.status, since=args.since, until=args.until,
                          path_glob=_glob(args.path_glob))
     try:
