@@ -499,12 +499,12 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
 
 
 def refresh_search_index(root) -> None:
-    """Bring `enrich search`'s index up to date with what the run wrote (while the run still holds the
-    warehouse lock). Never fails the run: `enrich search` rebuilds it when it finds it stale."""
+    """Bring `enrich search`'s index, if there is one, up to date with what the run wrote (while the run
+    still holds the warehouse lock). Never fails the run: `enrich search` rebuilds it when it finds it stale."""
     try:
         from enrich.warehouse.search_index import ensure_fresh
 
-        ensure_fresh(root)
+        ensure_fresh(root, only_if_present=True)
     except Exception as exc:  # noqa: BLE001 - the index is derived data; the run's rows are committed
         log.warning("search index not updated: %r", exc)
 

@@ -210,16 +210,23 @@ def test_a_run_refreshes_the_index_at_its_end(tmp_path, gemini, enrich_home, cap
     from tests.support.photos import make_photos
 
     lib = tmp_path / "lib"
-    make_photos(lib, 3)
     settings = load_settings().with_overrides(rpm=0, tpm=0, progress="off")
-    ctx = open_run([str(lib)], settings)
-    try:
-        files = list(discover_files(ctx))
-        process_chunk(ctx.run_id, files)
-    finally:
-        close_run(ctx)
     wh = settings.warehouse
-    assert si.is_fresh(wh)  # built by close_run, before any search
+
+    def run(n: int) -> None:
+        make_photos(lib, n, prefix=f"r{n}_", start=100 * n)
+        ctx = open_run([str(lib)], settings)
+        try:
+            process_chunk(ctx.run_id, list(discover_files(ctx)))
+        finally:
+            close_run(ctx)
+
+    run(1)
+    assert not si.index_path(wh).exists()  # nobody searched yet: the run built no index
+    code, _, err = search(wh, "anything", capsys=capsys)  # the first search builds it
+    assert code == 0 and "search index built: 1 items" in err and si.stored_meta(wh)["rows"] == "1"
+    run(2)
+    assert si.is_fresh(wh)  # refreshed by close_run, before any search
     assert si.stored_meta(wh)["rows"] == "3"
     # what the (emulated) model wrote is searchable: the longest word of each caption finds its photo
     from enrich.warehouse.views import read_snapshot

@@ -7,8 +7,9 @@ committed parts into a temp file in the same folder and published by os.replace(
 the old index or the new one open, never half of one (readers open it read-only and immutable).
 
 It records a fingerprint of the part files it was built from; `ensure_fresh()` rebuilds when the warehouse
-changed (a run, a compaction, a copy from elsewhere) or the index format did. A run calls it at its end
-(flows/pipeline.py close_run), `enrich compact` after merging, and `enrich search` before searching.
+changed (a run, a compaction, a copy from elsewhere) or the index format did. `enrich search` calls it
+before searching (the first search builds the index); once an index exists, a run refreshes it at its end
+(flows/pipeline.py close_run) and `enrich compact` after merging.
 
 Engine: SQLite FTS5 from Python's sqlite3, tokenizer `porter unicode61 remove_diacritics 2` (case and
 accents folded, English stemming), bm25 ranking. Why not DuckDB's fts or tantivy: README, "Search".
@@ -208,11 +209,14 @@ def is_fresh(warehouse: str | Path) -> bool:
     return bool(meta) and meta.get("format") == FORMAT_VERSION and meta.get("fingerprint") == fingerprint(warehouse)
 
 
-def ensure_fresh(warehouse: str | Path) -> BuildReport | None:
+def ensure_fresh(warehouse: str | Path, only_if_present: bool = False) -> BuildReport | None:
     """Rebuild the index if the warehouse changed since it was built (or it is missing). None if it was fresh
-    or there is no warehouse to index."""
+    or there is no warehouse to index. `only_if_present`: keep an existing index fresh, build none (what a
+    run and a compaction do: a library nobody searches costs nothing)."""
     warehouse = Path(warehouse)
     if not (warehouse / RESULTS_DIR).is_dir():
+        return None
+    if only_if_present and not index_path(warehouse).is_file():
         return None
     if is_fresh(warehouse):
         return None

@@ -57,7 +57,7 @@ def _refresh_search_index(root):
     from enrich.warehouse.search_index import ensure_fresh
 
     try:
-        return ensure_fresh(root)
+        return ensure_fresh(root, only_if_present=True)
     except Exception as exc:  # noqa: BLE001 - derived data; `enrich search` rebuilds it when stale
         print(f"enrich: warning: search index not updated: {exc!r}", file=sys.stderr)
         return None

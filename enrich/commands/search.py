@@ -71,8 +71,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"nothing to search for in {args.query!r}: give at least one word")
     if not (wh / "results").is_dir():
         raise UsageError(f"nothing to search: no warehouse at {wh} (describe files with `enrich run PATH` first)")
+    first = not si.index_path(wh).is_file()
     try:
-        si.ensure_fresh(wh)
+        built = si.ensure_fresh(wh)
+        if built is not None and first:
+            print(f"enrich: search index built: {built.rows} items in {built.seconds:.1f} s "
+                  f"(kept up to date by each run from now on)", file=sys.stderr)
     except (OSError, sqlite3.Error) as exc:  # e.g. a read-only warehouse: search the index it has, if any
         reason = getattr(exc, "strerror", None) or str(exc)
         if not si.index_path(wh).is_file():
