@@ -35,14 +35,14 @@ from enrich.warehouse.store import RESULTS_DIR
 
 INDEX_DIR = "index"
 INDEX_FILE = "search.sqlite"
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 # index column -> (warehouse columns folded into it, bm25 weight). Whatever description columns a row has
 # are read; a column the warehouse lacks is skipped. Profiles (several descriptions per file) would add a
 # `profile` column to the `items` table and index one document per (path, profile).
 FIELDS: dict[str, tuple[tuple[str, ...], float]] = {
-    "name": (("_name",), 2.0),  # the file name, split into words
+    "name": (("_name",), 2.0),  # the file name and its two parent folders, split into words
     "title": (("title",), 4.0),
     "caption": (("caption",), 4.0),
     "tags": (("tags", "objects", "entities", "sounds"), 3.0),
@@ -84,8 +84,8 @@ def _select_sql(types: dict[str, str]) -> str:
     columns = set(types)
 
     def text_of(col: str) -> str | None:
-        if col == "_name":
-            return "regexp_replace(path, '^.*/', '')"
+        if col == "_name":  # the file name and the two folders above it ("2025-summer/beach.jpg")
+            return "array_to_string(list_slice(string_split(path, '/'), -3, -1), ' ')"
         if col not in columns:
             return None
         if types[col].endswith("[]"):
