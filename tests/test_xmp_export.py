@@ -339,3 +339,25 @@ def test_sigkill_during_export_leaves_no_partial_sidecar(tmp_path):
     assert export(wh) == 0
     assert not list((tmp_path / "library").glob(".*.tmp"))
     assert all("Xmp.dc.description" in read(sc) for sc in sidecars)
+
+
+def test_a_sidecar_rewritten_by_exiv2_is_still_recognised_as_enrich_s(tmp_path, capsys):
+    """digiKam and darktable rewrite sidecars through exiv2, which moves simple properties into attributes."""
+    wh, photos = make_library(tmp_path, ["a.jpg"])
+    sidecar = tmp_path / "library" / "a.jpg.xmp"
+    assert export(wh) == 0
+    img = pyexiv2.Image(str(sidecar))
+    img.modify_xmp({"Xmp.xmp.Rating": "2"})  # a person rates it in their photo manager
+    img.close()
+    assert 'enrich:model="gemini-3-flash"' in sidecar.read_text(encoding="utf-8")  # now an attribute
+    capsys.readouterr()
+    assert export(wh) == 0
+    assert "unchanged 1" in capsys.readouterr().out
+    write_rows(wh, photos, run="r2", minutes=5, description=lambda i: "A new description.",
+               enrichment_version="ev2")
+    assert export(wh) == 0
+    xmp = read(sidecar)
+    assert xmp["Xmp.dc.description"] == {'lang="x-default"': "A new description."}  # ours: replaced
+    assert xmp["Xmp.xmp.Rating"] == "2" and xmp["Xmp.enrich.enrichmentVersion"] == "ev2"
+    text = sidecar.read_text(encoding="utf-8")
+    assert text.count("<enrich:model>") == 1 and 'enrich:model="' not in text  # replaced, not doubled
