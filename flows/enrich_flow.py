@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from enrich.progress import ProgressReporter  # noqa: E402
+from enrich.schemas.vocab import RunStatus  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
 from enrich.flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
@@ -137,7 +138,7 @@ def run_chunks(ctx: RunContext) -> None:
                 fail_run(ctx, f"a chunk failed: {exc.__class__.__name__}: {exc}")
         if time.monotonic() - last_snapshot[0] >= SNAPSHOT_EVERY_S:
             last_snapshot[0] = time.monotonic()
-            write_run_snapshot(ctx, "running")
+            write_run_snapshot(ctx, RunStatus.RUNNING)
 
     last_snapshot = [time.monotonic()]
     try:
@@ -179,7 +180,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     """
     settings = load_settings().with_overrides(**(overrides or {}))
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
-    status = "failed"
+    status = RunStatus.FAILED
     message = None
     try:
         with stop_on_signals(_signal_handler(ctx)):

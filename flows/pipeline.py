@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
 
+from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
 from enrich.budget import budget_from_settings
 from enrich.limiter import RateLimiter
@@ -52,7 +53,7 @@ from enrich.warehouse.store import Warehouse
 
 log = logging.getLogger("enrich.run")
 
-STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted", "gone")
+STATUSES = (Status.OK, Status.ERROR, Status.BLOCKED, Status.SKIPPED, Status.OVER_BUDGET, Status.INTERRUPTED, Status.GONE)
 MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
 
 
@@ -214,7 +215,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ctx.recovered = recover(ctx.warehouse, run_id)
         ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
-        write_run_snapshot(ctx, "running")
+        write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
         ctx.prepare_pool.shutdown(wait=False)
         describer.close()
@@ -317,13 +318,13 @@ class _ChunkWork:
 
 def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
     """The row of a file that is not sent at all (discovery outcome, unsupported), or None."""
-    if f.status != "pending":
+    if f.status != Status.PENDING:
         return status_row(f, ctx.info, f.status, f.error_kind, f.error)
     if f.kind not in DESCRIPTION_SCHEMAS:
-        return status_row(f, ctx.info, "skipped", "unsupported_kind", f"{f.kind} files are not described yet")
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND, f"{f.kind} files are not described yet")
     supported = ctx.describer.backend.capabilities
     if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
-        return status_row(f, ctx.info, "skipped", "unsupported_type",
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_TYPE,
                           f"{f.mime} is not accepted by {ctx.info.backend}")
     return None
 
@@ -347,10 +348,10 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
                 future = ctx.describer.submit(prepared)
                 future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
                 return
-            row = status_row(file, ctx.info, "error", prepared.kind, str(prepared), getattr(prepared, "meta", None))
+            row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared), getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
-        row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
+        row = status_row(file, ctx.info, Status.ERROR, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
     ctx.ready.release()
     work.complete(i, row)
 
@@ -360,7 +361,7 @@ def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, 
     try:
         row = future.result()
     except BaseException as exc:  # the describer was shut down under it
-        row = status_row(file, ctx.info, "interrupted", "interrupted",
+        row = status_row(file, ctx.info, Status.INTERRUPTED, Status.INTERRUPTED,
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     finally:
         prepared.release()  # temporary copies (stripped or trimmed media) go as soon as the item is done
@@ -459,16 +460,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "run_id": ctx.run_id,
             "seq": seq,
             "started_at": ctx.started_at,
-            "finished_at": None if status == "running" else datetime.now(timezone.utc),
+            "finished_at": None if status == RunStatus.RUNNING else datetime.now(timezone.utc),
             "status": status,
             "model": ctx.settings.model,
             "roots": ctx.roots,
             "items": s.items,
-            "ok": s.by_status.get("ok", 0),
-            "errors": s.by_status.get("error", 0),
-            "skipped": s.by_status.get("skipped", 0),
-            "blocked": s.by_status.get("blocked", 0),
-            "over_budget": s.by_status.get("over_budget", 0),
+            Status.OK: s.by_status.get(Status.OK, 0),
+            "errors": s.by_status.get(Status.ERROR, 0),
+            Status.SKIPPED: s.by_status.get(Status.SKIPPED, 0),
+            Status.BLOCKED: s.by_status.get(Status.BLOCKED, 0),
+            Status.OVER_BUDGET: s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "spent_usd": s.spent_usd,
@@ -478,7 +479,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "message": message,
             "unchanged": ctx.unchanged,
             "reused": s.reused,
-            "gone": s.by_status.get("gone", 0),
+            Status.GONE: s.by_status.get(Status.GONE, 0),
         }
     ctx.warehouse.write_run(snapshot)
 
@@ -486,16 +487,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
 def final_status(ctx: RunContext) -> tuple[str, str | None]:
     """(status, message) of a run whose chunks have all finished."""
     d = ctx.describer
-    not_finished = ctx.stats.by_status.get("interrupted", 0)
+    not_finished = ctx.stats.by_status.get(Status.INTERRUPTED, 0)
     tail = (f"; {not_finished} item(s) not finished (status interrupted); files the walk had not reached "
             "are not recorded") if not_finished or d.stopping.is_set() else ""
     if ctx.interrupted_by is not None:
-        return "interrupted", f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
+        return RunStatus.INTERRUPTED, f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
     if d.fatal is not None:
-        return "failed", f"{d.fatal}{tail}"
+        return RunStatus.FAILED, f"{d.fatal}{tail}"
     if ctx.failure is not None:
-        return "failed", f"{ctx.failure}{tail}"
-    return "finished", None
+        return RunStatus.FAILED, f"{ctx.failure}{tail}"
+    return RunStatus.FINISHED, None
 
 
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
@@ -540,7 +541,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
         "reserved_peak_usd": str(budget.reserved_peak),
-        "over_budget": s.by_status.get("over_budget", 0),
+        Status.OVER_BUDGET: s.by_status.get(Status.OVER_BUDGET, 0),
         "requests": d.stats.requests,
         "retries": d.stats.retries,
         "throttled": d.stats.throttled,
@@ -548,7 +549,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "request_window_s": d.stats.window_s(),
         "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
                         "decreases": d.concurrency.decreases},
-        "fatal": str(d.fatal) if d.fatal else None,
+        ErrorKind.FATAL: str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
         "message": ctx.final_message,
     }

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
 from enrich.settings import RESOLUTION_MAX_SIDE
@@ -87,10 +88,10 @@ def _prepare_document(file: DiscoveredFile, options: PrepareOptions) -> Prepared
 # kind -> preparer. Adding a kind means adding one entry here, a schema in schemas/descriptions.py and a
 # prompt in config/prompts.toml.
 PREPARERS: dict[str, Callable[[DiscoveredFile, PrepareOptions], PreparedItem]] = {
-    "image": _prepare_image,
-    "audio": _prepare_audio,
-    "video": _prepare_video,
-    "document": _prepare_document,
+    MediaKind.IMAGE: _prepare_image,
+    MediaKind.AUDIO: _prepare_audio,
+    MediaKind.VIDEO: _prepare_video,
+    MediaKind.DOCUMENT: _prepare_document,
 }
 
 
@@ -102,15 +103,15 @@ def prepare_file(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem 
     """Never raises for bad input: a MediaError is returned so the caller records it for this item."""
     preparer = PREPARERS.get(file.kind or "")
     if preparer is None:
-        return MediaError(f"no preparer for {file.kind} files", kind="unsupported")
+        return MediaError(f"no preparer for {file.kind} files", kind=ErrorKind.UNSUPPORTED)
     started = time.perf_counter()
     try:
         item = preparer(file, options)
     except MediaError as exc:
         return exc
     except MemoryError:
-        return MediaError("out of memory while decoding", kind="too_large")
+        return MediaError("out of memory while decoding", kind=ErrorKind.TOO_LARGE)
     except Exception as exc:  # a library bug on odd input must not sink the run
-        return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind="corrupt")
+        return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind=ErrorKind.CORRUPT)
     item.prepare_ms = (time.perf_counter() - started) * 1000
     return item

@@ -31,6 +31,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 # Importing a plugin registers its opener; only these are needed (not Pillow's full plugin list).
 from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
+from enrich.schemas.vocab import ErrorKind
 from enrich.errors import MediaError
 from enrich.settings import RESOLUTION_MAX_SIDE
 
@@ -124,11 +125,11 @@ def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
-        raise MediaError(f"file not found: {path}", kind="unreadable") from None
+        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
     except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     if size == 0:
-        raise MediaError("empty file (0 bytes)", kind="empty")
+        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
     try:
         img = Image.open(path, formats=_OPEN_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -136,11 +137,11 @@ def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise _unidentified(path) from None
     except PermissionError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     except IsADirectoryError:
-        raise MediaError("not a file: is a directory", kind="unreadable") from None
+        raise MediaError("not a file: is a directory", kind=ErrorKind.UNREADABLE) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError) as exc:
-        raise MediaError(f"corrupt image header: {exc}", kind="corrupt") from None
+        raise MediaError(f"corrupt image header: {exc}", kind=ErrorKind.CORRUPT) from None
     try:
         _check_pixels(img.size, max_pixels)
     except MediaError:
@@ -152,9 +153,9 @@ def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise MediaError(f"image has an invalid size {w}x{h}", kind="corrupt")
+        raise MediaError(f"image has an invalid size {w}x{h}", kind=ErrorKind.CORRUPT)
     if w * h > max_pixels:
-        raise MediaError(_too_large_message(w, h, max_pixels), kind="too_large")
+        raise MediaError(_too_large_message(w, h, max_pixels), kind=ErrorKind.TOO_LARGE)
 
 
 def _mp(pixels: int) -> str:
@@ -170,8 +171,8 @@ def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaErr
     """Pillow refused the header itself (over 2x its own limit); say the size in plain words."""
     dims = _header_dimensions(path)
     if dims is not None:
-        return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind="too_large")
-    return MediaError(f"image is too large to decode safely ({exc})", kind="too_large")
+        return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind=ErrorKind.TOO_LARGE)
+    return MediaError(f"image is too large to decode safely ({exc})", kind=ErrorKind.TOO_LARGE)
 
 
 def _header_dimensions(path: str) -> tuple[int, int] | None:
@@ -230,15 +231,15 @@ def _unidentified(path: str) -> MediaError:
     found = sniff(head, os.path.splitext(path)[1].lower())
     if found is not None and found[0] == "image":
         # The magic bytes say image, yet the decoder cannot read even the header.
-        return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind="corrupt")
+        return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
     if found is not None:
-        return MediaError(f"not an image: content is {describe_mime(found[1])}", kind="corrupt")
+        return MediaError(f"not an image: content is {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
     if head[:4] in (b"II*\x00", b"MM\x00*") or head[:2] == b"BM":
         return MediaError(
             "unsupported image format (TIFF/BMP); supported: JPEG, PNG, WebP, GIF, HEIC/HEIF, AVIF",
-            kind="unsupported",
+            kind=ErrorKind.UNSUPPORTED,
         )
-    return MediaError("not a recognised image (unknown or corrupt data)", kind="corrupt")
+    return MediaError("not a recognised image (unknown or corrupt data)", kind=ErrorKind.CORRUPT)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,7 +532,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _reopen_error(exc: Exception) -> MediaError:
     text = str(exc) or exc.__class__.__name__
-    return MediaError(f"truncated or corrupt image data: {text}", kind="truncated")
+    return MediaError(f"truncated or corrupt image data: {text}", kind=ErrorKind.TRUNCATED)
 
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError)
@@ -567,7 +568,7 @@ def prepare_image(
                     img.draft(None, target)  # may pick an embedded thumbnail that is big enough
             img.load()
         except Image.DecompressionBombError:
-            raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
+            raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind=ErrorKind.TOO_LARGE) from None
         except _DECODE_ERRORS as exc:
             raise _reopen_error(exc) from None
         work: Image.Image = img
