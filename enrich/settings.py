@@ -117,10 +117,6 @@ class Spec:
     check: Callable[[Any], str | None] | None = None  # returns what is wrong with a value, or None
     secret: bool = False
 
-    @property
-    def toml_key(self) -> str:
-        return ".".join(self.toml or ())
-
     def where(self) -> str:
         """The TOML key as people write it: `[run] model`."""
         if not self.toml:

@@ -83,7 +83,7 @@ def describe(settings) -> dict[str, Any]:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else json.dumps(value)
+    text = json.dumps(value)
     return text if len(text) <= width else text[: width - 4] + '..."'
 
 
