@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
+    "config": "enrich.commands.config",
 }
 
 EPILOG = """\
@@ -31,7 +32,7 @@ environment:
   GOOGLE_GEMINI_BASE_URL            another Gemini endpoint (e.g. the local emulator)
   ENRICH_HOME                       where all state lives (default ~/.enrich)
   ENRICH_WAREHOUSE                  the warehouse folder (default $ENRICH_HOME/warehouse)
-  ENRICH_CONFIG_DIR                 another config folder (default: the project's config/)
+  ENRICH_CONFIG_DIR                 the user config folder (default $ENRICH_HOME/config; --config DIR wins)
 
 examples:
   enrich estimate ~/Pictures
@@ -41,6 +42,8 @@ examples:
   enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
   enrich runs                                # recent runs: status, items, spend
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
+  enrich config                              # every setting, its value and where it came from
+  enrich --config ~/work/enrich-config run ~/Pictures   # another user config folder
 """
 
 
@@ -52,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--config", metavar="DIR",
+                        help="user config folder: its enrich.toml, prices.toml and prompts.toml override the "
+                        "built-in defaults key by key (default: $ENRICH_CONFIG_DIR or $ENRICH_HOME/config)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(module).register(sub)
@@ -65,6 +71,7 @@ def fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from enrich.errors import ConfigError, FatalRunError, UsageError
+    from enrich.settings import config_dir_flag
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        with config_dir_flag(args.config):
+            return int(args.handler(args) or 0)
     except (UsageError, ConfigError, FatalRunError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

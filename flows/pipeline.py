@@ -182,11 +182,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(
         backend, info, price,
-        DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
-                        resolution=settings.resolution, concurrency=concurrency,
-                        max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
-                        backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
-                        throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s),
+        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else make_limiter(settings),
     )

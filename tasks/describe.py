@@ -47,6 +47,7 @@ from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
 from enrich.tasks.media_info import input_tokens_for
 from enrich.tasks.prepare import PreparedItem
 from enrich.tasks.records import RunInfo, now_utc, result_row, status_row
+from enrich.settings import default
 
 log = logging.getLogger("enrich.describe")
 
@@ -57,16 +58,26 @@ ERROR_TEXT_MAX = 500
 class DescribeOptions:
     prompts: dict[str, str]
     schemas: dict[str, type[BaseModel]]
-    max_output_tokens: int = 1024
-    resolution: str = "low"
-    concurrency: int = 64  # the most requests in flight; adapts down on 429
-    max_attempts: int = 5
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
+    max_output_tokens: int = default("max_output_tokens")
+    resolution: str = default("resolution")
+    concurrency: int = default("concurrency")  # the most requests in flight; adapts down on 429
+    max_attempts: int = default("max_attempts")
+    backoff_initial_s: float = default("backoff_initial_s")
+    backoff_max_s: float = default("backoff_max_s")
     # consecutive failed attempts (429 aside) after which the whole run stops: the endpoint is down
-    abort_after_failures: int = 50
-    throttle_quiet_s: float = 5.0
-    grace_s: float = 10.0  # after stop(): how long requests in flight may still take
+    abort_after_failures: int = default("abort_after_failures")
+    throttle_quiet_s: float = default("throttle_quiet_s")
+    grace_s: float = default("stop_grace_s")  # after stop(): how long requests in flight may still take
+
+    @classmethod
+    def from_settings(cls, settings: Any, prompts: dict[str, str], schemas: dict[str, type[BaseModel]],
+                      *, concurrency: int | None = None) -> "DescribeOptions":
+        """The describer's options from the run's settings (concurrency may be capped by the backend)."""
+        return cls(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
+                   resolution=settings.resolution, concurrency=concurrency or settings.concurrency,
+                   max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
+                   backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
+                   throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from enrich.schemas.vocab import ErrorKind
 from enrich.errors import MediaError
+from enrich.settings import default
 from enrich.tokens import (
     audio_tokens, image_tokens, pdf_tokens, prompt_tokens, text_chars_tokens, video_audio_tokens, video_tokens,
 )
@@ -59,12 +60,12 @@ P = TypeVar("P")
 class MediaLimits:
     """The configured maximums (settings [media]); `trim` cuts WAV audio and text instead of refusing."""
 
-    max_audio_seconds: float = 3600.0
-    max_video_seconds: float = 600.0
-    max_pdf_pages: int = 100
-    max_text_chars: int = 400_000
-    trim: bool = False
-    pdf_timeout_s: float = 10.0
+    max_audio_seconds: float = default("max_audio_seconds")
+    max_video_seconds: float = default("max_video_seconds")
+    max_pdf_pages: int = default("max_pdf_pages")
+    max_text_chars: int = default("max_text_chars")
+    trim: bool = default("trim_long_media")
+    pdf_timeout_s: float = default("pdf_timeout_s")
 
     @classmethod
     def from_settings(cls, settings: Any) -> "MediaLimits":
@@ -302,7 +303,7 @@ def _pdf_page_count(path: str) -> int:
     return len(reader.pages)
 
 
-def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = 10.0,
+def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = default("pdf_timeout_s"),
              max_bytes: int = PDF_MAX_BYTES) -> dict[str, Any]:
     """Page count from the page tree. Raises MediaError: too_large, truncated, encrypted, corrupt, empty,
     timeout. pypdf runs non-strict in a guarded thread; nothing it raises escapes as anything but a MediaError.
@@ -336,7 +337,7 @@ def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = 10.0,
     return {"kind": "pdf", "pages": int(pages)}
 
 
-def pdf_pages(path: str | os.PathLike[str], timeout_s: float = 10.0) -> int | None:
+def pdf_pages(path: str | os.PathLike[str], timeout_s: float = default("pdf_timeout_s")) -> int | None:
     try:
         return read_pdf(path, timeout_s=timeout_s)["pages"]
     except Exception:
@@ -403,7 +404,7 @@ def text_chars(path: str | os.PathLike[str]) -> int | None:
 
 
 def probe(path: str | os.PathLike[str], kind: str | None, mime: str | None, *,
-          pdf_timeout_s: float = 10.0) -> dict[str, Any] | None:
+          pdf_timeout_s: float = default("pdf_timeout_s")) -> dict[str, Any] | None:
     """The info dict of an audio, video or document file (see the module docstring); None when the file
     cannot be read (it will become an error row) or is an image (see tasks/prepare_image.read_image_meta)."""
     try:

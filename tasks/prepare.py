@@ -12,7 +12,7 @@ from typing import Any, Callable
 from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
-from enrich.settings import RESOLUTION_MAX_SIDE
+from enrich.settings import RESOLUTION_MAX_SIDE, default
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import MediaLimits
 
@@ -21,7 +21,7 @@ from enrich.tasks.media_info import MediaLimits
 class PrepareOptions:
     max_side: int = RESOLUTION_MAX_SIDE["low"]
     keep_metadata: bool = False
-    max_pixels: int = 120_000_000
+    max_pixels: int = default("max_image_pixels")
     limits: MediaLimits = MediaLimits()  # audio, video and documents
 
     @classmethod

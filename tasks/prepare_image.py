@@ -33,7 +33,7 @@ from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin,
 
 from enrich.schemas.vocab import ErrorKind
 from enrich.errors import MediaError
-from enrich.settings import RESOLUTION_MAX_SIDE
+from enrich.settings import RESOLUTION_MAX_SIDE, default
 
 try:  # Pillow >= 11.2 ships AVIF when built with libavif
     from PIL import AvifImagePlugin  # noqa: F401
@@ -55,7 +55,7 @@ __all__ = [
     "prepare_image",
 ]
 
-DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_MAX_PIXELS: int = default("max_image_pixels")
 JPEG_QUALITY = 85
 
 # Pillow format names we accept. MPO is how Pillow opens camera JPEGs with an MP (multi-picture)

@@ -21,6 +21,7 @@ from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+from enrich.settings import default
 
 GEMINI_MIME_TYPES = frozenset(
     {
@@ -116,10 +117,10 @@ class GeminiBackend:
         *,
         api_key: SecretStr | None,
         base_url: str | None = None,
-        api_version: str = "v1beta",
-        timeout_s: float = 60.0,
-        max_inline_bytes: int = 20 * 1024 * 1024,
-        file_active_timeout_s: float = 600.0,
+        api_version: str = default("api_version"),
+        timeout_s: float = default("request_timeout_s"),
+        max_inline_bytes: int = default("max_inline_bytes"),
+        file_active_timeout_s: float = default("file_active_timeout_s"),
         max_connections: int | None = None,
     ) -> None:
         if api_key is None or not api_key.get_secret_value():

@@ -17,6 +17,7 @@ from google.genai import types
 from enrich.schemas.vocab import ErrorKind
 from enrich.backends.base import MediaPart
 from enrich.errors import ItemRequestError, RetryableError
+from enrich.settings import default
 
 log = logging.getLogger("enrich.gemini.files")
 
@@ -25,7 +26,7 @@ POLL_MAX_S = 5.0
 
 
 async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[str], *,
-                        active_timeout_s: float = 600.0) -> types.File:
+                        active_timeout_s: float = default("file_active_timeout_s")) -> types.File:
     """Upload one media part (its file, or its bytes) and return it once the service says ACTIVE."""
     source = str(media.path) if media.data is None else io.BytesIO(media.data)
     file = await client.aio.files.upload(file=source, config=types.UploadFileConfig(mime_type=media.mime))

@@ -38,6 +38,7 @@ from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import ConfigError, FatalRunError, ItemRequestError, MediaError
+from enrich.settings import default
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 # Model types whose batched vision path is known to be wrong in mlx-vlm 0.7.10 (see module docstring).
@@ -237,7 +238,7 @@ class MlxBackend:
         logits_processors: Sequence[LogitsProcessor] | None = None,
         retry_invalid: bool = True,
         constrained: bool = False,
-        max_inline_bytes: int = 20 * 1024 * 1024,
+        max_inline_bytes: int = default("max_inline_bytes"),
         force_batch: bool = False,
     ) -> None:
         path = str(model_path)

@@ -30,6 +30,7 @@ from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+from enrich.settings import default
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -121,7 +122,7 @@ class OpenAICompatBackend:
         structured_output: bool = False,
         timeout_s: float = 120.0,
         default_concurrency: int = 4,
-        max_inline_bytes: int = 20 * 1024 * 1024,
+        max_inline_bytes: int = default("max_inline_bytes"),
         retry_invalid: bool = True,
         temperature: float = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
