@@ -64,7 +64,7 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enrich.errors import ConfigError, FatalRunError, UsageError
+    from enrich.errors import ConfigError, FatalRunError, UsageError, WarehouseLocked
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (UsageError, ConfigError, FatalRunError) as exc:
+    except (UsageError, ConfigError, FatalRunError, WarehouseLocked) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", 130)

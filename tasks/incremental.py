@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from enrich.errors import UsageError
+from enrich.errors import ConfigError
 from enrich.schemas.parquet import NO_OUTCOME_STATUSES
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.records import mtime_of
@@ -62,7 +62,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
             if not part or part == "none":
                 continue
             if part not in REPROCESS_CHOICES:
-                raise UsageError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
+                raise ConfigError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
             chosen.add(part)
     return frozenset(chosen)
 
