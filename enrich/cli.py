@@ -44,8 +44,18 @@ examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations: an unknown flag is an error, never the nearest known one
+    (`enrich run --mode batch` must not be read as `--model batch`). Subparsers are made with the parser's own
+    class, so every command and sub-subcommand gets this too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="enrich",
         description="Describe photos, audio and documents with cheap multimodal models; "
         "exact cost per item; results in Parquet, queryable with DuckDB.",

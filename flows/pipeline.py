@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
 
 from enrich.backends import backend_name, create_backend
-from enrich.budget import budget_from_settings
+from enrich.budget import ZERO, Budget, budget_for_run
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.progress import RunProgress
@@ -133,6 +133,16 @@ class RunContext:
 # Live runs of this process, by id: chunk tasks receive only the id and a list of plain dataclasses,
 # so task parameters stay small and serialisable.
 ACTIVE_RUNS: dict[str, RunContext] = {}
+
+
+def budget_from_settings(settings: Settings) -> Budget:
+    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
+    spent = ZERO
+    if settings.daily_budget_usd is not None:
+        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+
+        spent = spent_today(settings.warehouse)
+    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
 
 
 def new_run_id() -> str:
