@@ -47,8 +47,18 @@ examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations: an unknown flag is an error, never the nearest known one
+    (`enrich run --mode batch` must not be read as `--model batch`). Subparsers are made with the parser's own
+    class, so every command and sub-subcommand gets this too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="enrich",
         description="Describe photos, audio and documents with cheap multimodal models; "
         "exact cost per item; results in Parquet, queryable with DuckDB.",
@@ -70,7 +80,7 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enrich.errors import ConfigError, FatalRunError, UsageError
+    from enrich.errors import ConfigError, FatalRunError, UsageError, WarehouseLocked
     from enrich.settings import config_dir_flag
 
     parser = build_parser()
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with config_dir_flag(args.config):
             return int(args.handler(args) or 0)
-    except (UsageError, ConfigError, FatalRunError) as exc:
+    except (UsageError, ConfigError, FatalRunError, WarehouseLocked) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", 130)

@@ -50,7 +50,15 @@ class ConfigError(EnrichError):
     kind = ErrorKind.CONFIG
 
 
+class WarehouseLocked(EnrichError):
+    """Another process holds the warehouse's writer lock (raised by the warehouse; the CLI reports it with
+    exit code 2, like a usage error, since nothing was started)."""
+
+    kind = "warehouse_busy"
+
+
 class UsageError(EnrichError):
-    """Bad command-line arguments."""
+    """Bad command-line arguments. Raised by the command line (enrich/cli.py, enrich/commands/) only: lower
+    layers raise their own errors (ConfigError, WarehouseLocked, ...) and the CLI maps them to exit codes."""
 
     kind = ErrorKind.USAGE

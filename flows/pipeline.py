@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
-from enrich.budget import budget_from_settings
+from enrich.budget import ZERO, Budget, budget_for_run
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.progress import RunProgress
@@ -134,6 +134,16 @@ class RunContext:
 # Live runs of this process, by id: chunk tasks receive only the id and a list of plain dataclasses,
 # so task parameters stay small and serialisable.
 ACTIVE_RUNS: dict[str, RunContext] = {}
+
+
+def budget_from_settings(settings: Settings) -> Budget:
+    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
+    spent = ZERO
+    if settings.daily_budget_usd is not None:
+        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+
+        spent = spent_today(settings.warehouse)
+    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
 
 
 def new_run_id() -> str:
@@ -461,11 +471,11 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "model": ctx.settings.model,
             "roots": ctx.roots,
             "items": s.items,
-            Status.OK: s.by_status.get(Status.OK, 0),
+            "ok": s.by_status.get(Status.OK, 0),
             "errors": s.by_status.get(Status.ERROR, 0),
-            Status.SKIPPED: s.by_status.get(Status.SKIPPED, 0),
-            Status.BLOCKED: s.by_status.get(Status.BLOCKED, 0),
-            Status.OVER_BUDGET: s.by_status.get(Status.OVER_BUDGET, 0),
+            "skipped": s.by_status.get(Status.SKIPPED, 0),
+            "blocked": s.by_status.get(Status.BLOCKED, 0),
+            "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "spent_usd": s.spent_usd,
@@ -475,7 +485,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "message": message,
             "unchanged": ctx.unchanged,
             "reused": s.reused,
-            Status.GONE: s.by_status.get(Status.GONE, 0),
+            "gone": s.by_status.get(Status.GONE, 0),
         }
     ctx.warehouse.write_run(snapshot)
 
@@ -537,7 +547,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
         "reserved_peak_usd": str(budget.reserved_peak),
-        Status.OVER_BUDGET: s.by_status.get(Status.OVER_BUDGET, 0),
+        "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
         "requests": d.stats.requests,
         "retries": d.stats.retries,
         "throttled": d.stats.throttled,
@@ -545,7 +555,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "request_window_s": d.stats.window_s(),
         "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
                         "decreases": d.concurrency.decreases},
-        ErrorKind.FATAL: str(d.fatal) if d.fatal else None,
+        "fatal": str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
         "message": ctx.final_message,
     }

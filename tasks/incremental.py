@@ -29,8 +29,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from enrich.errors import ConfigError
 from enrich.schemas.vocab import ErrorKind, Status, retried_next_run
-from enrich.errors import UsageError
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.records import mtime_of
 from enrich.warehouse.state import Described, PathState, WarehouseState, epoch_us
@@ -47,7 +47,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
             if not part or part == "none":
                 continue
             if part not in REPROCESS_CHOICES:
-                raise UsageError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
+                raise ConfigError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
             chosen.add(part)
     return frozenset(chosen)
 

@@ -22,7 +22,7 @@ import os
 import struct
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from enrich.schemas.vocab import ErrorKind
 from enrich.backends.base import MediaPart
@@ -30,9 +30,7 @@ from enrich.errors import MediaError
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import MediaLimits, apply_limits, read_audio, read_pdf, read_text, read_video
 from enrich.tasks.strip_metadata import new_temp_file, strip_metadata, unlink_quietly
-
-if TYPE_CHECKING:
-    from enrich.tasks.prepare import PrepareOptions, PreparedItem
+from enrich.tasks.prepared import PreparedItem, PrepareOptions
 
 _COPY_BLOCK = 1 << 20
 
@@ -46,8 +44,6 @@ def _limited(info: dict[str, Any], limits: MediaLimits, meta: dict[str, Any]) ->
 
 
 def _item(file: DiscoveredFile, media: MediaPart, meta: dict[str, Any], hint: dict[str, Any]) -> "PreparedItem":
-    from enrich.tasks.prepare import PreparedItem
-
     return PreparedItem(file=file, media=(media,), meta=meta, media_tokens_hint=hint)
 
 

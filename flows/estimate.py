@@ -350,6 +350,18 @@ def estimate(
     return est
 
 
+def skip_done_filter(settings: Settings, reprocess: Iterable[str] | None) -> Callable[[DiscoveredFile], bool] | None:
+    """The run's skip-already-done rules for a header-only scan (tasks/incremental.would_send): what `enrich
+    run` would leave out. None when the warehouse holds no results yet (nothing to leave out)."""
+    from enrich.tasks.incremental import current_versions, would_send
+    from enrich.warehouse.state import load_state
+    from enrich.warehouse.store import Warehouse
+
+    if not Warehouse(settings.warehouse).result_files():
+        return None
+    return would_send(load_state(Warehouse(settings.warehouse)), current_versions(settings), list(reprocess or []))
+
+
 def _history_medians(settings: Settings, history: bool) -> dict:
     if not history:
         return {}
