@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
+    "eval": "enrich.commands.eval",
 }
 
 EPILOG = """\
@@ -41,6 +42,7 @@ examples:
   enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
   enrich runs                                # recent runs: status, items, spend
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
+  enrich eval --emulator                     # score a model on the bundled golden set
 """
 
 
