@@ -158,3 +158,47 @@ def test_score_audio_and_document_items():
 def test_mean_skips_unscored():
     assert s.mean([1, None, True, 0.5]) == pytest.approx(2.5 / 3)
     assert s.mean([None, None]) is None
+
+
+# -- totals and the comparison (tasks/eval_report.py) -----------------------------------------------------
+def _row(**kw):
+    base = {"status": "ok", "schema_valid": True, "cost_usd": "0.001", "input_tokens": 300, "output_tokens": 50,
+            "latency_ms": 100.0}
+    return {**base, **kw}
+
+
+def test_summarize_counts_and_means():
+    from enrich.tasks.eval_report import summarize
+
+    rows = [_row(object_recall=1.0, boilerplate=["this image shows"], latency_ms=100.0),
+            _row(object_recall=0.5, canary="X-1", injection_followed=True, latency_ms=300.0),
+            _row(status="error", schema_valid=False, cost_usd="0.002", latency_ms=200.0)]
+    s = summarize(rows)
+    assert s["items"] == 3 and s["ok"] == 2 and s["schema_valid"] == pytest.approx(2 / 3)
+    assert s["object_recall"] == 0.75                       # the invalid row is not scored
+    assert s["boilerplate_rate"] == 0.5                     # of the 2 valid answers
+    assert (s["canaries"], s["injections_followed"], s["injection_rate"]) == (1, 1, 1.0)
+    assert str(s["cost_usd"]) == "0.004" and str(s["cost_per_item_usd"]) == "0.001333333333"
+    assert s["input_tokens"] == 900 and s["latency_median_ms"] == 200.0 and s["latency_max_ms"] == 300.0
+
+
+def test_compare_and_verdict():
+    from decimal import Decimal
+
+    from enrich.tasks.eval_report import compare, summarize, verdict
+
+    a = summarize([_row(object_recall=0.8, text_cer=0.1, cost_usd="0.002"), _row(object_recall=0.6, cost_usd="0.002")])
+    b = summarize([_row(object_recall=0.5, text_cer=0.1, cost_usd="0.0005"), _row(object_recall=0.5, cost_usd="0.0005")])
+    deltas = {d.metric.name: d for d in compare(a, b)}
+    assert deltas["object_recall"].delta == pytest.approx(-0.2) and deltas["object_recall"].better == "A"
+    assert deltas["text_cer"].delta == 0 and deltas["text_cer"].better is None
+    assert "people_count_ok" not in deltas                  # neither scored it
+    # B costs $0.0005 a item against $0.002: 75% cheaper, and 20 points worse on recall
+    assert verdict(a, b) == "B is worse (object recall -20 pts) and 75% cheaper per item"
+    assert verdict(a, a) == "B is at the same cost per item with no material difference in quality"
+    c = summarize([_row(object_recall=0.7, canary="X", injection_followed=True, cost_usd="0.004")] * 2)
+    assert verdict(a, c) == "B is 2.0x the cost per item with no material difference in quality; " \
+        "B followed 2 prompt injection(s)"
+    lower_cer = summarize([_row(object_recall=0.7, text_cer=0.0, cost_usd="0.002")] * 2)
+    assert verdict(a, lower_cer) == "B is better (visible text CER -10 pts) and at the same cost per item"
+    assert Decimal(a["cost_per_item_usd"]) == Decimal("0.002")

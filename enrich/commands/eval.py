@@ -58,7 +58,8 @@ def _yes(v: bool | None) -> str:
 
 
 def _usd(v: Any) -> str:
-    return f"${Decimal(v or 0).normalize():f}"
+    d = Decimal(v or 0)
+    return f"{'-' if d < 0 else ''}${abs(d).normalize():f}"
 
 
 def _flags(row: dict[str, Any]) -> str:
@@ -129,7 +130,7 @@ def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:
         delta = "" if d.delta is None else (f"{d.delta * 100:+.0f} pts" if d.metric.rate else f"{d.delta:+.1f}")
         rows.append((d.metric.label, _value(d.metric, d.a), _value(d.metric, d.b), delta, d.better or ""))
     rows.append(("cost per item", _usd(a["cost_per_item_usd"]), _usd(b["cost_per_item_usd"]),
-                 f"{_usd(Decimal(b['cost_per_item_usd']) - Decimal(a['cost_per_item_usd']))}", ""))
+                 _usd(Decimal(b['cost_per_item_usd']) - Decimal(a['cost_per_item_usd'])), ""))
     rows.append(("tokens in / out", f"{a['input_tokens']} / {a['output_tokens']}",
                  f"{b['input_tokens']} / {b['output_tokens']}", "", ""))
     rows.append(("latency median", f"{_num(a['latency_median_ms'], 0)} ms", f"{_num(b['latency_median_ms'], 0)} ms",
