@@ -16,6 +16,7 @@ from enrich.cli import main as cli
 from enrich.errors import ConfigError
 from enrich.tasks.eval_labels import DEFAULT_SET, load_set
 from enrich.warehouse.views import connect
+from tests.test_mlx_backend import tiny_vlm  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -198,8 +199,24 @@ def test_tiny_mlx_model_fails_schema_validity_and_the_eval_says_so(tiny_vlm, enr
     assert lines["schema-valid"] == "0%" and lines["items"] == "2 (0 ok, 0 schema-valid)"
 
 
-@pytest.fixture(scope="session")
-def tiny_vlm(tmp_path_factory):
-    from tests.support import tiny_vlm_dir
 
-    return tiny_vlm_dir(tmp_path_factory)
+
+def test_the_command_with_its_own_emulator(enrich_home, tmp_path, capsys, monkeypatch):
+    for var in ("GOOGLE_GEMINI_BASE_URL", "GOOGLE_API_KEY", "GEMINI_API_KEY"):  # --emulator sets these: restore after
+        monkeypatch.setenv(var, "unset")
+    folder = _small_set(tmp_path, ["images/coffee.jpg", "canaries/shopping-note.md"])
+    rc, out = _eval(capsys, "--emulator", "--set", str(folder))
+    assert rc == 0
+    assert [r["status"] for r in out["configs"][0]["items"]] == ["ok", "ok"]
+    assert out["warehouse"] == str(enrich_home / "warehouse")
+
+
+def test_refusals_before_anything_is_sent(enrich_home, tmp_path, capsys):
+    folder = _small_set(tmp_path, ["images/coffee.jpg"])
+    assert cli(["eval", "--set", str(folder)]) == 2  # no key, no --emulator
+    assert "--emulator" in capsys.readouterr().err
+    assert cli(["eval", "--compare", "model=x", "colour=red"]) == 2
+    assert "unknown key 'colour'" in capsys.readouterr().err
+    assert cli(["eval", "--set", str(tmp_path / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert not (enrich_home / "warehouse").exists()
