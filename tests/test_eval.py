@@ -183,7 +183,7 @@ def test_configurations_parse_and_refuse_unknown_keys():
 
 
 def test_tiny_mlx_model_fails_schema_validity_and_the_eval_says_so(tiny_vlm, enrich_home, tmp_path):
-    from enrich.commands.eval import totals_lines
+    from enrich.commands.eval import schema_note, totals_lines
     from enrich.flows.evaluate import run_eval
     from enrich.tasks.eval_config import parse_config
 
@@ -197,6 +197,7 @@ def test_tiny_mlx_model_fails_schema_validity_and_the_eval_says_so(tiny_vlm, enr
     assert all(r["object_recall"] is None for r in config.rows)  # nothing valid to score
     lines = dict(totals_lines(config.summary))
     assert lines["schema-valid"] == "0%" and lines["items"] == "2 (0 ok, 0 schema-valid)"
+    assert schema_note(config.rows).startswith("warning: 2 of 2 answers are not schema-valid (")
 
 
 

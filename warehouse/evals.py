@@ -3,6 +3,7 @@
 Layout under the warehouse root:
     evals/scores/eval-<eval_id>-<n>.parquet   scored rows of configuration n (schemas/evals.py), one part
                                               per configuration, published by atomic rename like every part
+    evals/.tmp/                               parts being written (never read)
     evals/runs/<eval_id>-<n>/                 the pipeline's own warehouse for that configuration's run
                                               (results/, runs/): the raw rows, costs and run record
 
@@ -46,7 +47,8 @@ def score_files(root: str | Path) -> list[Path]:
 def write_scores(root: str | Path, eval_id: str, n: int, rows: Iterable[dict[str, Any]]) -> Path:
     """Publish one configuration's scored rows as one part (temp file, fsync, rename)."""
     table = rows_to_table(rows, EVAL_SCHEMA)
-    return publish_table(table, scores_dir(root) / f"eval-{eval_id}-{n:03d}.parquet", Path(root) / TMP_DIR)
+    # a temp folder of its own: a run starting on the library cleans the warehouse's .tmp/ without asking
+    return publish_table(table, scores_dir(root) / f"eval-{eval_id}-{n:03d}.parquet", Path(root) / EVALS_DIR / TMP_DIR)
 
 
 def eval_run_result_files(root: str | Path) -> list[Path]:

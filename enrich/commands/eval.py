@@ -115,6 +115,19 @@ def totals_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def schema_note(rows: list[dict[str, Any]]) -> str | None:
+    """A plain warning when answers failed schema validity (what went wrong, by error kind), else None."""
+    bad = [r for r in rows if not r.get("schema_valid")]
+    if not bad:
+        return None
+    why: dict[str, int] = {}
+    for r in bad:
+        key = r.get("error_kind") or r.get("status") or "unknown"
+        why[key] = why.get(key, 0) + 1
+    reasons = ", ".join(f"{k} x{v}" for k, v in sorted(why.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"warning: {len(bad)} of {len(rows)} answers are not schema-valid ({reasons}); they are not scored"
+
+
 def totals_table(s: dict[str, Any]) -> str:
     from enrich.commands.query import format_table
 
@@ -179,6 +192,9 @@ def print_report(result) -> None:
         if len(result.configs) == 1:
             print(item_table(c.rows))
         print(totals_table(c.summary))
+        note = schema_note(c.rows)
+        if note:
+            print(note)
     if len(result.configs) == 2:
         a, b = result.configs[0].summary, result.configs[1].summary
         print("\nA: " + str(result.configs[0].config) + "\nB: " + str(result.configs[1].config))
