@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
     "config": "enrich.commands.config",
+    "eval": "enrich.commands.eval",
 }
 
 EPILOG = """\
@@ -44,6 +45,7 @@ examples:
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
   enrich config                              # every setting, its value and where it came from
   enrich --config ~/work/enrich-config run ~/Pictures   # another user config folder
+  enrich eval --emulator                     # score a model on the bundled golden set
 """
 
 
