@@ -578,12 +578,12 @@ def _lab_to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _scaled_to_8bit(img: Image.Image, lo: float, hi: float) -> Image.Image:
-    """Gray "I"/"F" pixels mapped to 0..255: kept as they are when they fit, 16-bit values /257, floats
-    in 0..1 times 255, anything else stretched from its own range."""
-    if lo >= 0 and hi <= 255 and img.mode == "I":
-        return img.convert("L")
+    """Gray "I"/"F" pixels mapped to 0..255: floats in 0..1 times 255, values that fit 0..255 kept, 16-bit
+    values / 257, anything else stretched from its own range."""
     if lo >= 0 and hi <= 1.0 and img.mode == "F":
         return img.point(lambda v: v * 255.0).convert("L")
+    if lo >= 0 and hi <= 255:
+        return img.convert("L")
     if lo >= 0 and hi <= 65535:
         return img.point(lambda v: v / 257.0).convert("L")
     span = (hi - lo) or 1.0
