@@ -291,7 +291,8 @@ def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> di
     """The RAW of a RAW+JPEG pair: the JPEG's description at cost 0 (`reused_from` = the JPEG), with the RAW's
     own format."""
     row = copied_row(file, run, jpeg_row)
-    row["media_format"] = image_format_of_mime(file.mime)
+    fmt = image_format_of_mime(file.mime)
+    row["media_format"] = fmt.lower() if fmt else None
     return row
 
 

@@ -217,7 +217,7 @@ def _too_large_message(w: int, h: int, max_pixels: int) -> str:
 def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaError:
     """Pillow refused the header itself (over 2x its own limit); say the size in plain words."""
     dims = _header_dimensions(path)
-    if dims is not None:
+    if dims is not None and dims[0] * dims[1] > max_pixels:  # else the header read here is not the one at fault
         return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind="too_large")
     return MediaError(f"image is too large to decode safely ({exc})", kind="too_large")
 
@@ -721,8 +721,11 @@ def prepare_image(
                     # OpenJPEG decodes a lower resolution level directly: 1/2^n of each side
                     img.reduce = _j2k_reduce(stored_w, stored_h, target)  # type: ignore[method-assign]
             img.load()
-        except Image.DecompressionBombError:
-            raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
+        except Image.DecompressionBombError as exc:
+            if stored_w * stored_h > max_pixels:
+                raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
+            # the header's size was fine; a frame or embedded image inside is not
+            raise MediaError(f"image is too large to decode safely ({exc})", kind="too_large") from None
         except _DECODE_ERRORS as exc:
             raise _reopen_error(exc) from None
         work: Image.Image = img

@@ -505,6 +505,9 @@ def _sniff(head: bytes, ext: str) -> tuple[str, str] | None:
     return None
 
 
+# Formats Pillow opens that register no file extension of their own.
+_UNREGISTERED_EXTENSIONS = {".spider": "SPIDER", ".spi": "SPIDER", ".imt": "IMT", ".ara": "MCIDAS"}
+
 # Pillow formats that only identify a file (no decoder here: stubs, or an external program needed).
 _NOT_DECODABLE = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "FPX", "MIC"})
 
@@ -517,7 +520,8 @@ def sniff_with_decoder(path: str, ext: str) -> tuple[str, str] | None:
         from PIL import Image
 
         Image.init()
-        fmt = Image.registered_extensions().get((ext or "").lower())
+        ext = (ext or "").lower()
+        fmt = Image.registered_extensions().get(ext) or _UNREGISTERED_EXTENSIONS.get(ext)
         if fmt is None or fmt in _NOT_DECODABLE or fmt not in Image.OPEN:
             return None
         with Image.open(path, formats=[fmt]) as img:

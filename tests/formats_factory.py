@@ -23,6 +23,7 @@ from tests.media_factory import (
     DEFAULT_GPS,
     TAKEN_AT,
     _dms,
+    _noise,
     _picture,
     build_exif,
 )
@@ -103,13 +104,19 @@ def exif_entries(w: TiffWriter, *, taken_at: str | None = TAKEN_AT, gps: tuple[f
 
 
 def preview_jpeg(size: tuple[int, int], orientation: int | None = None, *, quality: int = 85,
-                 exif: bytes | None = None, color=BACKGROUND) -> bytes:
-    """A JPEG of the test picture, stored as a camera would for `orientation` (no EXIF unless given)."""
+                 exif: bytes | None = None, color=BACKGROUND, texture: bool = False) -> bytes:
+    """A JPEG of the test picture, stored as a camera would for `orientation` (no EXIF unless given).
+    `texture` adds fine noise, so the JPEG is as big as a camera's (a 24 MP preview: several MB)."""
     buf = io.BytesIO()
     params = {"quality": quality}
     if exif:
         params["exif"] = exif
-    _picture(size, color, orientation).save(buf, "JPEG", **params)
+    img = _picture(size, color, orientation)
+    if texture:
+        w, h = size
+        noise = _noise((w // 2, h // 2), 7).resize(size, Image.Resampling.BILINEAR)
+        img = Image.blend(img, Image.merge("RGB", (noise, noise, noise)), 0.2)
+    img.save(buf, "JPEG", **params)
     return buf.getvalue()
 
 
@@ -126,7 +133,8 @@ def _camera_ifd0(w: TiffWriter, orientation: int, make: str, model: str, **exif)
 
 
 def make_dng(path, preview_size=(1024, 683), *, orientation: int = 1, filler: int = 0, make: str = CAMERA_MAKE,
-             model: str = CAMERA_MODEL, previews: bool = True, **exif) -> Path:
+             model: str = CAMERA_MODEL, previews: bool = True, preview_exif_orientation: int | None = None,
+             texture: bool = False, **exif) -> Path:
     """DNG-like: IFD0 a small uncompressed RGB thumbnail with DNGVersion and the camera tags; SubIFDs: the
     sensor data (lossless JPEG, SOF3) and the large preview (JPEG); a mid-size JPEG via
     JPEGInterchangeFormat in IFD1. `filler` bytes of fake sensor data make the file big."""
@@ -138,7 +146,8 @@ def make_dng(path, preview_size=(1024, 683), *, orientation: int = 1, filler: in
     subifds = [raw_ifd]
     next_ifd = 0
     if previews:
-        big = preview_jpeg(preview_size, orientation)
+        own = build_exif(orientation=preview_exif_orientation).tobytes() if preview_exif_orientation else None
+        big = preview_jpeg(preview_size, orientation, exif=own, texture=texture)
         big_at = w.blob(big)
         subifds.append(w.ifd([(0x00FE, LONG, 1), (0x0100, LONG, preview_size[0]), (0x0101, LONG, preview_size[1]),
                               (0x0103, SHORT, 7), (0x0106, SHORT, 6), (0x0111, LONG, big_at),

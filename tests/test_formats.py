@@ -200,10 +200,12 @@ def test_raw_is_described_from_its_largest_preview_oriented_by_the_raw(tmp_path,
 
 
 def test_raw_preview_ignores_the_preview_jpegs_own_orientation(tmp_path):
-    # A DNG whose IFD0 says 1 while (unusually) the preview's EXIF says 6: the RAW's own tag wins.
-    path = make_dng(tmp_path / "a.dng", orientation=1)
-    assert find_preview(path, "DNG").orientation == 1
-    assert pixels(prepare_image(path)).width > pixels(prepare_image(path)).height
+    # A DNG whose IFD0 says 1 while the preview's own EXIF says 6: the RAW's tag wins.
+    path = make_dng(tmp_path / "a.dng", orientation=1, preview_exif_orientation=6)
+    with Image.open(io.BytesIO(path.read_bytes()[find_preview(path, "DNG").offset:])) as preview:
+        assert preview.getexif().get(0x0112) == 6
+    img = pixels(prepare_image(path))
+    assert img.width > img.height and close(img.getpixel((1, 1)), MARKER_COLOR)
 
 
 def test_raw_metadata_and_size_without_decoding(tmp_path, monkeypatch):

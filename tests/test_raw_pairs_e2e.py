@@ -48,10 +48,10 @@ def test_raw_jpeg_pairs_cost_one_model_call_and_companions_are_skipped(tmp_path,
                         and Path(n).suffix.lower() in (".jpg", ".jpeg"))
             assert status == "ok" and reused_from == str(root / jpeg), (name, got[name])
             assert cost == 0 and tokens == 0 and caption == got[jpeg][4]
-            assert mime.startswith("image/x-") and fmt == Path(name).suffix[1:].upper()
+            assert mime.startswith("image/x-") and fmt == Path(name).suffix[1:].lower()
     # the RAWs described alone went through their preview, and say which RAW format they are
-    assert got["solo.nef"][5:7] == ("image/x-nikon-nef", "NEF") and got["solo.nef"][7] == "NIKON CORPORATION"
-    assert got["IMG_0003.CR3"][5:7] == ("image/x-canon-cr3", "CR3")
+    assert got["solo.nef"][5:7] == ("image/x-nikon-nef", "nef") and got["solo.nef"][7] == "NIKON CORPORATION"
+    assert got["IMG_0003.CR3"][5:7] == ("image/x-canon-cr3", "cr3")
     assert summary["reused"] == 2
 
 
