@@ -217,7 +217,8 @@ def _too_large_message(w: int, h: int, max_pixels: int) -> str:
 def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaError:
     """Pillow refused the header itself (over 2x its own limit); say the size in plain words."""
     dims = _header_dimensions(path)
-    if dims is not None and dims[0] * dims[1] > max_pixels:  # else the header read here is not the one at fault
+    # (a size under both limits means the header read here is not the one at fault: a frame inside is)
+    if dims is not None and dims[0] * dims[1] > min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
         return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind="too_large")
     return MediaError(f"image is too large to decode safely ({exc})", kind="too_large")
 
