@@ -8,7 +8,7 @@ import pytest
 
 from enrich.warehouse.views import connect
 from tests.formats_factory import make_cr2, make_raw_library
-from tests.media_factory import make_jpeg, make_text_as_png
+from tests.media_factory import make_jpeg, make_text_as_png, make_truncated_jpeg
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -66,15 +66,20 @@ def test_pairs_across_runs_and_a_bad_jpeg(tmp_path, gemini, enrich_home):
     # A RAW whose "JPEG" is not a JPEG at all: the RAW is described itself.
     make_cr2(root / "B.CR2")
     make_text_as_png(root / "B.jpg")
+    # A JPEG that is sent for preparation but fails (in the RAW's chunk): the RAW is described after it.
+    make_cr2(root / "D.CR2")
+    make_truncated_jpeg(root / "D.JPG")
     summary = run_flow([root])
     got = rows(enrich_home, root, "status, error_kind, reused_from, cost_usd")
     assert got["A.CR2"][0] == "ok" and got["A.CR2"][2] == str(root / "A.JPG") and got["A.CR2"][3] == 0
     assert got["B.jpg"][:2] == ("error", "mislabelled")
     assert got["B.CR2"][0] == "ok" and got["B.CR2"][2] is None and got["B.CR2"][3] > 0
-    assert gemini.stats()["billed_requests"] == 2 and summary["reused"] == 1
+    assert got["D.JPG"][:2] == ("error", "truncated")
+    assert got["D.CR2"][0] == "ok" and got["D.CR2"][2] is None and got["D.CR2"][3] > 0
+    assert gemini.stats()["billed_requests"] == 3 and summary["reused"] == 1
     # unchanged: a third run sends and writes nothing
     third = run_flow([root])
-    assert third["items"] == 0 and gemini.stats()["billed_requests"] == 2
+    assert third["items"] == 0 and gemini.stats()["billed_requests"] == 3
 
 
 def test_pairing_can_be_turned_off(tmp_path, gemini, enrich_home, monkeypatch):
