@@ -42,6 +42,7 @@ from enrich.tasks.sniff import (
     companion_of,
     describe_mime,
     sniff,
+    refine_tiff,
     sniff_with_decoder,
 )
 
@@ -264,6 +265,7 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                 return _row(path, status, error_kind, error, **fields)
 
             kind, mime = sniffed  # type: ignore[misc]
+            mime = refine_tiff(path, mime)
             digest = None
             if hash_files:
                 digest = cache.get(path, st.st_size, st.st_mtime_ns) if cache is not None else None

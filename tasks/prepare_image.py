@@ -144,7 +144,7 @@ class PreparedImage:
 
 def _sniffed_mime(path: str) -> str | None:
     """The image mime tasks/sniff.py gives this file's content, or None."""
-    from enrich.tasks.sniff import SNIFF_BYTES, sniff, sniff_with_decoder
+    from enrich.tasks.sniff import SNIFF_BYTES, refine_tiff, sniff, sniff_with_decoder
 
     ext = os.path.splitext(path)[1].lower()
     try:
@@ -153,7 +153,7 @@ def _sniffed_mime(path: str) -> str | None:
     except OSError:
         return None
     found = sniff(head, ext) or (sniff_with_decoder(path, ext) if ext else None)
-    return found[1] if found is not None and found[0] == "image" else None
+    return refine_tiff(path, found[1]) if found is not None and found[0] == "image" else None
 
 
 def _formats_for(mime: str | None) -> list[str]:

@@ -23,6 +23,7 @@ __all__ = [
     "companion_of",
     "image_format_of_mime",
     "sniff_with_decoder",
+    "refine_tiff",
 ]
 
 # How many bytes callers should read for `sniff`. Magic numbers sit in the first 64 bytes; the rest
@@ -503,6 +504,29 @@ def _sniff(head: bytes, ext: str) -> tuple[str, str] | None:
     if mime is not None:
         return "document", mime
     return None
+
+
+def refine_tiff(path: str, mime: str) -> str:
+    """A plain TIFF whose IFD0 lies beyond the sniffed head may still be a DNG (phones write DNGs named
+    anything): read IFD0 from the file and look for DNGVersion. Returns the mime to use. Never raises."""
+    if mime != "image/tiff":
+        return mime
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            order = "little" if head[:2] == b"II" else "big"
+            offset = int.from_bytes(head[4:8], order)
+            if offset + 2 <= SNIFF_BYTES:
+                return mime  # IFD0 was in the head: sniff has looked already
+            f.seek(offset)
+            count = int.from_bytes(f.read(2), order)
+            entries = f.read(12 * min(count, 512))
+        tag = (0xC612).to_bytes(2, order)
+        if any(entries[i : i + 2] == tag for i in range(0, len(entries) - 1, 12)):
+            return "image/x-adobe-dng"
+    except (OSError, ValueError):
+        pass
+    return mime
 
 
 # Formats Pillow opens that register no file extension of their own.

@@ -12,7 +12,7 @@ from enrich.errors import MediaError
 from enrich.tasks.discover import discover
 from enrich.tasks.prepare_image import prepare_image, read_image_meta, read_image_size
 from enrich.tasks.raw_preview import find_preview
-from enrich.tasks.sniff import companion_of, sniff
+from enrich.tasks.sniff import companion_of, refine_tiff, sniff
 from tests.formats_factory import (
     CYAN_INK,
     make_cmyk_icc,
@@ -259,3 +259,20 @@ def test_companion_files_are_skipped_quietly_by_name(tmp_path):
         assert (row.status, row.error_kind, row.content_hash) == ("skipped", "companion", None), name
         assert word in row.error, (name, row.error)
     assert companion_of("holiday.jpg") is None and companion_of("notes.txt") is None
+
+
+def test_raw_formats_are_told_apart_by_content(tmp_path):
+    dng = make_dng(tmp_path / "phone.tif")  # a DNG under a TIFF name: its DNGVersion tag says what it is
+    cr2 = make_cr2(tmp_path / "renamed.tif")  # CR2's own marker after the TIFF header
+    raf = make_raf(tmp_path / "x.bin")
+    cr3 = make_cr3(tmp_path / "y.mp4")  # ISO BMFF with the `crx ` brand is not a video
+    assert [refine_tiff(str(p), sniffed(p)[1]) for p in (dng, cr2, raf, cr3)] == [
+        "image/x-adobe-dng", "image/x-canon-cr2", "image/x-fuji-raf", "image/x-canon-cr3"]
+    assert sniff(b"IIRO\x08\x00\x00\x00" + bytes(64), ".bin") == ("image", "image/x-olympus-orf")
+    assert sniff(b"IIU\x00\x08\x00\x00\x00" + bytes(64), ".bin") == ("image", "image/x-panasonic-rw2")
+    assert sniff(b"II*\x00\x08\x00\x00\x00" + bytes(64), ".NEF") == ("image", "image/x-nikon-nef")
+    assert sniff(b"II*\x00\x08\x00\x00\x00" + bytes(64), ".tif") == ("image", "image/tiff")
+    # and discovered and prepared as RAW whatever the name
+    mimes = {r.path.rsplit("/", 1)[1]: r.mime for r in discover([tmp_path], workers=1)}
+    assert mimes["phone.tif"] == "image/x-adobe-dng" and mimes["y.mp4"] == "image/x-canon-cr3"
+    assert prepare_image(dng).meta.format == "DNG" and prepare_image(cr3).meta.format == "CR3"
