@@ -4,6 +4,9 @@
                        data as lossless JPEG filler and a full-size 24 MP preview JPEG, a mid-size JPEG in
                        IFD1, EXIF and GPS IFDs): `find_preview` (walk the IFDs, read each JPEG's frame header)
                        plus reading the preview's bytes. No pixel is decoded. Target: <= 20 ms (median).
+  maker-note scan      a 25 MB ORF-like RAW whose 24 MP preview only the maker note points at, behind 20 MB
+                       of random sensor data: the IFDs give a thumbnail, so the whole file is scanned for
+                       embedded JPEGs (mmap + start-of-image search). Same target.
   RAW prepared         the whole `prepare_image` on that RAW (draft-mode decode of the preview at 1/8 scale,
                        orientation, resize, JPEG encode), for comparison.
   48 MP 16-bit TIFF    `prepare_image` on an uncompressed 8000 x 6000 16-bit RGB TIFF (288 MB): a scanner's
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from enrich.tasks.prepare_image import prepare_image  # noqa: E402
 from enrich.tasks.raw_preview import find_preview, read_preview_bytes  # noqa: E402
-from tests.formats_factory import make_dng, write_tiff_rgb16  # noqa: E402
+from tests.formats_factory import make_dng, make_orf, write_tiff_rgb16  # noqa: E402
 
 RAW_BYTES = 25_000_000
 TARGET_MS = 20.0
@@ -71,6 +74,15 @@ def main() -> int:
               f"{args.runs} runs; target <= {TARGET_MS:.0f} ms: {verdict}")
         med_find, _ = median_ms(lambda: find_preview(raw, "DNG"), args.runs)
         print(f"  of which finding it (IFDs + frame headers): median {med_find:.3f} ms")
+        orf = Path(tmp) / "big.orf"
+        make_orf(orf, preview_size=(6000, 4000), texture=True, filler=1024)
+        make_orf(orf, preview_size=(6000, 4000), texture=True, random_filler=True,
+                 filler=RAW_BYTES - orf.stat().st_size + 1024)
+        found = find_preview(orf, "ORF")
+        med_scan, worst_scan = median_ms(lambda: read_preview_bytes(orf, find_preview(orf, "ORF")), args.runs)
+        print(f"maker-note scan ({orf.stat().st_size / 1e6:.1f} MB ORF-like, random sensor data): found "
+              f"{found.width}x{found.height}; median {med_scan:.2f} ms, worst {worst_scan:.2f} ms; target <= "
+              f"{TARGET_MS:.0f} ms: {'OK' if med_scan <= TARGET_MS else 'OVER'}")
         med_prep, _ = median_ms(lambda: prepare_image(raw, max_side=500), max(3, args.runs // 5))
         med_prep_hi, _ = median_ms(lambda: prepare_image(raw, max_side=1536), 3)
         print(f"RAW prepared (whole prepare_image, 24 MP preview): {med_prep:.1f} ms at 500 px, "

@@ -9,7 +9,11 @@ and its chain, the SubIFDs and the EXIF IFD, and collects every JPEG it points a
 - Panasonic's `JpgFromRaw` (0x002E) in RW2's IFD0.
 
 Each candidate's own frame header says its size; lossless JPEG (SOF3, how DNG and CR2 store the sensor
-data) is not a preview and is left out. The largest wins. RAF (Fujifilm) has a header pointing at its
+data) is not a preview and is left out. The largest wins. Several makers (Olympus ORF, Pentax PEF, ...) point
+at their large preview only from inside the maker note; when the IFDs give nothing of at least
+`SCAN_BELOW_PIXELS`, the file is scanned for embedded JPEGs (a memory-mapped search for start-of-image
+markers, each checked by walking its segments to a decodable frame header; its end is the first EOI after
+its scan data), which finds those without knowing each maker's layout. RAF (Fujifilm) has a header pointing at its
 JPEG; CR3 (Canon, an ISO base media file) keeps a `PRVW` box inside a `uuid` box (and a small `THMB`), and
 its metadata as TIFF structures in `CMT1` (IFD0), `CMT2` (EXIF) and `CMT4` (GPS).
 
@@ -20,6 +24,7 @@ container cannot be read at all.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field, replace
@@ -31,6 +36,8 @@ from enrich.errors import MediaError
 
 __all__ = ["RawPreview", "find_preview", "read_preview_bytes"]
 
+SCAN_BELOW_PIXELS = 1_000_000  # the IFDs' best preview is smaller: look for a larger JPEG in the whole file
+_MAX_SCAN_HITS = 10_000  # start-of-image markers examined at most (random sensor data holds a few)
 _MAX_IFD_ENTRIES = 1000
 _MAX_IFDS = 64  # every IFD visited, all chains and SubIFDs together
 _MAX_VALUE_BYTES = 64 * 1024  # values we decode (strings, offset lists); the previews are read separately
@@ -156,6 +163,63 @@ def _best(f: BinaryIO, size: int, spans: list[tuple[int, int]]) -> tuple[int, in
     return offset, length, w, h, count
 
 
+def _jpeg_end(mm: mmap.mmap, start: int) -> int | None:
+    """Where the JPEG starting at `start` ends: past the first EOI after its first scan's data (0xFF in
+    entropy-coded data is always stuffed, so the EOI cannot appear earlier), or None."""
+    pos = start + 2
+    size = len(mm)
+    for _ in range(512):
+        if pos + 4 > size or mm[pos] != 0xFF:
+            return None
+        marker = mm[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+        elif marker == 0xDA:  # start of scan: the data runs to EOI (progressive files have more scans)
+            end = mm.find(b"\xff\xd9", pos + 2)
+            return None if end < 0 else end + 2
+        elif marker == 0xD9:
+            return None
+        else:
+            pos += 2 + int.from_bytes(mm[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _gaps(size: int, known: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) ranges of the file outside the `known` (offset, length) spans."""
+    out, pos = [], 0
+    for start, length in sorted(known):
+        if start > pos:
+            out.append((pos, start))
+        pos = max(pos, start + length)
+    if pos < size:
+        out.append((pos, size))
+    return out
+
+
+def _scan(f: BinaryIO, size: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans of the JPEGs found by their start-of-image marker anywhere in the file but the `skip` spans
+    (the sensor data the IFDs declare: most of a RAW's bytes, and no preview)."""
+    spans: list[tuple[int, int]] = []
+    if size < 1024:
+        return spans
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        hits = 0
+        for start, end in _gaps(size, skip):
+            pos = mm.find(b"\xff\xd8\xff", start, end)
+            while pos >= 0 and hits < _MAX_SCAN_HITS:
+                hits += 1
+                if _jpeg_dims(f, pos, min(size - pos, 1 << 30), size) is not None:
+                    stop = _jpeg_end(mm, pos)
+                    if stop is not None:
+                        spans.append((pos, stop - pos))
+                        pos = mm.find(b"\xff\xd8\xff", stop, end) if stop < end else -1
+                        continue
+                pos = mm.find(b"\xff\xd8\xff", pos + 3, end)
+    return spans
+
+
 # -- TIFF structures ------------------------------------------------------------------------------------------
 class _Tiff:
     """Reads IFDs of a TIFF structure that starts at `base` in `f` (offsets are relative to it)."""
@@ -252,6 +316,7 @@ def _offsets(value: Any) -> list[int]:
 def _tiff_raw(f: BinaryIO, size: int, fmt: str) -> RawPreview | None:
     tiff = _Tiff(f, size)
     spans: list[tuple[int, int]] = []
+    sensor: list[tuple[int, int]] = []  # strips and tiles of image data that is not a JPEG preview
     ifd0: dict[int, Any] = {}
     exif_offset = gps_offset = None
     seen: set[int] = set()
@@ -275,7 +340,7 @@ def _tiff_raw(f: BinaryIO, size: int, fmt: str) -> RawPreview | None:
             exif_offset = _offsets(ifd0.get(_EXIF_IFD))[:1]
             gps_offset = _offsets(ifd0.get(_GPS_IFD))[:1]
             first = False
-        _collect(tiff, entries, spans)
+        _collect(tiff, entries, spans, sensor)
         if nxt and depth == 0:
             queue.append((nxt, 0))
         if _SUB_IFDS in entries and depth < 3:
@@ -285,7 +350,7 @@ def _tiff_raw(f: BinaryIO, size: int, fmt: str) -> RawPreview | None:
     if exif_offset:
         try:
             entries, _ = tiff.entries(exif_offset[0])
-            _collect(tiff, entries, spans)
+            _collect(tiff, entries, spans, sensor)
             exif = {tag: v for tag, e in entries.items() if tag != 0x927C and (v := tiff.value(e)) is not None}
         except ValueError:
             pass
@@ -295,6 +360,8 @@ def _tiff_raw(f: BinaryIO, size: int, fmt: str) -> RawPreview | None:
         except ValueError:
             pass
     best = _best(f, size, spans)
+    if best is None or best[2] * best[3] < SCAN_BELOW_PIXELS:  # a maker-note preview may be larger
+        best = _best(f, size, spans + _scan(f, size, sensor))
     if best is None:
         return None
     offset, length, w, h, count = best
@@ -303,8 +370,17 @@ def _tiff_raw(f: BinaryIO, size: int, fmt: str) -> RawPreview | None:
                       ifd0, exif, gps, count)
 
 
-def _collect(tiff: _Tiff, entries: dict[int, tuple[int, int, bytes]], spans: list[tuple[int, int]]) -> None:
-    """Add the JPEG spans an IFD points at."""
+def _collect(tiff: _Tiff, entries: dict[int, tuple[int, int, bytes]], spans: list[tuple[int, int]],
+             sensor: list[tuple[int, int]]) -> None:
+    """Add the JPEG spans an IFD points at to `spans`, its other big strips and tiles to `sensor`."""
+    for offsets_tag, counts_tag in ((_STRIP_OFFSETS, _STRIP_BYTE_COUNTS), (0x0144, 0x0145)):
+        if offsets_tag in entries and counts_tag in entries:
+            compression = tiff.value(entries[_COMPRESSION]) if _COMPRESSION in entries else 1
+            if compression in (6, 99):
+                continue  # (old-style) JPEG strips: previews
+            offsets = _offsets(tiff.value(entries[offsets_tag]))
+            counts = _offsets(tiff.value(entries[counts_tag]))
+            sensor.extend((tiff.base + o, c) for o, c in zip(offsets, counts) if c >= 65536)
     if _JPEG_IF in entries and _JPEG_IF_LEN in entries:
         offset, length = tiff.value(entries[_JPEG_IF]), tiff.value(entries[_JPEG_IF_LEN])
         if isinstance(offset, int) and isinstance(length, int):

@@ -211,6 +211,29 @@ def make_nef(path, preview_size=(960, 640), *, orientation: int = 1, **exif) -> 
     return path
 
 
+def make_orf(path, preview_size=(1600, 1200), *, orientation: int = 1, filler: int = 8192, random_filler: bool = False,
+             texture: bool = False, **exif) -> Path:
+    """ORF-like (`IIRO` magic): IFD0 the sensor data and the camera tags, IFD1 a 160x120 thumbnail via
+    JPEGInterchangeFormat; the large preview sits inside the maker note (as Olympus does), which no IFD
+    entry of ours points into: only the file scan finds it. `random_filler`: sensor data of random bytes
+    (what the scan must wade through), else zeros."""
+    w = TiffWriter(magic=0x4F52)
+    raw = os.urandom(filler) if random_filler else bytes(filler)
+    raw_at = w.blob(raw)
+    big = preview_jpeg(preview_size, orientation, texture=texture)
+    maker_note = b"OLYMPUS\x00II\x03\x00" + bytes(64) + big + bytes(32)
+    thumb = preview_jpeg((160, 120), orientation)
+    thumb_at = w.blob(thumb)
+    ifd1 = w.ifd([(0x0103, SHORT, 6), (0x0201, LONG, thumb_at), (0x0202, LONG, len(thumb))])
+    exif_ifd = w.ifd([(0x9003, ASCII, TAKEN_AT), (0x927C, UNDEFINED, maker_note)])
+    ifd0 = w.ifd([(0x0103, SHORT, 1), (0x0111, LONG, raw_at), (0x0117, LONG, len(raw)),
+                  (0x010F, ASCII, "OLYMPUS CORPORATION"), (0x0110, ASCII, "E-M1MarkII"),
+                  (0x0112, SHORT, orientation), (0x8769, LONG, exif_ifd)], ifd1)
+    path = Path(path)
+    path.write_bytes(w.finish(ifd0))
+    return path
+
+
 def make_raw_without_preview(path) -> Path:
     """An ARW-like TIFF holding only sensor data: nothing to describe without demosaicing."""
     w = TiffWriter()
