@@ -260,6 +260,8 @@ def describe_mime(mime: str) -> str:
     """Human words for a mime type, for error messages ("plain text", "a PNG image")."""
     if mime in _MIME_DESCRIPTIONS:
         return _MIME_DESCRIPTIONS[mime]
+    if mime in RAW_FORMATS:
+        return f"a {RAW_FORMATS[mime]} camera RAW file"
     major, _, minor = mime.partition("/")
     minor = minor.removeprefix("x-").upper()
     return f"a {minor} {major}" if major in ("image", "audio", "video") else mime
