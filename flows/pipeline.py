@@ -33,8 +33,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
 
+from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
-from enrich.budget import budget_from_settings
+from enrich.budget import ZERO, Budget, budget_for_run
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.progress import RunProgress
@@ -53,7 +54,7 @@ from enrich.warehouse.store import Warehouse
 
 log = logging.getLogger("enrich.run")
 
-STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted", "gone")
+STATUSES = (Status.OK, Status.ERROR, Status.BLOCKED, Status.SKIPPED, Status.OVER_BUDGET, Status.INTERRUPTED, Status.GONE)
 MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
 
 
@@ -137,6 +138,16 @@ class RunContext:
 ACTIVE_RUNS: dict[str, RunContext] = {}
 
 
+def budget_from_settings(settings: Settings) -> Budget:
+    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
+    spent = ZERO
+    if settings.daily_budget_usd is not None:
+        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+
+        spent = spent_today(settings.warehouse)
+    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
@@ -183,11 +194,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(
         backend, info, price,
-        DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
-                        resolution=settings.resolution, concurrency=concurrency,
-                        max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
-                        backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
-                        throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s),
+        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else make_limiter(settings),
     )
@@ -216,7 +223,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ctx.recovered = recover(ctx.warehouse, run_id)
         ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
-        write_run_snapshot(ctx, "running")
+        write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
         ctx.prepare_pool.shutdown(wait=False)
         describer.close()
@@ -284,7 +291,7 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
     return ({i: pair_row(files[i], ctx.info, sources[(r.run_id, r.path)]) if r.pair
              else copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
              for i, r in refs.items() if (r.run_id, r.path) in sources
-             and (not r.pair or sources[(r.run_id, r.path)].get("status") == "ok")}, same_chunk)
+             and (not r.pair or sources[(r.run_id, r.path)].get("status") == Status.OK)}, same_chunk)
 
 
 def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> dict[str, Any]:
@@ -340,13 +347,13 @@ class _ChunkWork:
 
 def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
     """The row of a file that is not sent at all (discovery outcome, unsupported), or None."""
-    if f.status != "pending":
+    if f.status != Status.PENDING:
         return status_row(f, ctx.info, f.status, f.error_kind, f.error)
     if f.kind not in DESCRIPTION_SCHEMAS:
-        return status_row(f, ctx.info, "skipped", "unsupported_kind", f"{f.kind} files are not described yet")
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND, f"{f.kind} files are not described yet")
     supported = ctx.describer.backend.capabilities
     if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
-        return status_row(f, ctx.info, "skipped", "unsupported_type",
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_TYPE,
                           f"{f.mime} is not accepted by {ctx.info.backend}")
     return None
 
@@ -370,10 +377,10 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
                 future = ctx.describer.submit(prepared)
                 future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
                 return
-            row = status_row(file, ctx.info, "error", prepared.kind, str(prepared), getattr(prepared, "meta", None))
+            row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared), getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
-        row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
+        row = status_row(file, ctx.info, Status.ERROR, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
     ctx.ready.release()
     work.complete(i, row)
 
@@ -383,7 +390,7 @@ def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, 
     try:
         row = future.result()
     except BaseException as exc:  # the describer was shut down under it
-        row = status_row(file, ctx.info, "interrupted", "interrupted",
+        row = status_row(file, ctx.info, Status.INTERRUPTED, Status.INTERRUPTED,
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     finally:
         prepared.release()  # temporary copies (stripped or trimmed media) go as soon as the item is done
@@ -435,7 +442,7 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         key = (ctx.run_id, files[i].path)
         if key in ctx.pair_copies:
             ctx.pair_copies.discard(key)
-            if work.rows[leader] is None or work.rows[leader].get("status") != "ok":
+            if work.rows[leader] is None or work.rows[leader].get("status") != Status.OK:
                 describe_now.append(i)  # the pair's JPEG was not described: describe the RAW itself
             else:
                 work.rows[i] = pair_row(files[i], ctx.info, work.rows[leader])
@@ -500,16 +507,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "run_id": ctx.run_id,
             "seq": seq,
             "started_at": ctx.started_at,
-            "finished_at": None if status == "running" else datetime.now(timezone.utc),
+            "finished_at": None if status == RunStatus.RUNNING else datetime.now(timezone.utc),
             "status": status,
             "model": ctx.settings.model,
             "roots": ctx.roots,
             "items": s.items,
-            "ok": s.by_status.get("ok", 0),
-            "errors": s.by_status.get("error", 0),
-            "skipped": s.by_status.get("skipped", 0),
-            "blocked": s.by_status.get("blocked", 0),
-            "over_budget": s.by_status.get("over_budget", 0),
+            "ok": s.by_status.get(Status.OK, 0),
+            "errors": s.by_status.get(Status.ERROR, 0),
+            "skipped": s.by_status.get(Status.SKIPPED, 0),
+            "blocked": s.by_status.get(Status.BLOCKED, 0),
+            "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "spent_usd": s.spent_usd,
@@ -519,7 +526,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "message": message,
             "unchanged": ctx.unchanged,
             "reused": s.reused,
-            "gone": s.by_status.get("gone", 0),
+            "gone": s.by_status.get(Status.GONE, 0),
         }
     ctx.warehouse.write_run(snapshot)
 
@@ -527,16 +534,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
 def final_status(ctx: RunContext) -> tuple[str, str | None]:
     """(status, message) of a run whose chunks have all finished."""
     d = ctx.describer
-    not_finished = ctx.stats.by_status.get("interrupted", 0)
+    not_finished = ctx.stats.by_status.get(Status.INTERRUPTED, 0)
     tail = (f"; {not_finished} item(s) not finished (status interrupted); files the walk had not reached "
             "are not recorded") if not_finished or d.stopping.is_set() else ""
     if ctx.interrupted_by is not None:
-        return "interrupted", f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
+        return RunStatus.INTERRUPTED, f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
     if d.fatal is not None:
-        return "failed", f"{d.fatal}{tail}"
+        return RunStatus.FAILED, f"{d.fatal}{tail}"
     if ctx.failure is not None:
-        return "failed", f"{ctx.failure}{tail}"
-    return "finished", None
+        return RunStatus.FAILED, f"{ctx.failure}{tail}"
+    return RunStatus.FINISHED, None
 
 
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
@@ -581,7 +588,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
         "reserved_peak_usd": str(budget.reserved_peak),
-        "over_budget": s.by_status.get("over_budget", 0),
+        "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
         "requests": d.stats.requests,
         "retries": d.stats.retries,
         "throttled": d.stats.throttled,

@@ -36,8 +36,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from enrich.errors import UsageError
-from enrich.schemas.parquet import NO_OUTCOME_STATUSES
+from enrich.errors import ConfigError
+from enrich.schemas.vocab import ErrorKind, MediaKind, Status, retried_next_run
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.sniff import EXTENSION_MIMES, RAW_MIMES
 from enrich.tasks.records import mtime_of
@@ -51,22 +51,6 @@ PAIR_RAW_WITH_JPEG = True
 _RAW_EXTENSIONS = frozenset(ext for ext, mime in EXTENSION_MIMES.items() if mime in RAW_MIMES)
 _JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
 
-# Outcomes that say nothing about the bytes: always retried.
-RETRY_STATUSES = NO_OUTCOME_STATUSES
-RETRY_ERROR_KINDS = frozenset({
-    "rate_limited", "timeout", "connection", "garbage_response", "transient", "slow",
-    "run_aborted", "endpoint_down", "endpoint", "endpoint_unreachable", "auth", "unknown_model", "fatal",
-    "interrupted", "over_budget", "unreadable",
-})
-
-
-def always_retried(status: str, error_kind: str | None) -> bool:
-    if status in RETRY_STATUSES:
-        return True
-    if status != "error" or error_kind is None:
-        return False
-    return error_kind in RETRY_ERROR_KINDS or error_kind.startswith("http_5")
-
 
 def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
     chosen = set()
@@ -76,7 +60,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
             if not part or part == "none":
                 continue
             if part not in REPROCESS_CHOICES:
-                raise UsageError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
+                raise ConfigError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
             chosen.add(part)
     return frozenset(chosen)
 
@@ -122,7 +106,7 @@ class Planner:
 
     def __post_init__(self) -> None:
         self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
-                                       if s.content_hash and s.status != "gone")
+                                       if s.content_hash and s.status != Status.GONE)
 
     # -- the walk ---------------------------------------------------------------------------------------
     def admit(self, file: DiscoveredFile) -> bool:
@@ -130,9 +114,9 @@ class Planner:
         last = self.state.by_path.get(file.path)
         if last is not None:
             self._seen.add(file.path)
-        if file.status != "pending":
-            if file.status == "error" and file.error_kind in ("unreadable", "not_found", "symlink_loop",
-                                                              "broken_link"):
+        if file.status != Status.PENDING:
+            if file.status == Status.ERROR and file.error_kind in (ErrorKind.UNREADABLE, ErrorKind.NOT_FOUND, ErrorKind.SYMLINK_LOOP,
+                                                              ErrorKind.BROKEN_LINK):
                 self._unreadable_dirs.append(file.path)  # maybe a folder: nothing under it is gone
             # Discovery re-examines these every run; a row is only worth writing when the outcome changed.
             if "all" not in self.reprocess and last is not None and self._same_rejection(file, last):
@@ -149,7 +133,7 @@ class Planner:
         if "all" not in self.reprocess and last is not None and last.content_hash == h \
                 and self._final(last, version):
             self.unchanged += 1
-            if role == "jpeg" and last.status == "ok":
+            if role == "jpeg" and last.status == Status.OK:
                 self._jpeg_fate[file.path] = ("described", h)
             return False
         if role == "raw":  # waits for the walk to tell what became of its JPEG
@@ -182,7 +166,7 @@ class Planner:
     def _pair_role(self, file: DiscoveredFile) -> tuple[str | None, str | None]:
         """("raw", the JPEG's path) for a RAW with a JPEG sibling, ("jpeg", None) for a JPEG with a RAW
         sibling, else (None, None). One directory listing per folder (the walk goes folder by folder)."""
-        if not self.pair_raw_with_jpeg or file.kind != "image":
+        if not self.pair_raw_with_jpeg or file.kind != MediaKind.IMAGE:
             return None, None
         folder, name = os.path.split(file.path)
         stem, ext = os.path.splitext(name)
@@ -235,13 +219,13 @@ class Planner:
             file.status, file.error_kind, file.error, file.size, epoch_us(mtime_of(file.mtime_ns)))
 
     def _final(self, last: PathState, version: str | None) -> bool:
-        if last.status == "ok":
+        if last.status == Status.OK:
             return last.version == version or "stale" not in self.reprocess
-        if last.status == "gone" or always_retried(last.status, last.error_kind):
+        if last.status == Status.GONE or retried_next_run(last.status, last.error_kind):
             return False
         if last.version != version:
             return False  # a skip or failure under another model/prompt/schema says nothing about this one
-        return not ("failed" in self.reprocess and last.status in ("error", "blocked"))
+        return not ("failed" in self.reprocess and last.status in (Status.ERROR, Status.BLOCKED))
 
     def _described(self, h: str, version: str | None) -> Described | None:
         done = self.state.ok_by_hash.get(h)
@@ -282,17 +266,17 @@ class Planner:
 
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
         for path, last in self.state.by_path.items():
-            if last.status == "gone" or path in self._seen or not _under(path, roots):
+            if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
             if _under(path, self._unreadable_dirs):
                 continue
             moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
             if moved_to is not None:
-                kind, error = "moved", f"moved to {moved_to}"
+                kind, error = ErrorKind.MOVED, f"moved to {moved_to}"
             else:
-                kind, error = "removed", "no longer found under the scanned folder"
+                kind, error = ErrorKind.REMOVED, "no longer found under the scanned folder"
             yield DiscoveredFile(path=path, size=last.size_bytes or 0, mtime_ns=0, kind=last.kind, mime=last.mime,
-                                 content_hash=last.content_hash, status="gone", error_kind=kind, error=error)
+                                 content_hash=last.content_hash, status=Status.GONE, error_kind=kind, error=error)
 
 
 def current_versions(settings) -> Callable[[str | None], str | None]:

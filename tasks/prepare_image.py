@@ -37,8 +37,9 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
+from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.errors import MediaError
-from enrich.settings import RESOLUTION_MAX_SIDE
+from enrich.settings import RESOLUTION_MAX_SIDE, default
 from enrich.tasks.sniff import RAW_FORMATS, RAW_MIMES
 
 try:  # Pillow >= 11.2 ships AVIF when built with libavif
@@ -62,7 +63,7 @@ __all__ = [
     "prepare_image",
 ]
 
-DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_MAX_PIXELS: int = default("max_image_pixels")
 JPEG_QUALITY = 85
 
 # Pillow format names we accept. MPO is how Pillow opens camera JPEGs with an MP (multi-picture)
@@ -153,7 +154,7 @@ def _sniffed_mime(path: str) -> str | None:
     except OSError:
         return None
     found = sniff(head, ext) or (sniff_with_decoder(path, ext) if ext else None)
-    return refine_tiff(path, found[1]) if found is not None and found[0] == "image" else None
+    return refine_tiff(path, found[1]) if found is not None and found[0] == MediaKind.IMAGE else None
 
 
 def _formats_for(mime: str | None) -> list[str]:
@@ -172,11 +173,11 @@ def _open(path: str | os.PathLike[str], max_pixels: int, mime: str | None = None
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
-        raise MediaError(f"file not found: {path}", kind="unreadable") from None
+        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
     except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     if size == 0:
-        raise MediaError("empty file (0 bytes)", kind="empty")
+        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
     try:
         img = Image.open(path, formats=_formats_for(mime or _sniffed_mime(path)))
     except Image.DecompressionBombError as exc:
@@ -184,11 +185,11 @@ def _open(path: str | os.PathLike[str], max_pixels: int, mime: str | None = None
     except UnidentifiedImageError:
         raise _unidentified(path) from None
     except PermissionError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     except IsADirectoryError:
-        raise MediaError("not a file: is a directory", kind="unreadable") from None
+        raise MediaError("not a file: is a directory", kind=ErrorKind.UNREADABLE) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError) as exc:
-        raise MediaError(f"corrupt image header: {exc}", kind="corrupt") from None
+        raise MediaError(f"corrupt image header: {exc}", kind=ErrorKind.CORRUPT) from None
     try:
         _check_pixels(img.size, max_pixels)
     except MediaError:
@@ -200,9 +201,9 @@ def _open(path: str | os.PathLike[str], max_pixels: int, mime: str | None = None
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise MediaError(f"image has an invalid size {w}x{h}", kind="corrupt")
+        raise MediaError(f"image has an invalid size {w}x{h}", kind=ErrorKind.CORRUPT)
     if w * h > max_pixels:
-        raise MediaError(_too_large_message(w, h, max_pixels), kind="too_large")
+        raise MediaError(_too_large_message(w, h, max_pixels), kind=ErrorKind.TOO_LARGE)
 
 
 def _mp(pixels: int) -> str:
@@ -219,8 +220,8 @@ def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaErr
     dims = _header_dimensions(path)
     # (a size under both limits means the header read here is not the one at fault: a frame inside is)
     if dims is not None and dims[0] * dims[1] > min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
-        return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind="too_large")
-    return MediaError(f"image is too large to decode safely ({exc})", kind="too_large")
+        return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind=ErrorKind.TOO_LARGE)
+    return MediaError(f"image is too large to decode safely ({exc})", kind=ErrorKind.TOO_LARGE)
 
 
 def _header_dimensions(path: str) -> tuple[int, int] | None:
@@ -289,13 +290,14 @@ def _unidentified(path: str) -> MediaError:
     found = sniff(head, os.path.splitext(path)[1].lower())
     if found is not None and found[0] == "image":
         # The magic bytes say image, yet the decoder cannot read even the header.
-        return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind="corrupt")
+        return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
     if found is not None:
-        return MediaError(f"not an image: content is {describe_mime(found[1])}", kind="corrupt")
+        return MediaError(f"not an image: content is {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
     for magic, name in _UNDECODABLE_MAGICS:
         if head.startswith(magic) and (name != "EMF" or head[40:44] == b" EMF"):
-            return MediaError(f"unsupported image format ({name}): nothing here decodes it", kind="unsupported")
-    return MediaError("not a recognised image (unknown or corrupt data)", kind="corrupt")
+            return MediaError(f"unsupported image format ({name}): nothing here decodes it",
+                              kind=ErrorKind.UNSUPPORTED)
+    return MediaError("not a recognised image (unknown or corrupt data)", kind=ErrorKind.CORRUPT)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -633,7 +635,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _reopen_error(exc: Exception) -> MediaError:
     text = str(exc) or exc.__class__.__name__
-    return MediaError(f"truncated or corrupt image data: {text}", kind="truncated")
+    return MediaError(f"truncated or corrupt image data: {text}", kind=ErrorKind.TRUNCATED)
 
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError)
@@ -665,7 +667,7 @@ def _open_raw(path: str, fmt: str, max_pixels: int) -> tuple[Image.Image, ImageM
     try:
         img = Image.open(io.BytesIO(data), formats=["JPEG"])
     except Exception as exc:
-        raise MediaError(f"{fmt} preview is not a readable JPEG: {exc}", kind="raw_no_preview") from None
+        raise MediaError(f"{fmt} preview is not a readable JPEG: {exc}", kind=ErrorKind.RAW_NO_PREVIEW) from None
     try:
         _check_pixels(img.size, max_pixels)
         if preview.orientation is None:  # RAF: the preview's EXIF is the RAW's metadata
@@ -684,11 +686,11 @@ def _open_checks(path: str) -> None:
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
-        raise MediaError(f"file not found: {path}", kind="unreadable") from None
+        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
     except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind="unreadable") from None
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     if size == 0:
-        raise MediaError("empty file (0 bytes)", kind="empty")
+        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
 
 
 def prepare_image(
@@ -724,9 +726,10 @@ def prepare_image(
             img.load()
         except Image.DecompressionBombError as exc:
             if stored_w * stored_h > max_pixels:
-                raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
+                raise MediaError(_too_large_message(stored_w, stored_h, max_pixels),
+                                 kind=ErrorKind.TOO_LARGE) from None
             # the header's size was fine; a frame or embedded image inside is not
-            raise MediaError(f"image is too large to decode safely ({exc})", kind="too_large") from None
+            raise MediaError(f"image is too large to decode safely ({exc})", kind=ErrorKind.TOO_LARGE) from None
         except _DECODE_ERRORS as exc:
             raise _reopen_error(exc) from None
         work: Image.Image = img

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from PIL.TiffImagePlugin import IFDRational
 
 from enrich.errors import MediaError
+from enrich.schemas.vocab import ErrorKind
 
 __all__ = ["RawPreview", "find_preview", "read_preview_bytes"]
 
@@ -85,7 +86,7 @@ def read_preview_bytes(path: str | os.PathLike[str], preview: RawPreview) -> byt
         f.seek(preview.offset)
         data = f.read(preview.length)
     if len(data) != preview.length:
-        raise MediaError("truncated RAW file: its preview ends past the end of the file", kind="truncated")
+        raise MediaError("truncated RAW file: its preview ends past the end of the file", kind=ErrorKind.TRUNCATED)
     return data
 
 
@@ -104,10 +105,10 @@ def find_preview(path: str | os.PathLike[str], fmt: str) -> RawPreview:
     except MediaError:
         raise
     except (OSError, struct.error, ValueError, IndexError, OverflowError) as exc:
-        raise MediaError(f"corrupt {fmt} file: cannot read its structure ({exc})", kind="corrupt") from None
+        raise MediaError(f"corrupt {fmt} file: cannot read its structure ({exc})", kind=ErrorKind.CORRUPT) from None
     if found is None:
         raise MediaError(f"{fmt} file has no usable embedded preview (decoding the sensor data is not "
-                         "supported)", kind="raw_no_preview")
+                         "supported)", kind=ErrorKind.RAW_NO_PREVIEW)
     return replace(found, format=fmt)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 
+from enrich.schemas.vocab import MediaKind
+
 __all__ = [
     "SNIFF_BYTES",
     "EXTENSION_MIMES",
@@ -250,9 +252,9 @@ def kind_of_mime(mime: str | None) -> str | None:
         return None
     major = mime.split("/", 1)[0]
     if major in ("image", "audio", "video"):
-        return major
+        return MediaKind(major)
     if mime == "application/pdf" or major == "text":
-        return "document"
+        return MediaKind.DOCUMENT
     return None
 
 
@@ -264,7 +266,7 @@ def describe_mime(mime: str) -> str:
         return f"a {RAW_FORMATS[mime]} camera RAW file"
     major, _, minor = mime.partition("/")
     minor = minor.removeprefix("x-").upper()
-    return f"a {minor} {major}" if major in ("image", "audio", "video") else mime
+    return f"a {minor} {major}" if major in (MediaKind.IMAGE, "audio", "video") else mime
 
 
 def _iso_bmff(head: bytes, ext: str) -> tuple[str, str] | None:
@@ -278,23 +280,23 @@ def _iso_bmff(head: bytes, ext: str) -> tuple[str, str] | None:
 
     def specific(brand: bytes) -> tuple[str, str] | None:
         if brand == b"crx ":
-            return "image", "image/x-canon-cr3"
+            return MediaKind.IMAGE, "image/x-canon-cr3"
         if brand in _AVIF_BRANDS:
-            return "image", "image/avif"
+            return MediaKind.IMAGE, "image/avif"
         if brand in _HEIC_BRANDS:
-            return "image", "image/heic"
+            return MediaKind.IMAGE, "image/heic"
         if brand in _M4A_BRANDS:
-            return "audio", "audio/mp4"
+            return MediaKind.AUDIO, "audio/mp4"
         if brand in _QT_BRANDS:
-            return "video", "video/quicktime"
+            return MediaKind.VIDEO, "video/quicktime"
         return None
 
     def generic(brand: bytes) -> tuple[str, str] | None:
         if brand in _HEIF_BRANDS:
-            return "image", "image/heif"
+            return MediaKind.IMAGE, "image/heif"
         if brand in _MP4_BRANDS:
             # A plain `isom`/`mp42` file named .m4a/.aac is an audio-only MP4.
-            return ("audio", "audio/mp4") if ext in _AUDIO_EXTENSIONS else ("video", "video/mp4")
+            return (MediaKind.AUDIO, "audio/mp4") if ext in _AUDIO_EXTENSIONS else (MediaKind.VIDEO, "video/mp4")
         return None
 
     # A specific major brand decides; then a specific compatible brand (major `mif1` listing `heic`,
@@ -468,43 +470,43 @@ def _sniff(head: bytes, ext: str) -> tuple[str, str] | None:
     if not head:
         return None
     if head.startswith(b"\xff\xd8\xff"):
-        return "image", "image/jpeg"
+        return MediaKind.IMAGE, "image/jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image", "image/png"
+        return MediaKind.IMAGE, "image/png"
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image", "image/gif"
+        return MediaKind.IMAGE, "image/gif"
     if head.startswith(b"RIFF") and len(head) >= 12:
         form = head[8:12]
         if form == b"WEBP":
-            return "image", "image/webp"
+            return MediaKind.IMAGE, "image/webp"
         if form == b"WAVE":
-            return "audio", "audio/wav"
+            return MediaKind.AUDIO, "audio/wav"
         return None
     if head[4:8] == b"ftyp":
         return _iso_bmff(head, ext)
     if head.startswith(b"%PDF-"):
-        return "document", "application/pdf"
+        return MediaKind.DOCUMENT, "application/pdf"
     if head.startswith(b"fLaC"):
-        return "audio", "audio/flac"
+        return MediaKind.AUDIO, "audio/flac"
     if head.startswith(b"OggS"):
         if b"\x80theora" in head[:256]:
-            return "video", "video/ogg"
-        return "audio", "audio/ogg"
+            return MediaKind.VIDEO, "video/ogg"
+        return MediaKind.AUDIO, "audio/ogg"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video", "video/webm"
+        return MediaKind.VIDEO, "video/webm"
     if head.startswith(b"ID3"):
-        return "audio", "audio/mp3"
+        return MediaKind.AUDIO, "audio/mp3"
     if len(head) >= 2 and head[0] == 0xFF:
         if head[1] in _ADTS_SECOND_BYTES:
-            return "audio", "audio/aac"
+            return MediaKind.AUDIO, "audio/aac"
         if head[1] in _MP3_SECOND_BYTES:
-            return "audio", "audio/mp3"
+            return MediaKind.AUDIO, "audio/mp3"
     mime = _other_image(head, ext)
     if mime is not None:
-        return "image", mime
+        return MediaKind.IMAGE, mime
     mime = _text_mime(head, ext)
     if mime is not None:
-        return "document", mime
+        return MediaKind.DOCUMENT, mime
     return None
 
 
@@ -553,6 +555,6 @@ def sniff_with_decoder(path: str, ext: str) -> tuple[str, str] | None:
         with Image.open(path, formats=[fmt]) as img:
             if img.size[0] <= 0 or img.size[1] <= 0:
                 return None
-            return "image", f"image/x-{img.format.lower()}"
+            return MediaKind.IMAGE, f"image/x-{img.format.lower()}"
     except Exception:
         return None

@@ -102,7 +102,7 @@ def run_cli(capsys, *args: str) -> dict:
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_second_run_finishes(
         tmp_path, gemini, enrich_home, capsys):
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.settings import load_settings
     from enrich.warehouse.views import connect
 
@@ -141,7 +141,7 @@ def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_se
 
 def test_a_daily_cap_limits_a_run_by_what_was_spent_today(tmp_path, gemini, enrich_home, monkeypatch):
     """The rolling cap counts today's recorded spend: a second run gets only what is left of it."""
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.settings import load_settings
     from tests.support.estimate_library import run_pipeline
     from enrich.warehouse.views import connect

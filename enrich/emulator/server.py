@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from . import tokens as tk
 from .content import FactsCache, MediaFacts, build_scene, default_json, fill_schema, plain_text
 
-FAULT_KINDS = ("429", "500", "503", "garbage", "slow", "safety", "prompt_block")
+FAULT_KINDS = ("429", "408", "500", "503", "garbage", "slow", "safety", "prompt_block")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Faults:
     """Independent per-request probabilities (0..1) for generateContent."""
 
     rate_429: float = 0.0
+    rate_408: float = 0.0
     rate_500: float = 0.0
     rate_503: float = 0.0
     rate_garbage: float = 0.0
@@ -740,6 +741,8 @@ class GeminiEmulator:
                 self._ledger.faults[fault] += 1
         if fault == "429":
             raise self._rate_limit_error("Resource has been exhausted (e.g. check quota).")
+        if fault == "408":
+            raise ApiError(408, "DEADLINE_EXCEEDED", "The request timed out before the model answered.")
         if fault == "500":
             raise ApiError(500, "INTERNAL", "An internal error has occurred. Please retry or report in "
                                             "https://developers.generativeai.google/guide/troubleshooting")
