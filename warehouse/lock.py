@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from enrich.errors import UsageError
+from enrich.errors import WarehouseLocked
 
 LOCK_NAME = ".lock"
 # A reader's momentary probe (is_locked) must not make a starting run refuse: retry this long first.
@@ -23,8 +23,8 @@ PROBE_GRACE_S = 2.0
 POLL_S = 0.1
 
 
-class WarehouseBusy(UsageError):
-    kind = "warehouse_busy"
+# The warehouse's own error (enrich/errors.py, a low module); the CLI maps it to exit code 2.
+WarehouseBusy = WarehouseLocked
 
 
 def lock_path(root: str | Path) -> Path:

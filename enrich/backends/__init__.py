@@ -33,7 +33,7 @@ def _gemini(spec: str, settings: Settings) -> Backend:
 def _mlx(spec: str, settings: Settings) -> Backend:
     from enrich.backends.mlx_local import MlxBackend
 
-    return MlxBackend(spec.split(":", 1)[1])
+    return MlxBackend(spec.split(":", 1)[1], max_inline_bytes=settings.max_inline_bytes)
 
 
 def _openai(spec: str, settings: Settings) -> Backend:
@@ -43,7 +43,8 @@ def _openai(spec: str, settings: Settings) -> Backend:
     if "@" not in body:
         raise ConfigError(f"openai model spec must be openai:<model>@<base_url>, not {spec!r}")
     model, base_url = body.split("@", 1)
-    return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s)
+    return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s,
+                               max_inline_bytes=settings.max_inline_bytes)
 
 
 # prefix -> factory; the empty prefix is the default (Gemini model ids)

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from enrich.commands._common import WAREHOUSE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write keywords as lr:hierarchicalSubject under this parent (e.g. AI -> AI|bicycle)")
     x.add_argument("--dry-run", action="store_true", help="list what would change; write nothing")
     x.add_argument("--json", action="store_true", help="one JSON object per sidecar, then a summary object")
-    x.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
+    x.add_argument("--warehouse", help=WAREHOUSE_HELP)
     x.set_defaults(handler=main)
     p.set_defaults(handler=main)
 

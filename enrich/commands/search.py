@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from enrich.commands._common import WAREHOUSE_HELP, format_table
+
 DEFAULT_LIMIT = 20
 
 
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"at most N results (default {DEFAULT_LIMIT})")
     p.add_argument("--format", choices=["table", "json", "paths"], default="table",
                    help="table (default), json (an array of hits), or paths (one per line, for other tools)")
-    p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
+    p.add_argument("--warehouse", help=WAREHOUSE_HELP)
     p.set_defaults(handler=main)
 
 
@@ -101,8 +103,6 @@ def main(args: argparse.Namespace) -> int:
                   sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        from enrich.commands.query import format_table
-
         rows = [(f"{h.score:.2f}", h.kind, h.date[:10] if h.date else "", h.path, " ".join(h.snippet.split()))
                 for h in hits]
         print(format_table(["score", "kind", "date", "path", "match"], rows, max_width=80))
