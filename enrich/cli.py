@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
+    "browse": "enrich.commands.browse",
+    "report": "enrich.commands.report",
 }
 
 EPILOG = """\
@@ -41,6 +43,8 @@ examples:
   enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
   enrich runs                                # recent runs: status, items, spend
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
+  enrich browse                              # gallery, search, items, runs in a local browser
+  enrich report --out report.html            # one self-contained HTML report of the latest run
 """
 
 
