@@ -334,3 +334,51 @@ def test_enrich_browse_prints_a_tokened_127_0_0_1_url_and_never_imports_prefect(
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert "no prefect" in err, err
+
+
+# -- the snapshot ----------------------------------------------------------------------------------------------
+
+def test_the_snapshot_shows_exactly_what_the_items_view_shows_and_follows_new_parts(tmp_path):
+    from decimal import Decimal
+
+    from enrich.warehouse.store import Warehouse
+    from enrich.warehouse.views import read_snapshot
+    from enrich.web.library import Filters, Library
+
+    wh = Warehouse(tmp_path)
+    t = [datetime_utc(2026, 1, d) for d in (1, 2, 3)]
+    wh.write_results([
+        {"run_id": "r1", "path": "/a.jpg", "content_hash": "h1", "status": "ok", "caption": "first", "finished_at": t[0]},
+        {"run_id": "r1", "path": "/b.jpg", "content_hash": "h2", "status": "ok", "caption": "moved", "finished_at": t[0]},
+        {"run_id": "r1", "path": "/c.jpg", "content_hash": "h3", "status": "ok", "caption": "old bytes", "finished_at": t[0]},
+    ], "r1", 1)
+    wh.write_results([
+        # an interrupted reprocess of the same bytes does not hide the description
+        {"run_id": "r2", "path": "/a.jpg", "content_hash": "h1", "status": "interrupted", "finished_at": t[1]},
+        {"run_id": "r2", "path": "/b.jpg", "content_hash": "h2", "status": "gone", "error_kind": "moved", "finished_at": t[1]},
+        # new bytes not described yet: the old description is not of this file any more
+        {"run_id": "r2", "path": "/c.jpg", "content_hash": "h4", "status": "over_budget", "finished_at": t[1]},
+        {"run_id": "r2", "path": "/d.jpg", "content_hash": "h5", "status": "ok", "caption": "new",
+         "cost_usd": Decimal("0.001"), "finished_at": t[1]},
+    ], "r2", 1)
+    expected = sorted(read_snapshot(tmp_path, lambda con: con.sql(
+        "SELECT path, run_id, status, caption FROM items").fetchall()))
+    library = Library(tmp_path, refresh_s=0)
+    shown = sorted((r["path"], r["run_id"], r["status"], r["caption"])
+                   for r in library.snapshot().gallery(Filters()).items)
+    assert shown == expected
+    assert [p for p, *_ in shown] == ["/a.jpg", "/c.jpg", "/d.jpg"]
+
+    wh.write_results([{"run_id": "r3", "path": "/e.jpg", "content_hash": "h6", "status": "ok", "caption": "later",
+                       "finished_at": t[2]}], "r3", 1)
+    old = library.snapshot()  # sees the new part, starts a rebuild in the background, serves the old snapshot
+    assert old.count == 3
+    library.wait_idle()
+    assert library.snapshot().count == 4 and library.last_error is None
+    assert [r["path"] for r in library.snapshot().gallery(Filters(q="LATER")).items] == ["/e.jpg"]
+
+
+def datetime_utc(y: int, m: int, d: int):
+    from datetime import datetime, timezone
+
+    return datetime(y, m, d, tzinfo=timezone.utc)

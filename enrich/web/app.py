@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,15 @@ class Guard:
             return await self.app(scope, receive, send)
         request = Request(scope)
         set_cookie = False
+        started = time.perf_counter()
 
         async def send_secure(message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                # time spent in the app until the response starts (HTML pages are one body): DevTools shows it
+                headers.append((b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()))
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 if set_cookie:

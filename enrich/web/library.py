@@ -40,7 +40,7 @@ SEARCH_COLUMNS = ["path", "caption", "description", "tags", "objects", "visible_
                   "transcript", "title", "document_type", "entities", "dates", "sounds", "scenes", "language",
                   "error_kind", "error"]
 GALLERY_COLUMNS = ["_id", "path", "kind", "status", "error_kind", "caption", "tags", "content_hash", "_sort",
-                   "cost_usd", "title", "summary"]
+                   "cost_usd", "title", "summary", "run_id"]
 
 
 @dataclass(frozen=True)
@@ -149,34 +149,50 @@ class Snapshot:
 
     @staticmethod
     def _materialise(con: duckdb.DuckDBPyConnection) -> None:
-        types = {r[0]: r[1] for r in con.execute("DESCRIBE items").fetchall()}
+        # Read every committed row once into a table (one pass over the Parquet parts) ...
+        con.execute("CREATE TABLE _res AS SELECT row_number() OVER () AS _rid, * FROM results")
+        # ... and let the `items` view itself pick the current row per path, run over a narrow projection of
+        # that table (its window functions then sort six columns, not eighty: ~8x faster at 100,000 rows).
+        # If the view ever needs another column, binding fails and it runs over the whole rows instead.
+        try:
+            con.execute("CREATE OR REPLACE VIEW results AS "
+                        "SELECT _rid, path, content_hash, status, finished_at, run_id FROM _res")
+            con.execute("CREATE TABLE _pick AS SELECT _rid FROM items")
+        except duckdb.Error:
+            con.execute("CREATE OR REPLACE VIEW results AS SELECT * FROM _res")
+            con.execute("CREATE OR REPLACE TABLE _pick AS SELECT _rid FROM items")
+        types = {r[0]: r[1] for r in con.execute("DESCRIBE _res").fetchall()}
         texts = []
         for col in SEARCH_COLUMNS:
             if col in types:
                 texts.append(f"array_to_string({col}, ' ')" if types[col].endswith("[]") else f"CAST({col} AS VARCHAR)")
+        # Stored in gallery order, so the keyset condition on _sort skips whole row groups (zone maps).
         con.execute(f"""
             CREATE TABLE lib AS
-            SELECT *,
+            SELECT * EXCLUDE (_rid),
                    substr(md5(path), 1, 16) AS _id,
                    coalesce(CAST(taken_at AS TIMESTAMP), timezone('UTC', mtime), timezone('UTC', finished_at),
                             TIMESTAMP '1970-01-01') AS _sort,
                    regexp_replace(path, '/[^/]*$', '') AS _folder,
                    lower(concat_ws(' ', {", ".join(texts)})) AS _text
-            FROM items""")
+            FROM _res WHERE _rid IN (SELECT _rid FROM _pick)
+            ORDER BY _sort DESC, path""")
         con.execute("CREATE TABLE runs_s AS SELECT * FROM runs")
         con.execute("""
             CREATE TABLE agg_run AS
             SELECT run_id, coalesce(kind, 'other') AS kind, status, count(*) AS n,
                    sum(coalesce(input_tokens, 0)) AS input_tokens, sum(coalesce(output_tokens, 0)) AS output_tokens,
                    sum(coalesce(thinking_tokens, 0)) AS thinking_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd
-            FROM results GROUP BY ALL""")
+            FROM _res GROUP BY ALL""")
         con.execute("""
             CREATE TABLE agg_day AS
             SELECT CAST(timezone('UTC', finished_at) AS DATE) AS day, sum(coalesce(cost_usd, 0)) AS cost_usd,
                    count(*) AS n
-            FROM results WHERE finished_at IS NOT NULL GROUP BY ALL""")
+            FROM _res WHERE finished_at IS NOT NULL GROUP BY ALL""")
         for view in ("items", "latest", "runs", "runs_all", "results"):
             con.execute(f"DROP VIEW IF EXISTS {view}")
+        con.execute("DROP TABLE _pick")
+        con.execute("DROP TABLE _res")
 
     def close(self) -> None:
         self.con.close()
@@ -306,23 +322,45 @@ def _signature(warehouse: Path) -> frozenset[str]:
 
 
 class Library:
-    """The current snapshot of one warehouse, rebuilt when its parts change (checked every `refresh_s`)."""
+    """The current snapshot of one warehouse. Every `refresh_s` a request checks whether the warehouse's parts
+    changed; if so a new snapshot is built in the background while the old one keeps serving, and replaces it
+    when ready (requests never wait for a rebuild; only the first snapshot is built up front)."""
 
     def __init__(self, warehouse: str | Path, refresh_s: float = 2.0) -> None:
         self.warehouse = Path(warehouse)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
+        self._building = False
         self._checked = time.monotonic()
         self._snapshot = Snapshot(self.warehouse, _signature(self.warehouse))
+        self.last_error: str | None = None
 
     def snapshot(self) -> Snapshot:
-        if time.monotonic() - self._checked < self.refresh_s:
-            return self._snapshot
-        with self._lock:
-            if time.monotonic() - self._checked >= self.refresh_s:
-                signature = _signature(self.warehouse)
-                if signature != self._snapshot.signature:
-                    # the old snapshot is left to the garbage collector: a request may still be reading it
-                    self._snapshot = Snapshot(self.warehouse, signature)
-                self._checked = time.monotonic()
+        if time.monotonic() - self._checked >= self.refresh_s:
+            with self._lock:
+                if time.monotonic() - self._checked >= self.refresh_s and not self._building:
+                    self._checked = time.monotonic()
+                    signature = _signature(self.warehouse)
+                    if signature != self._snapshot.signature:
+                        self._building = True
+                        threading.Thread(target=self._rebuild, args=(signature,), name="enrich-browse-snapshot",
+                                         daemon=True).start()
         return self._snapshot
+
+    def _rebuild(self, signature: frozenset[str]) -> None:
+        try:
+            # the old snapshot is left to the garbage collector: a request may still be reading it
+            self._snapshot = Snapshot(self.warehouse, signature)
+            self.last_error = None
+        except Exception as exc:  # keep serving the old snapshot; try again at the next check
+            self.last_error = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._building = False
+                self._checked = time.monotonic()
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait for a rebuild in progress (tests)."""
+        deadline = time.monotonic() + timeout
+        while self._building and time.monotonic() < deadline:
+            time.sleep(0.02)
