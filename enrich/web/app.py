@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from enrich.web.library import ITEM_ID, Filters, Library
-from enrich.web.pages import field_groups, render, runs_context
+from enrich.web.pages import environment, field_groups, render, runs_context
 from enrich.web.thumbs import SIZES, Thumbnails
 
 ALLOWED_HOSTS = frozenset({"127.0.0.1", "localhost"})
@@ -103,6 +103,9 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
     thumbs = Thumbnails(thumbs_dir)
     css, placeholder = _static("style.css"), _static("placeholder.svg")
     shown_warehouse = str(warehouse)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and shown_warehouse.startswith(home + os.sep):
+        shown_warehouse = "~" + shown_warehouse[len(home):]
 
     def not_found() -> Response:
         return PlainTextResponse("not found", 404)
@@ -185,6 +188,11 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
         Route("/static/style.css", static(css, "text/css")),
         Route("/static/placeholder.svg", static(placeholder, "image/svg+xml")),
     ]
+    # Compile the templates and run the first page's queries before the URL is printed, so the first page a
+    # user opens costs what every later one does.
+    for name in ("gallery.html", "item.html", "runs.html"):
+        environment().get_template(name)
+    library.snapshot().gallery(Filters())
     app = Starlette(routes=routes)
     app.add_middleware(Guard, token=token, cookie_name=cookie_name)
     app.state.library = library

@@ -69,10 +69,10 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[tuple[str,
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{escape(fmt(v))}</text>')
     n, k = len(categories), len(series)
     slot = plot_w / n
-    bar_w = max(1.0, slot * 0.8 / k)
+    bar_w = max(1.0, min(slot * 0.8 / k, 48.0))  # a lone bar stays a bar, not a wall
     every = max(1, math.ceil(n / 16))  # at most ~16 category labels
     for ci, cat in enumerate(categories):
-        x0 = left + ci * slot + slot * 0.1
+        x0 = left + ci * slot + (slot - bar_w * k) / 2
         for si, (name, vals) in enumerate(series):
             v = float(vals[ci] or 0)
             h = plot_h * v / top_value
@@ -107,7 +107,7 @@ def dashboard(snapshot, run_id: str | None = None) -> list[Markup]:
     by_kind = snapshot.tokens_by_kind(run_id)
     kinds = [r["kind"] for r in by_kind]
     return [
-        bar_chart("Spend per run (USD)", [r for r, _ in per_run], [("spend", [v for _, v in per_run])], fmt=usd),
+        bar_chart("Spend per run (USD, by start UTC)", [r for r, _ in per_run], [("spend", [v for _, v in per_run])], fmt=usd),
         bar_chart("Spend per day (USD, UTC)", [d for d, _ in per_day], [("spend", [v for _, v in per_day])], fmt=usd,
                   colours=[PALETTE[2]]),
         bar_chart("Items by status" + (" (rows this run wrote)" if run_id else " (current items)"),
