@@ -167,7 +167,9 @@ def test_thumbnails_are_cached_by_content_hash_under_enrich_home(library, items,
     beach = next(r for r in items if r["path"].endswith("beach.jpg"))
     status, headers, body = get(server, f"/thumb/{beach['content_hash']}.jpg", cookie=True)
     assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
-    cached = library["home"] / "thumbs" / beach["content_hash"][:2] / f"{beach['content_hash']}-320.jpg"
+    from enrich.web.thumbs import SIZES
+
+    cached = library["home"] / "thumbs" / beach["content_hash"][:2] / f"{beach['content_hash']}-{SIZES['thumb']}.jpg"
     assert cached.read_bytes() == body
     assert not list(cached.parent.glob(".tmp-*")), "no temp file left behind"
 
@@ -331,9 +333,10 @@ def test_enrich_browse_prints_a_tokened_127_0_0_1_url_and_never_imports_prefect(
         assert get(srv, "/", token=True)[0] == 200
         assert get(srv, "/")[0] == 403
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the normal way to stop it
         _, err = proc.communicate(timeout=30)
     assert "no prefect" in err, err
+    assert proc.returncode == 0 and "error" not in err, err
 
 
 # -- the snapshot ----------------------------------------------------------------------------------------------
@@ -369,6 +372,16 @@ def test_the_snapshot_shows_exactly_what_the_items_view_shows_and_follows_new_pa
     assert shown == expected
     assert [p for p, *_ in shown] == ["/a.jpg", "/c.jpg", "/d.jpg"]
 
+    # keyset paging walks every item exactly once, in gallery order
+    walked, page = [], library.snapshot().gallery(Filters(), limit=1)
+    while True:
+        walked += [r["path"] for r in page.items]
+        if page.next_cursor is None:
+            break
+        assert page.total == 3
+        page = library.snapshot().gallery(Filters(), after=page.next_cursor, limit=1)
+    assert walked == ["/c.jpg", "/d.jpg", "/a.jpg"]  # newest first (finished_at when nothing else is known), then by path
+
     wh.write_results([{"run_id": "r3", "path": "/e.jpg", "content_hash": "h6", "status": "ok", "caption": "later",
                        "finished_at": t[2]}], "r3", 1)
     old = library.snapshot()  # sees the new part, starts a rebuild in the background, serves the old snapshot
@@ -382,3 +395,31 @@ def datetime_utc(y: int, m: int, d: int):
     from datetime import datetime, timezone
 
     return datetime(y, m, d, tzinfo=timezone.utc)
+
+
+def test_a_profile_column_if_the_warehouse_has_one_becomes_a_filter(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from starlette.testclient import TestClient
+
+    from enrich.schemas.parquet import RESULT_SCHEMA
+    from enrich.web.app import create_app
+    from enrich.web.library import Filters, Snapshot
+
+    plain = pa.Table.from_pylist([{"run_id": "r1", "path": "/a.jpg", "status": "ok", "caption": "no profile"}],
+                                 schema=RESULT_SCHEMA)
+    assert not Snapshot(tmp_path).has_profile
+    (tmp_path / "results").mkdir()
+    pq.write_table(plain, tmp_path / "results" / "part-r1-000001.parquet")
+    assert not Snapshot(tmp_path).has_profile
+    rows = [{"run_id": "r2", "path": p, "status": "ok", "caption": c, "profile": prof}
+            for p, c, prof in (("/w.pdf", "invoice", "work"), ("/h.jpg", "holiday", "family"))]
+    with_profile = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA.append(pa.field("profile", pa.string())))
+    pq.write_table(with_profile, tmp_path / "results" / "part-r2-000001.parquet")
+    snap = Snapshot(tmp_path)
+    assert snap.has_profile and snap.profiles == ["family", "work"]
+    assert [r["path"] for r in snap.gallery(Filters(profile="work")).items] == ["/w.pdf"]
+    client = TestClient(create_app(tmp_path, token="t", thumbs_dir=tmp_path / "thumbs"), base_url="http://127.0.0.1")
+    page = client.get("/", params={"token": "t", "profile": "family"})
+    assert page.status_code == 200 and '<select name="profile">' in page.text
+    assert "holiday" in page.text and "invoice" not in page.text and "no profile" not in page.text

@@ -46,5 +46,8 @@ def main(args: argparse.Namespace) -> int:
     print("(only this machine can connect; Ctrl-C to stop)", file=sys.stderr, flush=True)
     if not args.no_open:
         webbrowser.open(url)
-    make_server(app, sock).run(sockets=[sock])
+    try:
+        make_server(app, sock).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops on Ctrl-C and then re-raises it: stopping is this command's end
+        pass
     return 0

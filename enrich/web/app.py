@@ -125,15 +125,17 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
         return {"item_url": item_url, "thumb_url": thumb_url, "warehouse": shown_warehouse, **extra}
 
     def gallery(request: Request) -> Response:
-        snap = library.snapshot()
         filters = Filters.from_query(request.query_params)
-        after = request.query_params.get("after", "")[:2000]
+        return page(gallery_html(filters, request.query_params.get("after", "")[:2000]))
+
+    def gallery_html(filters: Filters, after: str) -> str:
+        snap = library.snapshot()
         result = snap.gallery(filters, after)
         query = filters.as_query()
         first_url = "/?" + urlencode(query) if query else "/"
         next_url = "/?" + urlencode({**query, "after": result.next_cursor}) if result.next_cursor else None
-        return page(render("gallery.html", **urls({"snapshot": snap, "filters": filters, "page": result,
-                                                   "after": after, "first_url": first_url, "next_url": next_url})))
+        return render("gallery.html", **urls({"snapshot": snap, "filters": filters, "page": result,
+                                              "after": after, "first_url": first_url, "next_url": next_url}))
 
     def item(request: Request) -> Response:
         snap = library.snapshot()
@@ -190,9 +192,9 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
     ]
     # Compile the templates and run the first page's queries before the URL is printed, so the first page a
     # user opens costs what every later one does.
-    for name in ("gallery.html", "item.html", "runs.html"):
+    for name in ("item.html", "runs.html", "_runs.html"):
         environment().get_template(name)
-    library.snapshot().gallery(Filters())
+    gallery_html(Filters(), "")
     app = Starlette(routes=routes)
     app.add_middleware(Guard, token=token, cookie_name=cookie_name)
     app.state.library = library

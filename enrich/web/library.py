@@ -238,19 +238,25 @@ class Snapshot:
 
     def gallery(self, f: Filters, after: str = "", limit: int = PAGE_SIZE) -> Page:
         where, params = self._where(f)
-        total = (self._rows(f"SELECT count(*) AS n FROM lib WHERE {where}", params)[0]["n"] if params
-                 else self.count)
-        page_where, page_params = where, list(params)
         cursor = decode_cursor(after) if after else None
+        page_where, page_params = "TRUE", []
         if cursor:
-            page_where += " AND (_sort < ? OR (_sort = ? AND path > ?))"
-            page_params += [cursor[0], cursor[0], cursor[1]]
+            # = (_sort < c OR (_sort = c AND path > p)), written so that `_sort <= c` prunes row groups
+            page_where, page_params = "_sort <= ? AND (_sort < ? OR path > ?)", [cursor[0], cursor[0], cursor[1]]
         cols = ", ".join(c for c in GALLERY_COLUMNS if c in self.columns)
-        # Two steps: the top-N over the two sort columns alone (narrow: a few ms at 100,000 rows), then the
-        # page's other columns for those rows only (lib is never modified, so its rowids are stable).
-        rows = self._rows(f"SELECT {cols} FROM lib WHERE rowid IN ("
-                          f"SELECT rowid FROM lib WHERE {page_where} ORDER BY _sort DESC, path LIMIT ?) "
-                          f"ORDER BY _sort DESC, path", page_params + [limit + 1])
+        # One pass over the filters (a search reads every item's text once, for the page and the count), the
+        # top-N over the two sort columns alone (narrow: a few ms at 100,000 rows), then the page's other
+        # columns for those rows only (lib is never modified, so its rowids are stable).
+        rows = self._rows(
+            f"WITH m AS MATERIALIZED (SELECT rowid AS _r, _sort, path FROM lib WHERE {where}), "
+            f"p AS (SELECT _r FROM m WHERE {page_where} ORDER BY _sort DESC, path LIMIT ?) "
+            f"SELECT {cols}, (SELECT count(*) FROM m) AS _total FROM lib WHERE rowid IN (SELECT _r FROM p) "
+            f"ORDER BY _sort DESC, path",
+            params + page_params + [limit + 1])
+        if rows:
+            total = rows[0]["_total"]
+        else:
+            total = self._rows(f"SELECT count(*) AS n FROM lib WHERE {where}", params)[0]["n"] if params else self.count
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1]["_sort"], rows[-1]["path"]) if more and rows else None

@@ -3,7 +3,7 @@
 A thumbnail is made by the same code that prepares photos for upload (`prepare_image`: draft-mode decode at
 libjpeg's smallest sufficient scale, EXIF orientation, sRGB, a JPEG with no metadata at all), so it costs
 what preparing a photo costs and carries no GPS or camera serials into a report. The cache file is named by
-the content hash the warehouse recorded and the size (`thumbs/ab/abcdef...-320.jpg`), written to a temp
+the content hash the warehouse recorded and the size (`thumbs/ab/abcdef...-500.jpg`), written to a temp
 file and renamed into place, so a reader never sees half a thumbnail and two requests racing write the same
 bytes. Only files the warehouse recorded are opened, and only when their size and mtime still match the
 row (otherwise the bytes changed since: the picture is made but not cached under the old hash).
@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from enrich.errors import MediaError
+from enrich.settings import RESOLUTION_MAX_SIDE
 
-SIZES = {"thumb": 320, "preview": 1280}
+# Gallery thumbnails have the upload tier's long side (500 px at `low`): a 12 MP JPEG then decodes at 1/8 scale
+# straight to that size, so a thumbnail costs exactly a photo's preparation plus a small file write (a 320 px
+# one needs a further resize: about 0.9x the preparation rate), and 250 px tiles stay sharp on 2x screens.
+SIZES = {"thumb": RESOLUTION_MAX_SIDE["low"], "preview": 1280}
 
 
 class Thumbnails:
