@@ -95,6 +95,27 @@ def server(library):
 
 
 @pytest.fixture(scope="module")
+def cli(library, tmp_path_factory):
+    """The commands as a user runs them, in one fresh process (one start-up for both): `enrich report`, then
+    `enrich browse --no-open`, which keeps serving; at exit the process says whether Prefect was imported."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('prefect imported' if 'prefect' in sys.modules else 'no prefect',"
+            " file=sys.stderr, flush=True))\n"
+            "from enrich.cli import main\n"
+            f"assert main(['report', '--out', {str(out)!r}, '--warehouse', {str(library['warehouse'])!r}]) == 0\n"
+            "sys.stdout.flush()\n"
+            f"main(['browse', '--no-open', '--warehouse', {str(library['warehouse'])!r}])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "ENRICH_HOME": str(library["home"])})
+    report_line, url_line = proc.stdout.readline(), proc.stdout.readline()
+    yield {"proc": proc, "report": out, "report_line": report_line, "url_line": url_line}
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def artefacts(tmp_path_factory, request):
     folder = Path(os.environ.get("ENRICH_TEST_ARTEFACTS") or tmp_path_factory.mktemp("browse-screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,16 +278,10 @@ def test_runs_page_draws_its_charts_as_inline_svg(browser, server, library):
     assert library["run_id"] in browser.evaluate("document.querySelector('#runs').textContent")
 
 
-def test_the_report_opens_offline_and_shows_its_charts(browser, library, artefacts, tmp_path):
-    out = tmp_path / "report.html"
-    code = ("import sys; from enrich.cli import main\n"
-            f"rc = main(['report', '--out', {str(out)!r}, '--warehouse', {str(library['warehouse'])!r}])\n"
-            "bad = [m for m in ('prefect', 'google.genai') if m in sys.modules]\n"
-            "assert rc == 0 and not bad, bad\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ENRICH_HOME": str(library["home"])})
-    assert proc.returncode == 0, proc.stderr
-    assert library["run_id"] in proc.stdout and not list(tmp_path.glob(".report.html.*")), "written atomically"
+def test_the_report_opens_offline_and_shows_its_charts(browser, library, cli, artefacts):
+    out = cli["report"]
+    assert library["run_id"] in cli["report_line"] and str(out) in cli["report_line"], cli["report_line"]
+    assert not list(out.parent.glob(".report.html.*")), "written through a temp file, nothing left behind"
     html = out.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html), "nothing is fetched from anywhere"
     browser.goto(out.as_uri())
@@ -317,18 +332,11 @@ def test_path_traversal_and_unrecorded_files_get_404(server, items):
         assert b"root:" not in body
 
 
-def test_enrich_browse_prints_a_tokened_127_0_0_1_url_and_never_imports_prefect(library):
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: print('prefect imported' if 'prefect' in sys.modules else 'no prefect',"
-            " file=sys.stderr, flush=True))\n"
-            "from enrich.cli import main\n"
-            f"main(['browse', '--no-open', '--warehouse', {str(library['warehouse'])!r}])\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "ENRICH_HOME": str(library["home"])})
+def test_enrich_browse_prints_a_tokened_127_0_0_1_url_and_neither_command_imports_prefect(cli):
+    proc = cli["proc"]
     try:
-        line = proc.stdout.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{20,})", line)
-        assert m, line
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{20,})", cli["url_line"])
+        assert m, cli["url_line"]
         srv = {"port": int(m.group(1)), "token": m.group(2)}
         assert get(srv, "/", token=True)[0] == 200
         assert get(srv, "/")[0] == 403

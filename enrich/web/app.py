@@ -13,6 +13,7 @@ Safety:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
@@ -190,12 +192,17 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
         Route("/static/style.css", static(css, "text/css")),
         Route("/static/placeholder.svg", static(placeholder, "image/svg+xml")),
     ]
-    # Compile the templates and run the first page's queries before the URL is printed, so the first page a
-    # user opens costs what every later one does.
-    for name in ("item.html", "runs.html", "_runs.html"):
-        environment().get_template(name)
-    gallery_html(Filters(), "")
-    app = Starlette(routes=routes)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        # Before the server takes its first request: start the worker threads (and import anyio's backend),
+        # compile the templates and run the first page's queries, so the first page a user opens costs what
+        # every later one does.
+        for name in ("item.html", "runs.html", "_runs.html"):
+            environment().get_template(name)
+        await anyio.to_thread.run_sync(gallery_html, Filters(), "")
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(Guard, token=token, cookie_name=cookie_name)
     app.state.library = library
     return app
@@ -213,7 +220,7 @@ def bind(port: int = 0) -> socket.socket:
 def make_server(app, sock: socket.socket):
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", server_header=False)
     server = uvicorn.Server(config)
     return server
 
