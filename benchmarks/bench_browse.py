@@ -112,7 +112,7 @@ def bench_gallery(items: int, repeat: int) -> float:
         app = create_app(tmp / "warehouse", token=token, thumbs_dir=tmp / "thumbs", library=library)
         sock = bind(0)
         port = sock.getsockname()[1]
-        server = make_server(app, sock)
+        server = make_server(app)
         threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
         while not server.started:
             time.sleep(0.01)

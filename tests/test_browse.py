@@ -82,7 +82,7 @@ def server(library):
     port = sock.getsockname()[1]
     token = "test-token-" + os.urandom(8).hex()
     app = create_app(library["warehouse"], token=token, thumbs_dir=library["home"] / "thumbs")
-    srv = make_server(app, sock)
+    srv = make_server(app)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_open:
         webbrowser.open(url)
     try:
-        make_server(app, sock).run(sockets=[sock])
+        make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn stops on Ctrl-C and then re-raises it: stopping is this command's end
         pass
     return 0

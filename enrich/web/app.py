@@ -192,6 +192,7 @@ def create_app(warehouse: str | Path, *, token: str, thumbs_dir: str | Path, coo
         Route("/static/style.css", static(css, "text/css")),
         Route("/static/placeholder.svg", static(placeholder, "image/svg+xml")),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         # Before the server takes its first request: start the worker threads (and import anyio's backend),
@@ -217,12 +218,12 @@ def bind(port: int = 0) -> socket.socket:
     return sock
 
 
-def make_server(app, sock: socket.socket):
+def make_server(app):
+    """A uvicorn server for `app`; run it with `.run(sockets=[bind(port)])`."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", server_header=False)
-    server = uvicorn.Server(config)
-    return server
+    return uvicorn.Server(config)
 
 
 def new_token() -> str:

@@ -247,16 +247,18 @@ class Snapshot:
         # One pass over the filters (a search reads every item's text once, for the page and the count), the
         # top-N over the two sort columns alone (narrow: a few ms at 100,000 rows), then the page's other
         # columns for those rows only (lib is never modified, so its rowids are stable).
-        rows = self._rows(
-            f"WITH m AS MATERIALIZED (SELECT rowid AS _r, _sort, path FROM lib WHERE {where}), "
-            f"p AS (SELECT _r FROM m WHERE {page_where} ORDER BY _sort DESC, path LIMIT ?) "
-            f"SELECT {cols}, (SELECT count(*) FROM m) AS _total FROM lib WHERE rowid IN (SELECT _r FROM p) "
-            f"ORDER BY _sort DESC, path",
-            params + page_params + [limit + 1])
-        if rows:
-            total = rows[0]["_total"]
+        if not params:  # no filter: the total is known, and the cursor condition prunes the stored order
+            total = self.count
+            rows = self._rows(f"SELECT {cols} FROM lib WHERE rowid IN (SELECT rowid FROM lib WHERE {page_where} "
+                              f"ORDER BY _sort DESC, path LIMIT ?) ORDER BY _sort DESC, path", page_params + [limit + 1])
         else:
-            total = self._rows(f"SELECT count(*) AS n FROM lib WHERE {where}", params)[0]["n"] if params else self.count
+            rows = self._rows(
+                f"WITH m AS MATERIALIZED (SELECT rowid AS _r, _sort, path FROM lib WHERE {where}), "
+                f"p AS (SELECT _r FROM m WHERE {page_where} ORDER BY _sort DESC, path LIMIT ?) "
+                f"SELECT {cols}, (SELECT count(*) FROM m) AS _total FROM lib WHERE rowid IN (SELECT _r FROM p) "
+                f"ORDER BY _sort DESC, path",
+                params + page_params + [limit + 1])
+            total = rows[0]["_total"] if rows else self._rows(f"SELECT count(*) AS n FROM lib WHERE {where}", params)[0]["n"]
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1]["_sort"], rows[-1]["path"]) if more and rows else None
