@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "eval": "enrich.commands.eval",
     "export": "enrich.commands.export",
     "search": "enrich.commands.search",
+    "browse": "enrich.commands.browse",
+    "report": "enrich.commands.report",
 }
 
 EPILOG = """\
@@ -50,6 +52,8 @@ examples:
   enrich eval --emulator                     # score a model on the bundled golden set
   enrich search "red bicycle" --since 2023-01-01   # full-text search over every description
   enrich export xmp ~/Pictures --dry-run           # XMP sidecars for photo managers
+  enrich browse                              # gallery, search, items, runs in a local browser
+  enrich report --out report.html            # one self-contained HTML report of the latest run
 """
 
 
