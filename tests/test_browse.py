@@ -399,6 +399,34 @@ def test_the_snapshot_shows_exactly_what_the_items_view_shows_and_follows_new_pa
     assert [r["path"] for r in library.snapshot().gallery(Filters(q="LATER")).items] == ["/e.jpg"]
 
 
+def test_the_search_box_uses_the_full_text_index_when_it_is_up_to_date(tmp_path):
+    """Stemmed, accent-folded matching from `enrich search`'s index; a stale or missing index falls back to
+    plain word matching (which finds no stem), never to stale answers."""
+    from enrich.warehouse import search_index
+    from enrich.warehouse.store import Warehouse
+    from enrich.web.library import Filters, Library
+
+    wh = Warehouse(tmp_path)
+    t = datetime_utc(2026, 1, 1)
+    wh.write_results([
+        {"run_id": "r1", "path": "/x/bike.jpg", "content_hash": "h1", "status": "ok", "kind": "image",
+         "caption": "Two bicycles by the café", "finished_at": t},
+        {"run_id": "r1", "path": "/x/boat.jpg", "content_hash": "h2", "status": "ok", "kind": "image",
+         "caption": "A boat", "finished_at": t},
+    ], "r1", 1)
+
+    def found(q: str) -> list[str]:
+        return [r["path"] for r in Library(tmp_path, refresh_s=0).snapshot().gallery(Filters(q=q)).items]
+
+    assert found("bicycling") == [] and found("cafe") == []  # no index: plain words, no stemming or folding
+    search_index.build(tmp_path)
+    assert found("bicycling") == ["/x/bike.jpg"] and found("cafe") == ["/x/bike.jpg"]
+    assert found("bicycle -cafe") == []
+    wh.write_results([{"run_id": "r2", "path": "/x/bike2.jpg", "content_hash": "h3", "status": "ok",
+                       "kind": "image", "caption": "a bicycle", "finished_at": t}], "r2", 1)
+    assert found("bicycle") == ["/x/bike.jpg", "/x/bike2.jpg"] and found("bicycling") == []  # stale index: plain
+
+
 def datetime_utc(y: int, m: int, d: int):
     from datetime import datetime, timezone
 

@@ -382,3 +382,21 @@ def search(warehouse: str | Path, query: str, filters: Filters | None = None, li
         return SearchResult(hits, matched, indexed)
     finally:
         con.close()
+
+
+def matching_paths(warehouse: str | Path, query: str) -> list[str] | None:
+    """Every path whose text matches all the words of `query` (the same query language as `search`), unranked
+    and unlimited; None when there is no index, or it is older than the warehouse (the caller falls back to a
+    plain scan rather than answer from stale data). For `enrich browse`'s search box."""
+    path = index_path(warehouse)
+    if not path.is_file() or not is_fresh(warehouse):
+        return None
+    compiled = compile_query(query)
+    if compiled.all_terms is None:
+        return None
+    con = _open(path)
+    try:
+        return [r[0] for r in con.execute(
+            "SELECT i.path FROM fts JOIN items i ON i.id = fts.rowid WHERE fts MATCH ?", [compiled.all_terms])]
+    finally:
+        con.close()

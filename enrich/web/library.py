@@ -10,8 +10,8 @@ loses access to files altogether (`enable_external_access = false`).
 Paging is keyset paging on (`_sort` descending, `path`): the next page starts after the last item shown, so
 a page deep into 100,000 items costs what the first one does.
 
-Search goes through one function, `text_search_condition`: plain SQL today; the seam where a full-text
-index plugs in.
+Search goes through one function, `text_search_condition`: the full-text index (`enrich search`'s) when it is
+up to date, plain word matching otherwise.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 
+from enrich.warehouse import search_index
 from enrich.warehouse.views import _vanished, connect
 
 PAGE_SIZE = 60
@@ -96,15 +97,19 @@ def _parse_date(text: str) -> date | None:
         return None
 
 
-def text_search_condition(con: duckdb.DuckDBPyConnection, q: str) -> tuple[str, list[Any]]:
+def text_search_condition(con: duckdb.DuckDBPyConnection, q: str,
+                          warehouse: str | Path | None = None) -> tuple[str, list[Any]]:
     """A WHERE condition on `lib` selecting the items that match the search words `q`, and its parameters.
 
-    The seam for a full-text index: today every word must occur (case-insensitively) in the item's path or
-    any of its model-written text columns (`_text`, built once per snapshot from SEARCH_COLUMNS). With an
-    index under the warehouse, run `q` on it here, register the matching paths on `con` (e.g.
-    `con.register('_hits', table)`) and return `("path IN (SELECT path FROM _hits)", [])`; the callers, the
-    filters and the keyset paging stay as they are.
+    With an up-to-date full-text index under the warehouse (`enrich search` builds it; runs and compactions
+    keep it fresh), the matches come from it: stemmed, accent-folded words, "phrases", `word*`, `-word`.
+    Otherwise every word must occur (case-insensitively) in the item's path or any of its model-written text
+    columns (`_text`, built once per snapshot from SEARCH_COLUMNS).
     """
+    if warehouse is not None:
+        paths = search_index.matching_paths(warehouse, q)
+        if paths is not None:
+            return "path IN (SELECT unnest(?::VARCHAR[]))", [paths]
     words = q.lower().split()[:16]
     if not words:
         return "", []
@@ -212,7 +217,7 @@ class Snapshot:
         conds: list[str] = []
         params: list[Any] = []
         if f.q:
-            cond, p = text_search_condition(self.con, f.q)
+            cond, p = text_search_condition(self.con, f.q, self.warehouse)
             if cond:
                 conds.append(f"({cond})")
                 params += p
