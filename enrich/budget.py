@@ -12,13 +12,37 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from enrich.settings import Settings
 
 ZERO = Decimal(0)
+
+# Money columns are DECIMAL(22,12) (schemas/parquet.py COST_TYPE): 12 places after the point, 10 before.
+# A budget must fit in them; a smaller positive one would be stored as 0 ("no budget" to a reader).
+SMALLEST_USD = Decimal("1e-12")
+LARGEST_USD = Decimal("1e10") - SMALLEST_USD
+
+
+def check_budget_usd(value: object, what: str = "budget") -> Decimal:
+    """A budget as an exact Decimal, or ValueError with a one-line reason: it must be a finite, positive number
+    of dollars that the warehouse's DECIMAL(22,12) columns can hold (1e-12 to 9,999,999,999.999999999999)."""
+    try:
+        amount = Decimal(str(value).strip())
+    except (ArithmeticError, ValueError):
+        raise ValueError(f"{what} must be a number of US dollars, not {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"{what} must be a finite number of US dollars, not {value!r}")
+    if amount <= 0:
+        raise ValueError(f"{what} must be positive, not {value!r}")
+    if amount < SMALLEST_USD:
+        raise ValueError(f"{what} {value!r} is below the smallest amount recorded ($0.000000000001)")
+    if amount > LARGEST_USD:
+        raise ValueError(f"{what} {value!r} is above the largest amount recorded ($9,999,999,999.99)")
+    # never above what the user asked: cut (not round) to the columns' 12 places
+    return amount.quantize(SMALLEST_USD, rounding=ROUND_DOWN)
 
 # A reservation must cover the real input even if our token rules undercount a little.
 INPUT_MARGIN = 1.10
@@ -102,10 +126,10 @@ def budget_for_run(run_budget: Decimal | float | str | None, daily_budget: Decim
     With a daily cap, the Budget's cap is the daily one and today's spend is `already_spent`; a run budget
     then lowers the cap to today's spend plus the run budget. `Budget.run_cap` is the effective run cap.
     """
-    run = None if run_budget is None else Decimal(str(run_budget))
+    run = None if run_budget is None else check_budget_usd(run_budget, "the run budget")
     if daily_budget is None:
         return Budget(run)
-    daily = Decimal(str(daily_budget))
+    daily = check_budget_usd(daily_budget, "the daily budget")
     cap = daily if run is None else min(daily, spent_today + run)
     budget = Budget(cap, already_spent=spent_today)
     budget.daily_cap = daily

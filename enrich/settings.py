@@ -135,15 +135,21 @@ class Settings:
             raise ConfigError("chunk_size must be at least 1")
         if self.max_attempts < 1:
             raise ConfigError("max_attempts must be at least 1")
-        if self.budget_usd is not None and self.budget_usd < 0:
-            raise ConfigError("budget must not be negative")
+        from enrich.budget import check_budget_usd
+
+        for name, value, what in (("budget_usd", self.budget_usd, "--budget / ENRICH_BUDGET_USD"),
+                                  ("daily_budget_usd", self.daily_budget_usd,
+                                   "the daily budget (ENRICH_DAILY_BUDGET_USD / [budget] daily_usd)")):
+            if value is not None:
+                try:
+                    check_budget_usd(value, what)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
         if self.max_inline_bytes < 0:
             raise ConfigError("max_inline_bytes must not be negative")
         if min(self.max_audio_seconds, self.max_video_seconds, self.max_pdf_pages, self.max_text_chars) <= 0:
             raise ConfigError("media limits (max_audio_seconds, max_video_seconds, max_pdf_pages, max_text_chars) "
                               "must be positive")
-        if self.daily_budget_usd is not None and self.daily_budget_usd < 0:
-            raise ConfigError("the daily budget must not be negative")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -21,6 +21,16 @@ from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEM
 from enrich.warehouse.store import Warehouse
 
 
+def literal_path(path: Path | str) -> str:
+    """`path` as a DuckDB file-list entry that names exactly that file. DuckDB expands `*`, `?` and `[...]` in
+    every path it is given, even in a list, so a warehouse under `Photos [2024]` would read `Photos 2`'s parts:
+    each glob character is put in a one-character class (`[[]`, `[*]`, `[?]`), which matches only itself."""
+    text = str(path)
+    if any(c in text for c in "*?["):
+        text = "".join(f"[{c}]" if c in "*?[" else c for c in text)
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema, empty_name: str) -> str:
     # An empty relation with every current column, first: queries run on an empty warehouse, parts written
     # before a column was added read as null there instead of failing, and `SELECT *` has the schema's
@@ -28,7 +38,7 @@ def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Sc
     con.register(empty_name, schema.empty_table())
     if not files:
         return f"SELECT * FROM {empty_name}"
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    listed = ", ".join(literal_path(f) for f in files)
     return f"SELECT * FROM {empty_name} UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true)"
 
 

@@ -52,6 +52,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
+def check_budget_flag(args: argparse.Namespace) -> None:
+    """--budget must be a finite, positive amount the warehouse can record: checked before anything starts."""
+    from enrich.budget import check_budget_usd
+
+    if getattr(args, "budget", None) is not None:
+        try:
+            check_budget_usd(args.budget, "--budget")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": args.model,
@@ -164,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
     from enrich.estimate import format_estimate
     from enrich.settings import load_settings
 
+    check_budget_flag(args)
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"path not found: {missing[0]}")

@@ -120,9 +120,11 @@ def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any
 
 
 def main(args: argparse.Namespace) -> int:
+    from enrich.commands.run import check_budget_flag
     from enrich.errors import UsageError
     from enrich.settings import load_settings
 
+    check_budget_flag(args)
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"path not found: {missing[0]}")

@@ -1,0 +1,111 @@
+"""Issue 12, money, correctness and clear errors: spend that never committed still counts, odd warehouse paths,
+emptied roots, vanished or broken warehouses, transient read errors, enrich's own state under a root,
+out-of-bounds answers and budgets that cannot be recorded."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from enrich.warehouse.store import Warehouse
+from enrich.warehouse.views import read_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def enrich(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    full = {**os.environ, **(env or {})}
+    full = {k: v for k, v in full.items() if v is not None}
+    return subprocess.run([sys.executable, "-m", "enrich", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=full, timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The command failed with exit 2 and one line on stderr (no traceback)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "emulator" not in line]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def write_rows(root: Path, run_id: str, paths: list[str], cost: str = "0.001", status: str = "ok",
+               finished_at: datetime = T0, **extra) -> Warehouse:
+    wh = Warehouse(root)
+    wh.write_run({"run_id": run_id, "seq": 1, "status": "finished", "started_at": finished_at,
+                  "items": len(paths), "spent_usd": Decimal(cost) * len(paths)})
+    wh.write_results([{"run_id": run_id, "path": p, "status": status, "content_hash": f"h-{p}",
+                       "cost_usd": Decimal(cost), "finished_at": finished_at, "caption": f"{run_id} {p}", **extra}
+                      for p in paths], run_id, 1)
+    return wh
+
+
+# -- 8. glob characters in the warehouse path ----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["wh[1]", "Photos [2024]*?"])
+def test_a_warehouse_named_with_glob_characters_reads_only_itself(tmp_path, name):
+    # siblings the pattern would match if it were expanded: wh1, wh1x, whx, "Photos 2"...
+    for sibling in ("wh1", "Photos 2ab", "Photos 4x"):
+        write_rows(tmp_path / sibling, f"run-{sibling.replace(' ', '')}", ["/lib/other.jpg"], cost="5")
+    target = tmp_path / name
+    write_rows(target, "run-mine", ["/lib/mine.jpg"], cost="0.25")
+
+    out = enrich("query", "SELECT run_id, path FROM results", "--warehouse", str(target), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"run_id": "run-mine", "path": "/lib/mine.jpg"}]
+    runs = enrich("runs", "--warehouse", str(target), "--format", "json")
+    assert [r["run_id"] for r in json.loads(runs.stdout)] == ["run-mine"], runs.stderr
+
+    from enrich.warehouse.history import spent_since, output_token_medians
+
+    assert spent_since(target, T0 - timedelta(days=1)) == Decimal("0.25")
+    assert output_token_medians(target, "m") == {}
+    from enrich.warehouse.compact import compact
+
+    write_rows(target, "run-mine2", ["/lib/mine2.jpg"], cost="0.25")
+    compact(Warehouse(target))
+    assert read_snapshot(target, lambda con: con.execute("SELECT count(*), sum(cost_usd) FROM results").fetchall()) \
+        == [(2, Decimal("0.5"))]
+
+
+# -- 16. budgets the warehouse cannot record ------------------------------------------------------------------
+@pytest.mark.parametrize("flag,daily", [("nan", "1e-30"), ("1e11", "inf")])
+def test_a_budget_that_is_not_a_recordable_amount_is_refused_in_one_line_before_anything_starts(
+        tmp_path, flag, daily):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    env = {"ENRICH_HOME": str(tmp_path / "home"), "ENRICH_WAREHOUSE": None}
+    line = one_line_error(enrich("run", str(lib), "--emulator", f"--budget={flag}", env=env))
+    assert "--budget" in line
+    line = one_line_error(enrich("run", str(lib), "--emulator", env={**env, "ENRICH_DAILY_BUDGET_USD": daily}))
+    assert "daily budget" in line
+    assert not (tmp_path / "home" / "warehouse").exists()  # nothing started
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e-30", "1e11", "0", "-1"])
+def test_settings_refuse_unrecordable_budgets_from_flags_and_the_environment(tmp_path, value):
+    from enrich.errors import ConfigError
+    from enrich.settings import load_settings
+
+    env = {"ENRICH_HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="daily budget"):
+        load_settings({**env, "ENRICH_DAILY_BUDGET_USD": value})
+    with pytest.raises(ConfigError, match="budget"):
+        load_settings(env).with_overrides(budget_usd=float(value))
+
+
+def test_budget_amounts_are_checked_and_cut_to_the_columns_precision():
+    from enrich.budget import budget_for_run, check_budget_usd
+
+    assert check_budget_usd("0.5") == Decimal("0.5")
+    assert check_budget_usd(1e-12) == Decimal("1E-12")
+    assert check_budget_usd("0.1234567890129") == Decimal("0.123456789012")  # never rounded up
+    for bad in ("nan", "inf", "1e-13", "1e10", "0", "x"):
+        with pytest.raises(ValueError):
+            check_budget_usd(bad)
+    assert budget_for_run("0.1234567890129", None).cap == Decimal("0.123456789012")
