@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
@@ -111,6 +113,13 @@ class RunContext:
     planner: Planner | None = None
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
+    ledger: SpendLedger | None = None  # every billed request, recorded before its chunk commits
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """What this run has been billed: its committed rows, or more when billed requests are not committed."""
+        billed = self.ledger.total if self.ledger is not None else Decimal(0)
+        return max(self.stats.spent_usd, billed)
 
     @property
     def unchanged(self) -> int:
@@ -212,6 +221,10 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
+        ctx.ledger = SpendLedger(ctx.warehouse.root, run_id)
+        ledger = ctx.ledger
+        # the row of a billed request exists the moment its answer is priced: record its cost at once
+        describer.on_outcome = lambda row: ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
         ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, "running")
@@ -220,6 +233,8 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         describer.close()
         if ctx.hash_cache is not None:
             ctx.hash_cache.close()
+        if ctx.ledger is not None:
+            ctx.ledger.close(discard=True)  # nothing was sent yet
         raise
     ACTIVE_RUNS[run_id] = ctx
     return ctx
@@ -406,12 +421,35 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         work.rows[i] = copied_row(files[i], ctx.info, work.rows[leader])
     final = [r for r in work.rows if r is not None]
     assert len(final) == len(files), "every file gets exactly one row"
-    ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
+    if ctx.ledger is not None:
+        ctx.ledger.sync()  # what this chunk was billed is on disk before the chunk commits
+    write_chunk(ctx, final)
     stats = RunStats()
     stats.add_rows(final)
     with ctx.lock:
         ctx.stats.merge(stats)
     return stats
+
+
+PART_WRITE_ATTEMPTS = 3
+PART_WRITE_BACKOFF_S = 0.5
+
+
+def write_chunk(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+    """Commit a chunk's rows as one part, retrying a failed write (a full disk that frees up, a flaky network
+    folder) a couple of times. If it still fails the error goes up and the run fails, saying why: the rows
+    are lost, but what their requests cost is in the spend ledger and still counts against the budgets."""
+    seq = ctx.next_seq()
+    for attempt in range(1, PART_WRITE_ATTEMPTS + 1):
+        try:
+            ctx.warehouse.write_results(rows, ctx.run_id, seq)
+            return
+        except OSError as exc:
+            if attempt == PART_WRITE_ATTEMPTS or getattr(exc, "fatal", False):
+                raise OSError(exc.errno, f"could not write a part of {len(rows)} rows after {attempt} "
+                              f"attempt(s): {exc.strerror or exc}") from exc
+            log.warning("writing a part failed (%s); trying again", exc)
+            time.sleep(PART_WRITE_BACKOFF_S * attempt)
 
 
 # -- stopping -----------------------------------------------------------------------------------------------
@@ -471,7 +509,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "over_budget": s.by_status.get("over_budget", 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
-            "spent_usd": s.spent_usd,
+            "spent_usd": ctx.spent_usd,  # the ledger's total when billed requests are not committed
             "budget_usd": budget.run_cap,  # what this run may spend: min(--budget, daily cap left)
             "reserved_peak_usd": budget.reserved_peak,
             "price_date": ctx.info.price_date,
@@ -505,12 +543,17 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
             status, message = final_status(ctx)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
+        if ctx.ledger is not None:
+            # every billed request has its committed row: the rows say it all and the ledger can go
+            ctx.ledger.close(discard=ctx.ledger.error is None and ctx.ledger.total == ctx.stats.spent_usd)
     finally:
         try:
             ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)
             ctx.describer.close()
             if ctx.hash_cache is not None:
                 ctx.hash_cache.close()
+            if ctx.ledger is not None:
+                ctx.ledger.close()  # kept, unless discarded above
         finally:
             ACTIVE_RUNS.pop(ctx.run_id, None)
             if ctx.warehouse_lock is not None:
@@ -535,7 +578,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "by_status": dict(sorted(s.by_status.items())),
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
-        "spent_usd": str(s.spent_usd),
+        "spent_usd": str(ctx.spent_usd),
         "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),

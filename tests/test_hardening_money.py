@@ -109,3 +109,103 @@ def test_budget_amounts_are_checked_and_cut_to_the_columns_precision():
         with pytest.raises(ValueError):
             check_budget_usd(bad)
     assert budget_for_run("0.1234567890129", None).cap == Decimal("0.123456789012")
+
+
+# -- 6. spend of chunks that never committed ------------------------------------------------------------------
+def ledger_lines(warehouse: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted((warehouse / "ledger").glob("*.jsonl"))
+            for line in p.read_text().splitlines()]
+
+
+def test_a_run_killed_mid_chunk_still_counts_what_it_was_billed_against_the_daily_cap_and_in_runs(
+        tmp_path, gemini, prefect_harness):
+    import signal
+    import time
+
+    from tests.media_factory import make_jpeg
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(10):
+        make_jpeg(lib / f"p{i}.jpg", size=(96, 72), color=(20 * i, 90, 200 - 10 * i))
+    home = tmp_path / "home"
+    warehouse = home / "warehouse"
+    env = {**os.environ, "ENRICH_HOME": str(home), "PREFECT_API_URL": prefect_harness,
+           "GOOGLE_GEMINI_BASE_URL": gemini.base_url, "GEMINI_API_KEY": "test-key-123", "ENRICH_CONCURRENCY": "2"}
+    env.pop("ENRICH_WAREHOUSE", None)
+    gemini.set_config(latency_ms=(150, 200))
+    # one chunk for the whole library: nothing commits before the kill
+    proc = subprocess.Popen([sys.executable, "-m", "enrich", "run", str(lib), "--chunk-size", "100"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(ledger_lines(warehouse)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # requests the dead client left in flight finish on the emulator's side
+    assert not list((warehouse / "results").glob("*.parquet"))  # nothing was committed
+    lines = ledger_lines(warehouse)
+    killed_run = lines[0]["run_id"]
+    billed = sum((Decimal(line["cost_usd"]) for line in lines), Decimal(0))
+    assert billed > 0 and len(lines) <= gemini.stats()["billed_requests"]
+
+    # `runs` already shows what the dead run spent, before any other run marks it crashed
+    runs = json.loads(enrich("runs", "--format", "json", env=env).stdout)
+    assert [(r["run_id"], Decimal(str(r["spent_usd"]))) for r in runs] == [(killed_run, billed)]
+
+    gemini.set_config(latency_ms=(0, 0))
+    rerun = subprocess.run([sys.executable, "-m", "enrich", "run", str(lib), "--json"], cwd=ROOT,
+                           env={**env, "ENRICH_DAILY_BUDGET_USD": "5"}, capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert Decimal(summary["spent_today_before_usd"]) == billed  # the daily cap starts from what was paid
+    assert Decimal(summary["budget_usd"]) == Decimal(5) - billed
+    crashed = read_snapshot(warehouse, lambda con: con.execute(
+        "SELECT status, spent_usd FROM runs WHERE run_id = ?", [killed_run]).fetchall())
+    assert crashed == [("crashed", billed)]
+    from enrich.warehouse.history import spent_today
+
+    assert spent_today(warehouse) == billed + Decimal(summary["spent_usd"])  # no double counting
+    # the finished rerun committed everything it was billed for: its ledger is gone, the killed run's stays
+    assert {line["run_id"] for line in ledger_lines(warehouse)} == {killed_run}
+
+
+def test_a_part_that_cannot_be_written_is_retried_and_if_it_keeps_failing_the_run_fails_with_its_spend_kept(
+        tmp_path, gemini, enrich_home, prefect_harness, monkeypatch):
+    import errno
+
+    from tests.media_factory import make_jpeg
+    from enrich.flows.enrich_flow import enrich_flow
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        make_jpeg(lib / f"p{i}.jpg", size=(64, 48), color=(60 * i, 90, 10))
+    real = Warehouse.write_results
+    failures = {"left": 1}
+
+    def flaky(self, rows, run_id, seq):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rows, run_id, seq)
+
+    monkeypatch.setattr(Warehouse, "write_results", flaky)
+    monkeypatch.setattr("enrich.flows.pipeline.PART_WRITE_BACKOFF_S", 0.01)
+    first = enrich_flow([str(lib)], {})
+    assert first["status"] == "finished" and first["by_status"] == {"ok": 3}  # one failure, retried
+
+    (lib / "new.jpg").write_bytes((lib / "p0.jpg").read_bytes()[:-2] + b"\xff\xd9")  # new bytes: one request
+    make_jpeg(lib / "new.jpg", size=(64, 48), color=(1, 2, 3))
+    failures["left"] = 100
+    with pytest.raises(OSError, match="could not write a part"):
+        enrich_flow([str(lib)], {})
+    warehouse = enrich_home / "warehouse"
+    runs = read_snapshot(warehouse, lambda con: con.execute(
+        "SELECT status, spent_usd, message FROM runs ORDER BY started_at").fetchall())
+    assert runs[1][0] == "failed" and "could not write a part" in runs[1][2]
+    assert runs[1][1] > 0  # billed, never committed, still counted
+    from enrich.warehouse.history import spent_today
+
+    assert spent_today(warehouse) == runs[0][1] + runs[1][1]

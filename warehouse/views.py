@@ -6,7 +6,9 @@ Views:
     items    the latest outcome per file path that still exists (latest without `gone`); a later row that
              records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
              bytes, so an interrupted reprocess never makes a committed description vanish from view
-    runs     the latest snapshot per run
+    runs     the latest snapshot per run; `spent_usd` is the larger of the snapshot's and the run's spend
+             ledger (warehouse/ledger.py), so a run that died before committing what it paid for shows it
+    ledger   billed requests of runs whose spend the rows do not show (run_id, billed_at, cost_usd)
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.ledger import read_ledgers
 from enrich.warehouse.store import Warehouse
 
 
@@ -79,11 +82,19 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _pick = 1 AND status <> 'gone'
         """
     )
+    con.register("_ledger", read_ledgers(wh.root))
+    con.execute("CREATE OR REPLACE VIEW ledger AS SELECT * FROM _ledger")
+    # A run's spend: its snapshot (committed rows) or its ledger (billed requests), whichever is larger; they
+    # only differ for a run whose billed requests never committed (killed, or a part that could not be written).
     con.execute(
         """
         CREATE OR REPLACE VIEW runs AS
-        SELECT * EXCLUDE (_rank) FROM (
-            SELECT *, row_number() OVER (PARTITION BY run_id ORDER BY seq DESC) AS _rank FROM runs_all)
+        SELECT * EXCLUDE (_rank, _billed) REPLACE (
+            CAST(CASE WHEN _billed > coalesce(spent_usd, 0) THEN _billed ELSE spent_usd END AS DECIMAL(22, 12))
+            AS spent_usd) FROM (
+            SELECT r.*, row_number() OVER (PARTITION BY r.run_id ORDER BY r.seq DESC) AS _rank, l._billed
+            FROM runs_all r LEFT JOIN (SELECT run_id, sum(cost_usd) AS _billed FROM _ledger GROUP BY run_id) l
+            ON l.run_id = r.run_id)
         WHERE _rank = 1
         """
     )
