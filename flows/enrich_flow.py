@@ -34,7 +34,7 @@ from enrich.flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from enrich.tasks.discover import count_files, iter_batches  # noqa: E402
+from enrich.tasks.discover import count_files, iter_batches, own_state_dirs  # noqa: E402
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
@@ -83,7 +83,8 @@ def _signal_handler(ctx: RunContext) -> Callable[[int], None]:
 def _count_in_background(ctx: RunContext) -> None:
     def count() -> None:
         try:
-            ctx.progress.total = count_files(independent_roots(ctx.roots))
+            ctx.progress.total = count_files(independent_roots(ctx.roots),
+                                             own_state_dirs(ctx.settings.home, ctx.settings.warehouse))
         except Exception:  # only progress needs it
             pass
 

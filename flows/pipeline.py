@@ -42,7 +42,7 @@ from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
-from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
@@ -211,7 +211,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         roots=[str(r) for r in roots],
         info=info,
         describer=describer,
-        warehouse=Warehouse(settings.warehouse),
+        warehouse=Warehouse(settings.warehouse, guard=lock.verify),
         prepare_pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare"),
         prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),
@@ -260,7 +260,8 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
     independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
+    skip = own_state_dirs(ctx.settings.home, ctx.settings.warehouse)
+    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache, skip=skip):
         if ctx.planner is None or ctx.planner.admit(file):
             yield file
     if ctx.hash_cache is not None:
@@ -445,7 +446,7 @@ def write_chunk(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
             ctx.warehouse.write_results(rows, ctx.run_id, seq)
             return
         except OSError as exc:
-            if attempt == PART_WRITE_ATTEMPTS or getattr(exc, "fatal", False):
+            if attempt == PART_WRITE_ATTEMPTS:
                 raise OSError(exc.errno, f"could not write a part of {len(rows)} rows after {attempt} "
                               f"attempt(s): {exc.strerror or exc}") from exc
             log.warning("writing a part failed (%s); trying again", exc)

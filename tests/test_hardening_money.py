@@ -209,3 +209,116 @@ def test_a_part_that_cannot_be_written_is_retried_and_if_it_keeps_failing_the_ru
     from enrich.warehouse.history import spent_today
 
     assert spent_today(warehouse) == runs[0][1] + runs[1][1]
+
+
+# -- 15. a warehouse that is missing, a file, or read-only ----------------------------------------------------
+def test_a_missing_warehouse_or_one_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "nowhere"
+    for args in (("query", "SELECT count(*) FROM items"), ("runs",)):
+        line = one_line_error(enrich(*args, "--warehouse", str(missing)))
+        assert f"there is no warehouse at {missing}" in line
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for args in (("query", "SELECT 1"), ("runs",), ("compact",), ("run", str(lib), "--emulator")):
+        assert "is a file, not a folder" in one_line_error(enrich(*args, "--warehouse", str(a_file)))
+    line = one_line_error(enrich("run", str(lib), "--emulator", "--warehouse", str(a_file / "wh")))
+    assert f"is under {a_file}, which is a file" in line
+    assert not missing.exists()  # readers create nothing
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write to: chmod 0555 (as a normal user), else a read-only mount."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    for candidate in (Path("/sys/enrich-warehouse"), Path("/proc/enrich-warehouse")):
+        try:
+            candidate.mkdir()
+        except OSError:
+            return candidate
+    pytest.skip("no read-only place to try (running as root without read-only mounts)")
+
+
+def test_a_read_only_warehouse_is_one_line_and_exit_2_before_anything_starts(tmp_path):
+    warehouse = read_only_folder(tmp_path)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    try:
+        line = one_line_error(enrich("run", str(lib), "--emulator", "--warehouse", str(warehouse)))
+        assert f"cannot write to the warehouse {warehouse}" in line
+    finally:
+        if warehouse.is_relative_to(tmp_path):
+            warehouse.chmod(0o755)
+
+
+# -- 10. the warehouse deleted mid-run ------------------------------------------------------------------------
+def test_deleting_the_warehouse_mid_run_fails_the_run_instead_of_recreating_it(tmp_path, gemini, prefect_harness):
+    import shutil
+    import time
+
+    from tests.media_factory import make_jpeg
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(12):
+        make_jpeg(lib / f"p{i:02d}.jpg", size=(64, 48), color=(20 * i, 90, 10))
+    home = tmp_path / "home"
+    warehouse = home / "warehouse"
+    env = {**os.environ, "ENRICH_HOME": str(home), "PREFECT_API_URL": prefect_harness,
+           "GOOGLE_GEMINI_BASE_URL": gemini.base_url, "GEMINI_API_KEY": "test-key-123", "ENRICH_CONCURRENCY": "1"}
+    env.pop("ENRICH_WAREHOUSE", None)
+    gemini.set_config(latency_ms=(100, 120))
+    proc = subprocess.Popen([sys.executable, "-m", "enrich", "run", str(lib), "--chunk-size", "1"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((warehouse / "results").glob("*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    shutil.rmtree(warehouse)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    # the last word is one line saying why (Prefect logs the failed chunk task above it, as for any task)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("enrich: error: the run failed: the warehouse") and \
+        "was deleted, moved or replaced while this run was writing to it" in last, err[-3000:]
+    assert not warehouse.exists()  # not silently recreated without its lock
+
+
+# -- 12. enrich never indexes its own state -------------------------------------------------------------------
+def test_a_run_over_a_folder_holding_enrich_home_and_the_temp_copies_does_not_index_them(
+        tmp_path, gemini, prefect_harness, monkeypatch):
+    import tempfile
+
+    from tests.media_factory import make_jpeg
+    from enrich.flows.enrich_flow import enrich_flow
+    from enrich.tasks.discover import discover, own_state_dirs
+
+    top = tmp_path / "user"  # like `enrich run ~`: the library, ENRICH_HOME and $TMPDIR all under it
+    (top / "Pictures").mkdir(parents=True)
+    make_jpeg(top / "Pictures" / "a.jpg", size=(64, 48))
+    home = top / ".enrich"
+    monkeypatch.setenv("ENRICH_HOME", str(home))
+    monkeypatch.delenv("ENRICH_WAREHOUSE", raising=False)
+    tmp = top / "tmp"
+    (tmp / f"enrich-media-{os.getuid()}").mkdir(parents=True)
+    make_jpeg(tmp / f"enrich-media-{os.getuid()}" / "stripped-copy.jpg", size=(64, 48), color=(1, 2, 3))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    (top / "link-to-home").symlink_to(home, target_is_directory=True)  # another way in: skipped as well
+
+    first = enrich_flow([str(top)], {})
+    second = enrich_flow([str(top)], {})  # now the warehouse, its parts and the hash cache exist under `top`
+    assert first["by_status"] == {"ok": 1} and second["items"] == 0 and second["unchanged"] == 1
+    assert (home / "warehouse" / "results").is_dir() and (home / "cache").is_dir()
+    paths = read_snapshot(home / "warehouse", lambda con: con.execute("SELECT DISTINCT path FROM results").fetchall())
+    assert paths == [(str(top / "Pictures" / "a.jpg"),)]
+    # the same for estimates: nothing of enrich's own is counted
+    seen = [f.path for f in discover([str(top)], hash_files=False, skip=own_state_dirs(home, home / "warehouse"))]
+    assert seen == [str(top / "Pictures" / "a.jpg")]

@@ -20,11 +20,12 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
 RESULTS_DIR = "results"
@@ -32,6 +33,51 @@ RUNS_DIR = "runs"
 TMP_DIR = ".tmp"
 COMPACT_PREFIX = "compact-"
 REPLACES_KEY = b"enrich.replaces"
+
+
+class WarehouseUnusable(ConfigError):
+    """The warehouse path cannot be used: missing (for a reader), not a folder, unreadable or read-only."""
+
+    kind = "warehouse_unusable"
+
+
+def _not_a_folder(root: Path) -> str | None:
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                return (f"the warehouse path {root} is a file, not a folder" if p == root
+                        else f"the warehouse path {root} is under {p}, which is a file")
+            return None
+    return None
+
+
+def check_readable(root: str | Path) -> None:
+    """For readers (`query`, `runs`): the warehouse must exist and be a readable folder."""
+    root = Path(root)
+    problem = _not_a_folder(root)
+    if problem:
+        raise WarehouseUnusable(problem)
+    if not root.exists():
+        raise WarehouseUnusable(f"there is no warehouse at {root} (nothing has been run into it; "
+                                "see --warehouse, ENRICH_WAREHOUSE and ENRICH_HOME)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise WarehouseUnusable(f"cannot read the warehouse {root}: permission denied")
+
+
+def check_writable(root: str | Path) -> None:
+    """For writers (`run`, `compact`, `serve`), before anything starts: the warehouse folder exists or can be
+    created, and a file can be created in it."""
+    root = Path(root)
+    problem = _not_a_folder(root)
+    if problem:
+        raise WarehouseUnusable(problem)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise WarehouseUnusable(f"cannot write to the warehouse {root}: {exc.strerror or exc}") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -94,8 +140,11 @@ def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table
 class Warehouse:
     """A folder of Parquet parts. Cheap to construct; creates folders lazily on first write."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, guard: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
+        # called before every part is published; a run passes its lock's `verify`, so a warehouse deleted or
+        # replaced mid-run fails the run instead of being recreated
+        self.guard = guard
 
     @property
     def results_dir(self) -> Path:
@@ -119,10 +168,14 @@ class Warehouse:
         if not rows:
             return None
         table = rows_to_table(rows, RESULT_SCHEMA)
+        if self.guard is not None:
+            self.guard()
         return publish_table(table, self.results_dir / f"part-{run_id}-{seq:06d}.parquet", self.tmp_dir)
 
     def write_run(self, snapshot: dict[str, Any]) -> Path:
         table = rows_to_table([snapshot], RUN_SCHEMA)
+        if self.guard is not None:
+            self.guard()
         name = f"run-{snapshot['run_id']}-{int(snapshot['seq']):06d}.parquet"
         return publish_table(table, self.runs_dir / name, self.tmp_dir)
 

@@ -189,6 +189,9 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        from enrich.warehouse.store import check_writable
+
+        check_writable(settings.warehouse)  # a file, a read-only folder: one line, before anything starts
         if not args.wait:
             from enrich.warehouse.lock import refuse_if_locked
 
@@ -202,8 +205,14 @@ def main(args: argparse.Namespace) -> int:
 
         from enrich.flows.enrich_flow import enrich_flow
 
-        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                              reprocess=args.reprocess or [], wait_for_lock=args.wait)
+        from enrich.warehouse.lock import WarehouseChanged
+
+        try:
+            summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
+                                  reprocess=args.reprocess or [], wait_for_lock=args.wait)
+        except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
+            print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
+            return 1
     finally:
         if emu is not None:
             emu.stop()

@@ -130,6 +130,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"path not found: {missing[0]}")
     roots = [str(Path(p).expanduser().resolve()) for p in args.paths]
     settings = load_settings()
+    from enrich.warehouse.store import check_writable
+
+    check_writable(settings.with_overrides(warehouse=args.warehouse).warehouse if getattr(args, "warehouse", None)
+                   else settings.warehouse)
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         if not args.start_server:
