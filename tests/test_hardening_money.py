@@ -322,3 +322,44 @@ def test_a_run_over_a_folder_holding_enrich_home_and_the_temp_copies_does_not_in
     # the same for estimates: nothing of enrich's own is counted
     seen = [f.path for f in discover([str(top)], hash_files=False, skip=own_state_dirs(home, home / "warehouse"))]
     assert seen == [str(top / "Pictures" / "a.jpg")]
+
+
+# -- 11. a briefly unreadable file ----------------------------------------------------------------------------
+def test_a_briefly_unreadable_file_keeps_its_description_and_is_not_paid_for_again(
+        tmp_path, gemini, enrich_home, prefect_harness, monkeypatch):
+    from tests.media_factory import make_jpeg
+    from enrich.flows.enrich_flow import enrich_flow
+    from enrich.tasks import discover as discover_mod
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    photo = make_jpeg(lib / "a.jpg", size=(64, 48))
+    warehouse = enrich_home / "warehouse"
+
+    def items():
+        return read_snapshot(warehouse, lambda con: con.execute(
+            "SELECT path, status, error_kind, caption IS NOT NULL FROM items").fetchall())
+
+    enrich_flow([str(lib)], {})
+    billed = gemini.stats()["billed_requests"]
+    assert items() == [(str(photo), "ok", None, True)]
+
+    real_open = discover_mod._open_fd
+
+    def denied(path, flags, *args):
+        if os.fspath(path) == str(photo):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    st = photo.stat()
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the hash cache must look at it again
+    monkeypatch.setattr(discover_mod, "_open_fd", denied)
+    enrich_flow([str(lib)], {})
+    assert read_snapshot(warehouse, lambda con: con.execute(
+        "SELECT status, error_kind FROM latest").fetchall()) == [("error", "unreadable")]
+    assert items() == [(str(photo), "ok", None, True)]  # the description stays in view
+
+    monkeypatch.setattr(discover_mod, "_open_fd", real_open)
+    again = enrich_flow([str(lib)], {})
+    assert gemini.stats()["billed_requests"] == billed  # same bytes as described: not sent again
+    assert again["unchanged"] == 1 and items() == [(str(photo), "ok", None, True)]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
+from enrich.schemas.parquet import unread_sql
 from enrich.warehouse.store import Warehouse
 from enrich.warehouse.views import read_snapshot
 
@@ -56,9 +57,13 @@ class WarehouseState:
 def load_state(warehouse: Warehouse) -> WarehouseState:
     def read(con) -> WarehouseState:
         state = WarehouseState()
+        # the latest row per path, except that a transient read error (no hash) does not hide an earlier row:
+        # once the file reads again, its bytes are compared with what was described, not sent again
         for (path, h, size, mtime_us, status, error_kind, error, version, kind, mime) in con.execute(
             "SELECT path, content_hash, size_bytes, epoch_us(mtime), status, error_kind, error, "
-            "enrichment_version, kind, mime FROM latest"
+            "enrichment_version, kind, mime FROM results "
+            f"QUALIFY row_number() OVER (PARTITION BY path ORDER BY {unread_sql()}, "
+            "finished_at DESC NULLS LAST, run_id DESC) = 1"
         ).fetchall():
             state.by_path[path] = PathState(h, size, mtime_us, status, error_kind, error, version, kind, mime)
         for h, version, path, run_id in con.execute(

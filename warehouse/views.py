@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
-from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA, transient_sql, unread_sql
 from enrich.warehouse.ledger import read_ledgers
 from enrich.warehouse.store import Warehouse
 
@@ -66,18 +66,19 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         """
     )
     # Among the rows for the path's current bytes, outcomes rank before "never attempted" rows, then newest
-    # first. Rows for older bytes come last: their description is not of this file any more.
-    no_outcome = ", ".join(f"'{s}'" for s in sorted(NO_OUTCOME_STATUSES))
+    # first. Rows for older bytes come last: their description is not of this file any more. The current bytes
+    # are those of the newest row that read the file: a transient read error (no hash) does not say.
     con.execute(
         f"""
         CREATE OR REPLACE VIEW items AS
         SELECT * EXCLUDE (_current, _pick) FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY path ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
-                                           status IN ({no_outcome}),
+                                           {transient_sql()},
                                            finished_at DESC NULLS LAST, run_id DESC) AS _pick
             FROM (SELECT *, first_value(content_hash) OVER (
-                      PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _current
+                      PARTITION BY path ORDER BY {unread_sql()}, finished_at DESC NULLS LAST, run_id DESC)
+                      AS _current
                   FROM results))
         WHERE _pick = 1 AND status <> 'gone'
         """
