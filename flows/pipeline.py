@@ -156,21 +156,22 @@ def make_limiter(settings: Settings) -> RateLimiter:
 
 
 def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
-             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False) -> RunContext:
+             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False,
+             allow_mass_removal: bool = False) -> RunContext:
     """Take the warehouse, create the backend, check it can work (preflight), clean up after a dead run,
     load what is already done, record the run as running."""
     run_id = run_id or new_run_id()
     reprocess_set = parse_reprocess(reprocess)
     lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
-        return _open_locked(roots, settings, run_id, reprocess_set, lock)
+        return _open_locked(roots, settings, run_id, reprocess_set, lock, allow_mass_removal)
     except BaseException:
         lock.release()
         raise
 
 
 def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: frozenset[str],
-                 lock: WarehouseLock) -> RunContext:
+                 lock: WarehouseLock, allow_mass_removal: bool = False) -> RunContext:
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # fails before any spend if the model has no price
     backend = create_backend(settings.model, settings)
@@ -225,7 +226,8 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ledger = ctx.ledger
         # the row of a billed request exists the moment its answer is priced: record its cost at once
         describer.on_outcome = lambda row: ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
-        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
+        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess,
+                              roots=tuple(ctx.roots), allow_mass_removal=allow_mass_removal)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, "running")
     except BaseException:
@@ -534,7 +536,13 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
         return "failed", f"{d.fatal}{tail}"
     if ctx.failure is not None:
         return "failed", f"{ctx.failure}{tail}"
-    return "finished", None
+    return "finished", "; ".join(w.message() for w in withheld_removals(ctx)) or None
+
+
+def withheld_removals(ctx: RunContext) -> list:
+    """Roots where most known files were missing and nothing was marked gone (unless allowed)."""
+    planner = ctx.planner
+    return [] if planner is None or planner.allow_mass_removal else list(planner.withheld)
 
 
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
@@ -594,5 +602,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
                         "decreases": d.concurrency.decreases},
         "fatal": str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
+        "gone_withheld": [{"root": w.root, "missing": w.missing, "known": w.known, "message": w.message()}
+                          for w in withheld_removals(ctx)],
         "message": ctx.final_message,
     }

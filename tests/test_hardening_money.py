@@ -363,3 +363,62 @@ def test_a_briefly_unreadable_file_keeps_its_description_and_is_not_paid_for_aga
     again = enrich_flow([str(lib)], {})
     assert gemini.stats()["billed_requests"] == billed  # same bytes as described: not sent again
     assert again["unchanged"] == 1 and items() == [(str(photo), "ok", None, True)]
+
+
+# -- 9. an empty mount point ----------------------------------------------------------------------------------
+def test_an_emptied_root_marks_nothing_gone_unless_allowed(tmp_path, gemini, enrich_home, prefect_harness):
+    from tests.media_factory import make_jpeg
+    from enrich.flows.enrich_flow import enrich_flow
+
+    lib = tmp_path / "mnt" / "photos"
+    lib.mkdir(parents=True)
+    for i in range(3):
+        make_jpeg(lib / f"p{i}.jpg", size=(64, 48), color=(50 * i, 0, 0))
+    warehouse = enrich_home / "warehouse"
+
+    def ok_items():
+        return read_snapshot(warehouse, lambda con: con.execute(
+            "SELECT count(*) FROM items WHERE status = 'ok'").fetchall())[0][0]
+
+    enrich_flow([str(lib)], {})
+    away = tmp_path / "elsewhere"
+    lib.rename(away)
+    lib.mkdir()  # the mount point is there, the disk is not
+    summary = enrich_flow([str(lib)], {})
+    assert summary["status"] == "finished" and summary["by_status"] == {}
+    assert ok_items() == 3  # nothing marked gone
+    [withheld] = summary["gone_withheld"]
+    assert (withheld["root"], withheld["missing"], withheld["known"]) == (str(lib), 3, 3)
+    assert "--allow-mass-removal" in summary["message"] and "yielded no files" in summary["message"]
+    message = read_snapshot(warehouse, lambda con: con.execute(
+        "SELECT message FROM runs ORDER BY started_at DESC LIMIT 1").fetchall())[0][0]
+    assert "nothing under it was marked gone" in message
+
+    confirmed = enrich_flow([str(lib)], {}, allow_mass_removal=True)
+    assert confirmed["by_status"] == {"gone": 3} and ok_items() == 0
+
+
+def test_a_root_that_lost_most_of_its_files_is_withheld_but_a_renamed_folder_is_not():
+    from enrich.tasks.discover import DiscoveredFile
+    from enrich.tasks.incremental import Planner
+    from enrich.warehouse.state import PathState, WarehouseState
+
+    state = WarehouseState()
+    for i in range(20):
+        state.by_path[f"/r/a/{i}.jpg"] = PathState(f"h{i}", 10, 0, "ok", None, None, "v", "image", "image/jpeg")
+
+    def plan(present: dict[str, str], allow: bool = False) -> tuple[Planner, list[str]]:
+        planner = Planner(state, "run", lambda kind: "v", roots=("/r",), allow_mass_removal=allow)
+        for path, h in present.items():
+            planner.admit(DiscoveredFile(path=path, size=10, mtime_ns=0, kind="image", mime="image/jpeg",
+                                         content_hash=h, status="pending", error_kind=None, error=None))
+        return planner, [f.path for f in planner.late_files(["/r"]) if f.status == "gone"]
+
+    few_left = {f"/r/a/{i}.jpg": f"h{i}" for i in range(5)}  # 15 of 20 missing
+    planner, gone = plan(few_left)
+    assert gone == [] and [(w.missing, w.known) for w in planner.withheld] == [(15, 20)]
+    assert len(plan(few_left, allow=True)[1]) == 15
+    assert len(plan({f"/r/a/{i}.jpg": f"h{i}" for i in range(12)})[1]) == 8  # 8 of 20: an ordinary clean-up
+    renamed = {f"/r/b/{i}.jpg": f"h{i}" for i in range(20)}  # the folder was renamed: moved, not lost
+    planner, gone = plan(renamed)
+    assert len(gone) == 20 and planner.withheld == []

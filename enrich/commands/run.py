@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also redo: stale (described with another model, prompt, schema or resolution), failed "
                    "(errors and blocked items), all (everything); repeatable. By default a run describes only "
                    "new and changed files and retries what did not finish")
+    p.add_argument("--allow-mass-removal", action="store_true",
+                   help="mark files gone even when a folder yielded nothing or lost most of its files since the "
+                   "last run (by default that looks like an empty or unmounted disk and nothing is marked gone)")
     p.add_argument("--wait", action="store_true",
                    help="if another run is using the warehouse, wait for it instead of refusing")
     p.add_argument("--yes", "-y", action="store_true",
@@ -209,7 +212,8 @@ def main(args: argparse.Namespace) -> int:
 
         try:
             summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                                  reprocess=args.reprocess or [], wait_for_lock=args.wait)
+                                  reprocess=args.reprocess or [], wait_for_lock=args.wait,
+                                  allow_mass_removal=args.allow_mass_removal)
         except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
             print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
             return 1
@@ -233,6 +237,8 @@ def main(args: argparse.Namespace) -> int:
                   f"${Decimal(summary['reserved_peak_usd']).normalize():f} at once"
                   + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
+        for withheld in summary.get("gone_withheld", []):
+            print(f"note: {withheld['message']}", file=sys.stderr)
         if summary["status"] != "finished" and summary.get("message"):
             print(f"the run stopped early: {summary['message']}", file=sys.stderr)
     return exit_code(summary)

@@ -24,7 +24,8 @@ NEEDS_SERVER = (
     "to let enrich serve start one (its data lives in $ENRICH_HOME/prefect)"
 )
 # `run` flags that make no sense for a scheduled run (given their defaults so run's helpers still work).
-NOT_FOR_SERVE = {"paths", "help", "json", "yes", "wait"}
+# --allow-mass-removal confirms one run's removals; a schedule must not carry it to every later run.
+NOT_FOR_SERVE = {"paths", "help", "json", "yes", "wait", "allow_mass_removal"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
