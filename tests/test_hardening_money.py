@@ -422,3 +422,63 @@ def test_a_root_that_lost_most_of_its_files_is_withheld_but_a_renamed_folder_is_
     renamed = {f"/r/b/{i}.jpg": f"h{i}" for i in range(20)}  # the folder was renamed: moved, not lost
     planner, gone = plan(renamed)
     assert len(gone) == 20 and planner.withheld == []
+
+
+# -- 14. one corrupt part ---------------------------------------------------------------------------------------
+def test_a_truncated_part_is_quarantined_with_a_warning_and_every_command_still_works(
+        tmp_path, gemini, prefect_harness, monkeypatch, capfd):
+    from tests.media_factory import make_jpeg
+    from enrich.flows.enrich_flow import enrich_flow
+
+    home = tmp_path / "home"
+    warehouse = home / "warehouse"
+    monkeypatch.setenv("ENRICH_HOME", str(home))
+    monkeypatch.delenv("ENRICH_WAREHOUSE", raising=False)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg", size=(64, 48))
+    write_rows(warehouse, "run-old", ["/elsewhere/x.jpg"], cost="0.5", finished_at=datetime.now(timezone.utc))
+    good = next((warehouse / "results").glob("*.parquet"))
+    planted = []
+
+    def plant(folder: str = "results") -> Path:
+        bad = warehouse / folder / f"part-broken{len(planted)}-000001.parquet"
+        data = good.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])  # truncated
+        planted.append(bad)
+        return bad
+
+    def check(proc_or_err, bad: Path) -> None:
+        err = proc_or_err if isinstance(proc_or_err, str) else proc_or_err.stderr
+        assert f"the warehouse part {bad} is unreadable" in err, err[-2000:]
+        assert not bad.exists() and (warehouse / "quarantine" / f"{bad.parent.name}-{bad.name}").exists()
+        assert "Traceback" not in err
+
+    bad = plant()
+    out = enrich("query", "SELECT path FROM results", "--format", "json")
+    assert out.returncode == 0 and json.loads(out.stdout) == [{"path": "/elsewhere/x.jpg"}]
+    check(out, bad)
+    bad = plant("runs")
+    out = enrich("runs", "--format", "json")
+    assert out.returncode == 0 and [r["run_id"] for r in json.loads(out.stdout)] == ["run-old"]
+    check(out, bad)
+    bad = plant()
+    out = enrich("estimate", str(lib), env={"ENRICH_DAILY_BUDGET_USD": "2"})
+    assert out.returncode == 0, out.stderr
+    check(out, bad)
+    bad = plant()
+    out = enrich("compact")
+    assert out.returncode == 0, out.stderr
+    check(out, bad)
+    bad = plant()
+    capfd.readouterr()
+    summary = enrich_flow([str(lib)], {"daily_budget_usd": 2.0})
+    assert summary["status"] == "finished" and summary["by_status"] == {"ok": 1}
+    assert Decimal(summary["spent_today_before_usd"]) == Decimal("0.5")
+    check(capfd.readouterr().err, bad)
+    # a part whose magic bytes are right but whose footer is garbage: found when DuckDB fails on it
+    sneaky = warehouse / "results" / "part-sneaky-000001.parquet"
+    sneaky.write_bytes(b"PAR1" + b"\0" * 64 + (40).to_bytes(4, "little") + b"PAR1")
+    out = enrich("query", "SELECT count(*) AS n FROM results", "--format", "json")
+    assert out.returncode == 0 and json.loads(out.stdout) == [{"n": 2}], out.stderr
+    check(out, sneaky)

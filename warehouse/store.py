@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
+QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 TMP_DIR = ".tmp"
@@ -109,6 +110,91 @@ def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
     return dest
 
 
+MAGIC = b"PAR1"
+
+
+def part_problem(part: Path) -> str | None:
+    """Why `part` is not a readable Parquet file (cheap: magic bytes and footer length), or None. A part is
+    published whole by rename, so one that fails this was damaged afterwards (a disk error, a truncating copy,
+    a hand edit) and will never become readable."""
+    try:
+        with open(part, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 12:
+                return f"{size} bytes, too short for Parquet"
+            head = fh.read(4)
+            fh.seek(size - 8)
+            tail = fh.read(8)
+    except FileNotFoundError:
+        return None  # deleted meanwhile (a compaction): not our business
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if head != MAGIC or tail[4:] != MAGIC:
+        return "not a complete Parquet file (no magic bytes: truncated or overwritten)"
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > size - 12:
+        return "its footer is damaged"
+    return None
+
+
+_reported: set[str] = set()
+
+
+def quarantine(part: Path, problem: str) -> None:
+    """Move an unreadable part out of the way (`<warehouse>/quarantine/`) so every command keeps working,
+    and say so on stderr, naming it. Its rows are lost to the views (a later run describes those files again);
+    the file is kept for inspection. A read-only warehouse leaves it in place: it is skipped, with the warning."""
+    import sys
+
+    root = part.parent.parent
+    dest_dir = root / QUARANTINE_DIR
+    dest = dest_dir / f"{part.parent.name}-{part.name}"
+    where = ""
+    try:
+        dest_dir.mkdir(exist_ok=True)
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = dest_dir / f"{part.parent.name}-{part.name}.{n}"
+        os.replace(part, dest)
+        where = f"; moved to {dest}"
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        where = f"; skipped (could not move it to {dest_dir}: {exc.strerror or exc})"
+    if str(part) not in _reported:
+        _reported.add(str(part))
+        print(f"enrich: warning: the warehouse part {part} is unreadable ({problem}){where}; its rows are left out",
+              file=sys.stderr, flush=True)
+
+
+def readable_parts(files: Iterable[Path]) -> list[Path]:
+    """`files` less the unreadable ones, which are quarantined."""
+    good = []
+    for f in files:
+        problem = part_problem(f)
+        if problem is None:
+            good.append(f)
+        else:
+            quarantine(f, problem)
+    return good
+
+
+def quarantine_unreadable(files: Iterable[Path]) -> int:
+    """Deep check, after a reader failed: open each part's footer with pyarrow; quarantine those that fail.
+    Returns how many were quarantined."""
+    moved = 0
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure to read the footer makes the part unusable
+            quarantine(f, f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            moved += 1
+    return moved
+
+
 def replaced_by(part: Path) -> list[str]:
     """Names of the parts a compacted part replaces (from its footer); [] for an ordinary part."""
     if not part.name.startswith(COMPACT_PREFIX):
@@ -122,11 +208,21 @@ def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
     for _ in range(attempts):
         if not directory.is_dir():
             return []
-        files = sorted(directory.glob("*.parquet"))
+        files = readable_parts(sorted(directory.glob("*.parquet")))
+        bad = set()
         try:
-            replaced = {name for f in files for name in replaced_by(f)}
+            replaced = set()
+            for f in files:
+                try:
+                    replaced.update(replaced_by(f))
+                except FileNotFoundError:
+                    raise
+                except (OSError, ValueError) as exc:
+                    quarantine(f, f"its footer cannot be read: {exc}")
+                    bad.add(f)
         except FileNotFoundError:
             continue  # a compaction replaced a compacted part while we listed: list again
+        files = [f for f in files if f not in bad]
         return [f for f in files if f.name not in replaced]
     raise RuntimeError(f"{directory}: parts keep changing while being listed")
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA, transient_sql, unread_sql
 from enrich.warehouse.ledger import read_ledgers
-from enrich.warehouse.store import Warehouse
+from enrich.warehouse.store import Warehouse, quarantine_unreadable
 
 
 def literal_path(path: Path | str) -> str:
@@ -119,8 +119,14 @@ def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnec
             con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
             return fn(con)
         except duckdb.Error as exc:
-            if not _vanished(exc) or attempt == attempts - 1:
+            if attempt == attempts - 1:
                 raise
+            if not _vanished(exc):
+                # a part that passed the cheap check but cannot be read (a damaged footer or page): quarantine
+                # it and read again; any other error (bad SQL) is the caller's
+                wh = Warehouse(warehouse_dir)
+                if not quarantine_unreadable(wh.result_files() + wh.run_files()):
+                    raise
         finally:
             if con is not None:
                 con.close()
