@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, TypeVar
@@ -90,6 +90,7 @@ class DiscoveredFile:
     status: str  # "pending", "skipped" or "error"
     error_kind: str | None
     error: str | None
+    inode: int | None = field(default=None, compare=False)  # of the file read: still the one hashed?
 
 
 def hash_file(path: str | os.PathLike[str], block: int = HASH_BLOCK) -> str:
@@ -127,6 +128,7 @@ def _row(
     kind: str | None = None,
     mime: str | None = None,
     content_hash: str | None = None,
+    inode: int | None = None,
 ) -> DiscoveredFile:
     return DiscoveredFile(
         path=path,
@@ -138,6 +140,7 @@ def _row(
         status=status,
         error_kind=error_kind,
         error=error,
+        inode=inode,
     )
 
 
@@ -235,7 +238,7 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                     f"not a regular file ({_special_kind(st.st_mode)})",
                     mtime_ns=st.st_mtime_ns,
                 )
-            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
             ext = os.path.splitext(name)[1].lower()
             claimed = EXTENSION_MIMES.get(ext)
             if st.st_size == 0:

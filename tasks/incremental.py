@@ -60,7 +60,7 @@ RETRY_STATUSES = NO_OUTCOME_STATUSES
 RETRY_ERROR_KINDS = frozenset({
     "rate_limited", "timeout", "connection", "garbage_response", "transient", "slow",
     "run_aborted", "endpoint_down", "endpoint", "endpoint_unreachable", "auth", "unknown_model", "fatal",
-    "interrupted", "over_budget", "unreadable",
+    "interrupted", "over_budget", "unreadable", "changed_during_run",
 })
 
 

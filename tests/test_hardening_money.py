@@ -482,3 +482,54 @@ def test_a_truncated_part_is_quarantined_with_a_warning_and_every_command_still_
     out = enrich("query", "SELECT count(*) AS n FROM results", "--format", "json")
     assert out.returncode == 0 and json.loads(out.stdout) == [{"n": 2}], out.stderr
     check(out, sneaky)
+
+
+# -- 7. a file replaced between preparation and sending ---------------------------------------------------------
+def test_a_file_replaced_after_preparation_is_not_sent_and_is_a_per_item_error(tmp_path, gemini):
+    from pydantic import SecretStr
+
+    from tests.media_factory import make_jpeg, make_wav
+    from enrich.backends.gemini import GeminiBackend
+    from enrich.errors import MediaError
+    from enrich.pricing import load_prices
+    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.settings import DEFAULT_CONFIG_DIR, load_settings
+    from enrich.tasks.describe import DescribeOptions, Describer
+    from enrich.tasks.discover import discover
+    from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+    from enrich.tasks.records import RunInfo
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sound = make_wav(lib / "a.wav", 0.5)
+    [found] = list(discover([lib]))
+    item = prepare_file(found, PrepareOptions())
+    assert isinstance(item, PreparedItem) and item.media[0].path == sound  # nothing to strip: sent as is
+    st = sound.stat()
+    swapped = make_wav(tmp_path / "other.wav", 3.0)  # six times longer: a cost its reservation never covered
+    os.replace(swapped, sound)
+    os.utime(sound, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime (cp -p, rsync -t)
+
+    settings = load_settings()
+    schemas = dict(DESCRIPTION_SCHEMAS)
+    describer = Describer(
+        GeminiBackend("gemini-3.1-flash-lite", api_key=SecretStr("test-key-123"), base_url=gemini.base_url),
+        RunInfo(run_id="t", backend="gemini", model="gemini-3.1-flash-lite", resolution="low", price_date="x"),
+        load_prices(DEFAULT_CONFIG_DIR).price("gemini-3.1-flash-lite"),
+        DescribeOptions(prompts={k: settings.prompt_for(k) for k in schemas}, schemas=schemas))
+    try:
+        [row] = describer.describe_batch([item])
+    finally:
+        describer.close()
+    assert (row["status"], row["error_kind"]) == ("error", "changed_during_run"), row
+    assert gemini.stats()["requests"] == 0  # never sent
+
+    # changed between discovery (hashing) and preparation: what was prepared is not of the hashed bytes
+    photo = make_jpeg(lib / "b.jpg", size=(64, 48))
+    found = next(f for f in discover([lib]) if f.path == str(photo))
+    make_jpeg(photo, size=(80, 60), color=(1, 2, 3))
+    refused = prepare_file(found, PrepareOptions())
+    assert isinstance(refused, MediaError) and refused.kind == "changed_during_run"
+    from enrich.tasks.incremental import always_retried
+
+    assert always_retried("error", "changed_during_run")

@@ -317,4 +317,4 @@ async def _bytes_of(media: MediaPart) -> bytes:
         raise ItemRequestError("a media part with neither bytes nor a path", kind="unsupported")
     import asyncio
 
-    return await asyncio.to_thread(media.path.read_bytes)
+    return await asyncio.to_thread(media.read_bytes)  # checks a file sent as is was not replaced meanwhile
