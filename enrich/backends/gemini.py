@@ -17,6 +17,8 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import SecretStr, ValidationError
 
+from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
@@ -167,6 +169,8 @@ class GeminiBackend:
         return types.GenerateContentConfig(
             response_mime_type="application/json",
             response_schema=request.schema,
+            # the files are data: text inside them must not pose as instructions
+            system_instruction=UNTRUSTED_CONTENT_INSTRUCTION,
             max_output_tokens=request.max_output_tokens,
             media_resolution=RESOLUTIONS.get(request.resolution),
             temperature=0.2,
