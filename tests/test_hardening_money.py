@@ -603,9 +603,14 @@ def test_the_limits_and_the_untrusted_content_instruction_are_sent_and_the_emula
 
     result = asyncio.run(go())
     assert result.status == "ok" and len(result.description.entities) <= 10
-    # the emulator bills the system instruction as text, like the real API: it was received
-    billed = gemini.stats()["prompt_tokens"]
-    assert billed >= -(-len(UNTRUSTED_CONTENT_INSTRUCTION) // 4)
+    # the emulator reads the system instruction and bills it as text, like the real API
+    with_instruction = gemini.stats()["prompt_tokens"]
+    gemini.reset()
+    backend = GeminiBackend("gemini-3.1-flash-lite", api_key=SecretStr("test-key-123"), base_url=gemini.base_url)
+    config = backend._config
+    backend._config = lambda req: config(req).model_copy(update={"system_instruction": None})
+    assert asyncio.run(go()).status == "ok"
+    assert with_instruction - gemini.stats()["prompt_tokens"] == -(-len(UNTRUSTED_CONTENT_INSTRUCTION) // 4)
     import dataclasses
 
     body = OpenAICompatBackend("m", "http://127.0.0.1:9/v1").build_body(dataclasses.replace(request, media=()))
