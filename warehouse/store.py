@@ -4,6 +4,8 @@ Layout under the warehouse root:
     results/part-<run_id>-<seq>.parquet   one row per item outcome
     runs/run-<run_id>-<seq>.parquet       run snapshots
     .tmp/                                 files being written; never read; cleaned at start-up
+    ledger/run-<run_id>.jsonl             billed requests not yet (or never) committed (warehouse/ledger.py)
+    quarantine/                           parts found unreadable, moved aside with a warning (never read)
 
 A part is written to .tmp/, flushed and fsynced, then os.replace()d into place, so a reader (or a crash)
 never sees half a file: a part either exists whole or not at all. That rename is the commit: a chunk's
