@@ -174,7 +174,7 @@ def readable_parts(files: Iterable[Path]) -> list[Path]:
     """`files` less the unreadable ones, which are quarantined."""
     good = []
     for f in files:
-        problem = part_problem(f)
+        problem = None if f.name.startswith(COMPACT_PREFIX) else part_problem(f)  # compacted: checked already
         if problem is None:
             good.append(f)
         else:
@@ -206,26 +206,33 @@ def replaced_by(part: Path) -> list[str]:
 
 
 def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
-    """The committed parts of a folder, sorted, minus parts a compacted part has replaced."""
+    """The committed parts of a folder, sorted, minus parts a compacted part has replaced. Unreadable parts
+    are quarantined (see `quarantine`), so one damaged file never breaks a command."""
     for _ in range(attempts):
         if not directory.is_dir():
             return []
-        files = readable_parts(sorted(directory.glob("*.parquet")))
-        bad = set()
+        files = sorted(directory.glob("*.parquet"))
+        bad: set[Path] = set()
+        replaced: set[str] = set()
         try:
-            replaced = set()
             for f in files:
-                try:
-                    replaced.update(replaced_by(f))
-                except FileNotFoundError:
-                    raise
-                except (OSError, ValueError) as exc:
-                    quarantine(f, f"its footer cannot be read: {exc}")
-                    bad.add(f)
+                if not f.name.startswith(COMPACT_PREFIX):
+                    continue
+                problem = part_problem(f)
+                if problem is None:
+                    try:
+                        replaced.update(replaced_by(f))
+                        continue
+                    except FileNotFoundError:
+                        raise
+                    except (OSError, ValueError) as exc:
+                        problem = f"its footer cannot be read: {exc}"
+                quarantine(f, problem)
+                bad.add(f)
         except FileNotFoundError:
             continue  # a compaction replaced a compacted part while we listed: list again
-        files = [f for f in files if f not in bad]
-        return [f for f in files if f.name not in replaced]
+        # only the parts that will be read are checked (a compaction may be deleting the replaced ones)
+        return readable_parts(f for f in files if f.name not in replaced and f not in bad)
     raise RuntimeError(f"{directory}: parts keep changing while being listed")
 
 

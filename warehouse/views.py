@@ -110,7 +110,7 @@ def _vanished(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
 
 
-def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 20) -> T:
     """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
     snapshot and run it again (the merged part holds the same rows)."""
     for attempt in range(attempts):
@@ -130,5 +130,5 @@ def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnec
         finally:
             if con is not None:
                 con.close()
-        time.sleep(0.05 * (attempt + 1))
+        time.sleep(min(0.3, 0.05 * (attempt + 1)))  # a compaction deletes a group's parts at a time
     raise AssertionError("unreachable")  # pragma: no cover
