@@ -193,7 +193,7 @@ def test_a_part_that_cannot_be_written_is_retried_and_if_it_keeps_failing_the_ru
         return real(self, rows, run_id, seq)
 
     monkeypatch.setattr(Warehouse, "write_results", flaky)
-    monkeypatch.setattr("enrich.flows.pipeline.PART_WRITE_BACKOFF_S", 0.01)
+    monkeypatch.setattr("enrich.flows.pipeline.PART_WRITE_BACKOFF_S", 0.01, raising=False)
     first = enrich_flow([str(lib)], {})
     assert first["status"] == "finished" and first["by_status"] == {"ok": 3}  # one failure, retried
 
@@ -300,7 +300,6 @@ def test_a_run_over_a_folder_holding_enrich_home_and_the_temp_copies_does_not_in
 
     from tests.media_factory import make_jpeg
     from enrich.flows.enrich_flow import enrich_flow
-    from enrich.tasks.discover import discover, own_state_dirs
 
     top = tmp_path / "user"  # like `enrich run ~`: the library, ENRICH_HOME and $TMPDIR all under it
     (top / "Pictures").mkdir(parents=True)
@@ -321,6 +320,8 @@ def test_a_run_over_a_folder_holding_enrich_home_and_the_temp_copies_does_not_in
     paths = read_snapshot(home / "warehouse", lambda con: con.execute("SELECT DISTINCT path FROM results").fetchall())
     assert paths == [(str(top / "Pictures" / "a.jpg"),)]
     # the same for estimates: nothing of enrich's own is counted
+    from enrich.tasks.discover import discover, own_state_dirs
+
     seen = [f.path for f in discover([str(top)], hash_files=False, skip=own_state_dirs(home, home / "warehouse"))]
     assert seen == [str(top / "Pictures" / "a.jpg")]
 
