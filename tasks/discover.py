@@ -404,6 +404,8 @@ def _walk_root(root: str | os.PathLike[str], skip: frozenset[tuple[int, int]] = 
                 yield _row(link_path, "error", "broken_link", f"broken symlink: {_oserror_text(exc)}")
                 continue
             key = (tst.st_dev, tst.st_ino)
+            if key in skip:
+                continue  # a link to enrich's own state: left out silently, like the folder itself
             if key in visited:
                 rel_link = _rel(link_path, root_abs)
                 rel_target = _rel(target_real, root_real)

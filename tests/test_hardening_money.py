@@ -311,6 +311,7 @@ def test_a_run_over_a_folder_holding_enrich_home_and_the_temp_copies_does_not_in
     (tmp / f"enrich-media-{os.getuid()}").mkdir(parents=True)
     make_jpeg(tmp / f"enrich-media-{os.getuid()}" / "stripped-copy.jpg", size=(64, 48), color=(1, 2, 3))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    home.mkdir()
     (top / "link-to-home").symlink_to(home, target_is_directory=True)  # another way in: skipped as well
 
     first = enrich_flow([str(top)], {})
