@@ -47,6 +47,7 @@ from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.context import context_fields
 from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.lock import WarehouseLock
@@ -189,6 +190,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         price_date=prices.date,
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
+        context=",".join(context_fields(settings.context)),
     )
     concurrency = settings.concurrency
     if backend.capabilities.local:

@@ -293,13 +293,16 @@ class Planner:
 def current_versions(settings) -> Callable[[str | None], str | None]:
     """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
     from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.tasks.context import context_fields
     from enrich.tasks.records import enrichment_version, schema_hash, short_hash
+
+    context = ",".join(context_fields(settings.context))
 
     versions: dict[str, str | None] = {}
     for kind, schema in DESCRIPTION_SCHEMAS.items():
         prompt = settings.prompts.get(kind)
         versions[kind] = enrichment_version(settings.model, short_hash(prompt) if prompt else None,
-                                            schema_hash(schema), settings.resolution)
+                                            schema_hash(schema), settings.resolution, context)
     return lambda kind: versions.get(kind or "")
 
 
