@@ -15,6 +15,7 @@ enrichment version (tasks/records.py), so turning context on makes earlier descr
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
@@ -97,16 +98,27 @@ def _xmp_packet(path: str) -> str | None:
     return m.group(0).decode("utf-8", "replace") if m else None
 
 
+_WROTE_RE = re.compile(r"sha256:([0-9a-f]{32})")
+
+
 def _from_xmp(xmp: str, keywords: list[str], texts: list[str]) -> None:
+    """Keywords, titles and captions a person wrote. Values `enrich export xmp` wrote (its provenance lists a
+    digest of each) are left out: a model's earlier answer is not context about the file."""
+    ours = set(_WROTE_RE.findall(xmp))
+
+    def people(values: list[str]) -> list[str]:
+        return [v for v in values
+                if hashlib.sha256(html.unescape(v).encode("utf-8")).hexdigest()[:32] not in ours]
+
     for name in ("subject", "hierarchical"):
         for bag in _BAG_RE[name].findall(xmp):
-            for li in _LI_RE.findall(bag):
+            for li in people(_LI_RE.findall(bag)):
                 keywords.append(_clean(li).replace("|", " > ") if name == "hierarchical" else _clean(li))
     for name in ("title", "description"):
         for alt in _BAG_RE[name].findall(xmp):
-            texts.extend(_clean(li) for li in _LI_RE.findall(alt))
+            texts.extend(_clean(li) for li in people(_LI_RE.findall(alt)))
     for name, rx in _ATTR_RE.items():
-        texts.extend(_clean(v) for v in rx.findall(xmp))
+        texts.extend(_clean(v) for v in people(rx.findall(xmp)))
 
 
 def _sidecars(path: str) -> list[str]:

@@ -196,3 +196,19 @@ def test_estimate_takes_the_same_options(tmp_path, enrich_home):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main(["estimate", str(tmp_path), "--kinds", "photos"]) == 2
     assert "photos" in err.getvalue()
+
+
+def test_keywords_come_from_xmp_sidecars_and_iptc_but_not_from_what_enrich_wrote(tmp_path):
+    import hashlib
+
+    from enrich.tasks.context import read_keywords
+
+    photo = tiny(tmp_path / "IMG_0001.jpg")
+    ours = "sha256:" + hashlib.sha256("beach".encode()).hexdigest()[:32]
+    (tmp_path / "IMG_0001.jpg.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:enrich="urn:enrich:xmp:1.0/">'
+        '<dc:subject><rdf:Bag><rdf:li>grandma</rdf:li><rdf:li>beach</rdf:li></rdf:Bag></dc:subject>'
+        f'<enrich:wrote><rdf:Bag><rdf:li>dc:subject {ours}</rdf:li></rdf:Bag></enrich:wrote>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>')
+    assert read_keywords(str(photo), "image") == (["grandma"], [])

@@ -53,7 +53,8 @@ MEDIA_COMMANDS = ("run", "estimate", "serve")
 
 def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Declare the flags `run`, `estimate` and `serve` share: PATH..., --model, --resolution, --warehouse,
-    --reprocess; and for the two that send requests (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
+    --reprocess, what is sent (--kinds, --include, --exclude, --hidden, --max-file-size), trial runs (--sample,
+    --limit, --seed) and --context; and for the two that send requests (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
     --progress, --chunk-size, --keep-metadata and --emulator. `overrides_from` reads them back."""
     if command not in MEDIA_COMMANDS:
         raise ValueError(f"add_media_flags is for {', '.join(MEDIA_COMMANDS)}, not {command!r}")
