@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "serve": "enrich.commands.serve",
     "config": "enrich.commands.config",
     "eval": "enrich.commands.eval",
+    "export": "enrich.commands.export",
+    "search": "enrich.commands.search",
 }
 
 EPILOG = """\
@@ -46,6 +48,8 @@ examples:
   enrich config                              # every setting, its value and where it came from
   enrich --config ~/work/enrich-config run ~/Pictures   # another user config folder
   enrich eval --emulator                     # score a model on the bundled golden set
+  enrich search "red bicycle" --since 2023-01-01   # full-text search over every description
+  enrich export xmp ~/Pictures --dry-run           # XMP sidecars for photo managers
 """
 
 

@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import enrich.golden
 from enrich.errors import ConfigError
 
 LABEL_FILES = ("labels.json", "labels.csv")
@@ -34,8 +35,8 @@ TEXT_FIELDS = ("kind", "setting", "visible_text", "caption", "transcript", "titl
                "licence", "note")
 KNOWN_FIELDS = frozenset(("path",) + LIST_FIELDS + INT_FIELDS + TEXT_FIELDS)
 
-# The golden set bundled with the project (samples/golden in the repository).
-DEFAULT_SET = Path(__file__).resolve().parent.parent / "samples" / "golden"
+# The golden set bundled with the project: samples/golden in the repository, the package enrich.golden.
+DEFAULT_SET = Path(enrich.golden.__file__).resolve().parent
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Regenerate the media of the golden set (samples/golden). Run from the project root.
 
-    python samples/golden/make_golden.py --skimage-data DIR --pillow-images DIR
+    python samples/make_golden.py --skimage-data DIR --pillow-images DIR
 
 The labels (`labels.json`) are written by hand and are not touched. What this script makes:
 
@@ -25,7 +25,7 @@ import tempfile
 import wave
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "golden"
 MAX_SIDE = 640
 
 # file in images/ <- (package, file in that package's folder)
