@@ -167,6 +167,43 @@ def _fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be a fraction in [0, 1)"
 
 
+CONTEXT_FIELDS = ("date", "place", "folder", "keywords")
+MEDIA_KINDS = ("image", "audio", "video", "document")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated setting as a list (blanks dropped)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in `50MB`, `1.5 GiB`, `800k` or a plain number (decimal units: 1 MB = 1,000,000 bytes)."""
+    if isinstance(text, int):
+        return text
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (try 50MB, 2GiB or a number of bytes)")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def _size_problem(v: Any) -> str | None:
+    try:
+        parse_size(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _known_words(value: str, known: tuple[str, ...]) -> str | None:
+    unknown = [w for w in split_list(value) if w not in known]
+    return f"has {', '.join(unknown)}: the choices are {', '.join(known)}" if unknown else None
+
+
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
@@ -220,6 +257,28 @@ class Settings:
                                    help="threads for image preparation; 0 = all cores")
     budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_usd_amount, flag="--budget",
                                        help="a run's spending cap in USD (--budget)")
+    context: str = setting("", toml="run.context", check=lambda v: _known_words(v, CONTEXT_FIELDS),
+                           help="what goes into the prompt as text, comma-separated: date, place (offline, "
+                           "from GPS; never the coordinates), folder, keywords (XMP/IPTC); empty = none")
+    sample_seed: int = setting(17, toml="run.sample_seed",
+                               help="seed of --sample: the same seed draws the same files")
+    sample: int | None = setting(None, type=int, env=None, check=_at_least(1),
+                                 help="describe only N files drawn at random from what the run would send (--sample)")
+    limit: int | None = setting(None, type=int, env=None, check=_at_least(1),
+                                help="describe only the first N files, in walk order, of what the run would send")
+    # [select]: which files a run (and an estimate) looks at
+    kinds: str = setting("", toml="select.kinds", check=lambda v: _known_words(v, MEDIA_KINDS),
+                         help="media kinds to send, comma-separated (image, audio, video, document); empty = all")
+    include: str = setting("", toml="select.include",
+                           help="only paths matching one of these globs (gitignore syntax, relative to the root; "
+                           "comma-separated)")
+    exclude: str = setting("", toml="select.exclude",
+                           help="leave out paths matching these globs (gitignore syntax, relative to the root; "
+                           "comma-separated)")
+    hidden: bool = setting(False, toml="select.hidden",
+                           help="also look at hidden files and folders (names starting with a dot)")
+    max_file_size: str | None = setting(None, type=str, toml="select.max_file_size", check=lambda v: _size_problem(v),
+                                        help="leave out files larger than this (e.g. 50MB, 2GiB)")
     # [media]: audio, video, documents
     max_inline_bytes: int = setting(20 * 1024 * 1024, toml="media.max_inline_bytes", check=_at_least(0),
                                     help="media larger than this goes through the Files API, then is deleted")

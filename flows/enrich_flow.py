@@ -35,6 +35,7 @@ from enrich.flows.pipeline import (
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
 from enrich.tasks.discover import count_files, iter_batches, own_state_dirs
+from enrich.tasks.selection import Selection
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
@@ -83,7 +84,10 @@ def _signal_handler(ctx: RunContext) -> Callable[[int], None]:
 def _count_in_background(ctx: RunContext) -> None:
     def count() -> None:
         try:
-            ctx.progress.total = count_files(independent_roots(ctx.roots),
+            if ctx.settings.sample is not None or ctx.settings.limit is not None:
+                ctx.progress.total = min(n for n in (ctx.settings.sample, ctx.settings.limit) if n is not None)
+                return
+            ctx.progress.total = count_files(independent_roots(ctx.roots), Selection.from_settings(ctx.settings),
                                              own_state_dirs(ctx.settings.home, ctx.settings.warehouse))
         except Exception:  # only progress needs it
             pass

@@ -48,6 +48,8 @@ from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.context import context_fields
+from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.lock import WarehouseLock
@@ -198,6 +200,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         price_date=prices.date,
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
+        context=",".join(context_fields(settings.context)),
     )
     concurrency = settings.concurrency
     if backend.capabilities.local:
@@ -270,14 +273,28 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
-    independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    skip = own_state_dirs(ctx.settings.home, ctx.settings.warehouse)
-    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache, skip=skip):
-        if ctx.planner is None or ctx.planner.admit(file):
-            yield file
+    independent ones), less what the selection leaves out (tasks/selection.py: no row at all); after the walk,
+    the duplicates of files sent in this run and the paths now gone.
+
+    A trial run (`--sample N`, `--limit N`) keeps N of the media files the run would send or copy, and writes
+    nothing else: no rows for files that are not media, no duplicates, no `gone` rows. What it leaves out keeps
+    whatever row it had; a later full run takes up the rest."""
+    settings = ctx.settings
+    roots = independent_roots(ctx.roots)
+    files = discover(roots, hash_cache=ctx.hash_cache, selection=Selection.from_settings(settings),
+                     skip=own_state_dirs(settings.home, settings.warehouse))
+    admitted = (f for f in files if ctx.planner is None or ctx.planner.admit(f))
+    trial = settings.sample is not None or settings.limit is not None
+    if trial:
+        candidates = (f for f in admitted if f.status == Status.PENDING)
+        yield from trial_pick(candidates, lambda f: f.path, roots=roots, limit=settings.limit,
+                              sample=settings.sample, seed=settings.sample_seed)
+        files.close()  # a limit may stop before the walk's end
+    else:
+        yield from admitted
     if ctx.hash_cache is not None:
         ctx.hash_cache.flush()
-    if ctx.planner is not None:
+    if ctx.planner is not None and not trial:
         yield from ctx.planner.late_files(ctx.roots)
 
 

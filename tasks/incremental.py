@@ -24,14 +24,15 @@ file, in walk order (the main thread of the run, so decisions are deterministic)
   described (a bad JPEG, not media): then the RAW is described itself, as it is when the JPEG's description
   fails. `PAIR_RAW_WITH_JPEG` (below) turns this off.
 
-After the walk, paths under the scanned roots whose latest row is not `gone` and that were not seen get a
-`gone` row (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
+After the walk, paths under the scanned roots whose latest row is not `gone`, that were not seen and where no
+file is any more get a `gone` row (a file still there that a filter left out keeps its row) (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
 view hides them, `results` keeps their history. Nothing is marked gone under a root or folder the walk
 could not read (its error row says why), so an unplugged disk does not empty the library.
 """
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -95,6 +96,16 @@ def _under(path: str, roots: list[str]) -> bool:
         if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
             return True
     return False
+
+
+def _still_there(path: str) -> bool:
+    """A regular file (or a symlink) is still at `path`: the walk did not report it because a filter
+    (--include/--exclude, .enrichignore, hidden, --kinds, --max-file-size) left it out."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 @dataclass
@@ -295,10 +306,11 @@ class Planner:
         for root in roots:
             known = lost = 0
             for path, last in self.state.by_path.items():
-                if last.status == "gone" or not _under(path, [root]) or _under(path, self._unreadable_dirs):
+                if last.status == Status.GONE or not _under(path, [root]) or _under(path, self._unreadable_dirs):
                     continue
                 known += 1
-                if path not in self._seen and not (last.content_hash and last.content_hash in self._hash_seen_at):
+                if path not in self._seen and not (last.content_hash and last.content_hash in self._hash_seen_at) \
+                        and not _still_there(path):  # left out by a filter, a sample or a limit: not lost
                     lost += 1
             walked = self._walked.get(root, 0) if root in self.roots else None
             if lost and (walked == 0 or (2 * lost > known and lost >= MASS_REMOVAL_MIN)):
@@ -312,8 +324,8 @@ class Planner:
         for path, last in self.state.by_path.items():
             if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
-            if _under(path, self._unreadable_dirs) or _under(path, held_back):
-                continue
+            if _under(path, self._unreadable_dirs) or _under(path, held_back) or _still_there(path):
+                continue  # a file still there was left out by a filter, a sample or a limit: not gone
             moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
             if moved_to is not None:
                 kind, error = ErrorKind.MOVED, f"moved to {moved_to}"
@@ -326,13 +338,16 @@ class Planner:
 def current_versions(settings) -> Callable[[str | None], str | None]:
     """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
     from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.tasks.context import context_fields
     from enrich.tasks.records import enrichment_version, schema_hash, short_hash
+
+    context = ",".join(context_fields(settings.context))
 
     versions: dict[str, str | None] = {}
     for kind, schema in DESCRIPTION_SCHEMAS.items():
         prompt = settings.prompts.get(kind)
         versions[kind] = enrichment_version(settings.model, short_hash(prompt) if prompt else None,
-                                            schema_hash(schema), settings.resolution)
+                                            schema_hash(schema), settings.resolution, context)
     return lambda kind: versions.get(kind or "")
 
 

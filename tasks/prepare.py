@@ -85,6 +85,10 @@ def prepare_file(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem 
         return MediaError("out of memory while decoding", kind=ErrorKind.TOO_LARGE)
     except Exception as exc:  # a library bug on odd input must not sink the run
         return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind=ErrorKind.CORRUPT)
+    if options.context:
+        from enrich.tasks.context import context_text
+
+        item.context = context_text(file.path, file.kind, item.meta, options.context)
     item.prepare_ms = (time.perf_counter() - started) * 1000
     changed = _changed_since_discovery(file)
     if changed:
