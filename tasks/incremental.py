@@ -313,7 +313,8 @@ class Planner:
                         and not _still_there(path):  # left out by a filter, a sample or a limit: not lost
                     lost += 1
             walked = self._walked.get(root, 0) if root in self.roots else None
-            if lost and (walked == 0 or (2 * lost > known and lost >= MASS_REMOVAL_MIN)):
+            # walked == 0 alone is not enough: files a filter left out are still there (not counted as lost)
+            if lost and ((walked == 0 and lost == known) or (2 * lost > known and lost >= MASS_REMOVAL_MIN)):
                 self.withheld.append(WithheldRemoval(root, lost, known, walked))
                 if not self.allow_mass_removal:
                     withheld.append(root)
