@@ -7,6 +7,8 @@ Views:
              records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
              bytes, so an interrupted reprocess never makes a committed description vanish from view
     runs     the latest snapshot per run
+    jobs     the latest snapshot per batch job (warehouse/jobs.py): name, display name, model, keys, items,
+             reserved and spent USD, state, reason, times
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
-from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.schemas.parquet import JOB_SCHEMA, NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.jobs import JobStore
 from enrich.warehouse.store import Warehouse
 
 
@@ -74,6 +77,15 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         CREATE OR REPLACE VIEW runs AS
         SELECT * EXCLUDE (_rank) FROM (
             SELECT *, row_number() OVER (PARTITION BY run_id ORDER BY seq DESC) AS _rank FROM runs_all)
+        WHERE _rank = 1
+        """
+    )
+    jobs = _source_sql(con, JobStore(wh).job_files(), JOB_SCHEMA, '_empty_jobs')
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW jobs AS
+        SELECT * EXCLUDE (_rank) FROM (
+            SELECT *, row_number() OVER (PARTITION BY job_id ORDER BY seq DESC) AS _rank FROM ({jobs}))
         WHERE _rank = 1
         """
     )
