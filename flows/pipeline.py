@@ -530,7 +530,9 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
                 future = ctx.describer.submit(prepared)
                 future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
                 return
-            row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared), getattr(prepared, "meta", None))
+            else:
+                row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared),
+                                 getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
         row = status_row(file, ctx.info, Status.ERROR, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
