@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -105,8 +105,7 @@ class JobPacker:
     """Packs one run's prepared items into batch jobs. `add` is thread-safe."""
 
     def __init__(self, client: GeminiBatchClient, store: JobStore, info: RunInfo, price: ModelPrice,
-                 options: BatchOptions, budget: Budget, *, already_enqueued: int = 0,
-                 line_of: Callable[[Any], bytes] | None = None) -> None:
+                 options: BatchOptions, budget: Budget, *, already_enqueued: int = 0) -> None:
         self.client = client
         self.store = store
         self.info = info  # batch=True: the rows its jobs produce say so
@@ -116,7 +115,7 @@ class JobPacker:
         self.enqueued = already_enqueued  # tokens open jobs of this model hold at the provider
         self.stats = PackStats()
         self.reservations: dict[str, Reservation] = {}  # job_id -> what this run's budget holds for it
-        self._line_of = line_of or client.jsonl_line
+        self._builders: dict[str, Any] = {}  # kind -> LineBuilder (the SDK converts each kind's request once)
         self._lock = threading.Lock()
         self._job = _OpenJob()
         self._n = 0
@@ -138,7 +137,6 @@ class JobPacker:
         reserve_input = reserved_input_tokens(est_input)
         worst = worst_case_usd(reserve_input, opts.max_output_tokens, self.price, batch=True,
                                audio_tokens=min(reserve_input, reserved_input_tokens(est_audio)) if est_audio else 0)
-        size = int(sum(m.size for m in item.media) * B64_GROWTH) + len(request.prompt) + LINE_OVERHEAD_BYTES
         with self._lock:
             if key in self._keys_seen:
                 return None  # the same bytes are already in a job of this run: a later run copies their row
@@ -156,13 +154,15 @@ class JobPacker:
                                  f"not sent: its worst case ${worst} at the batch price does not fit in what is "
                                  "left of the budget")
             job = self._job
-            inlined = self.client.inlined(request)
+            media = [(m.read_bytes(), m.mime) for m in item.media]
+            size = int(sum(len(d) for d, _ in media) * B64_GROWTH) + len(request.prompt) + LINE_OVERHEAD_BYTES
             if job.spool is None and job.bytes + size > opts.inline_max_bytes:
                 self._spill_locked(job)
             if job.spool_fh is not None:
-                job.spool_fh.write(self._line_of(inlined))
+                job.spool_fh.write(self._builder(kind, request).jsonl(key, media))
             else:
-                job.inline.append(inlined)
+                self._builder(kind, request)
+                job.inline.append((kind, key, media))
             job.keys.append(key)
             job.templates.append(status_row(file, self.info, Status.PENDING, None, None, item.meta))
             job.bytes += size
@@ -174,6 +174,13 @@ class JobPacker:
                 self._flush_locked()
         return None
 
+    def _builder(self, kind: str, request: DescribeRequest):
+        builder = self._builders.get(kind)
+        if builder is None:
+            builder = self._builders[kind] = self.client.line_builder(request.prompt, request.schema,
+                                                                      request.max_output_tokens, request.resolution)
+        return builder
+
     def _row(self, item: PreparedItem, status: str, kind: str, message: str) -> dict[str, Any]:
         return status_row(item.file, replace(self.info, batch=False), status, kind, message, item.meta)
 
@@ -183,8 +190,8 @@ class JobPacker:
         tmp.mkdir(parents=True, exist_ok=True)
         job.spool = tmp / f"batch-{self.info.run_id}-{uuid.uuid4().hex[:8]}.jsonl"
         job.spool_fh = open(job.spool, "wb")
-        for inlined in job.inline:
-            job.spool_fh.write(self._line_of(inlined))
+        for kind, key, media in job.inline:
+            job.spool_fh.write(self._builders[kind].jsonl(key, media))
         job.inline = []
 
     def flush(self) -> JobRecord | None:
@@ -214,8 +221,8 @@ class JobPacker:
         self.store.write(record)  # the commit: from here the keys are held and the reservation counted
         crash_point("created-manifest")
         try:
-            remote = self.client.create(record.display_name, inline=None if job.spool else job.inline,
-                                        jsonl=job.spool)
+            inline = None if job.spool else [self._builders[k].inlined(key, media) for k, key, media in job.inline]
+            remote = self.client.create(record.display_name, inline=inline, jsonl=job.spool)
         except (BatchCreateRefused, RetryableError) as exc:
             self.budget.release(Reservation(job.reserved))
             self.stats.not_submitted += len(job.keys)

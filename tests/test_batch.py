@@ -309,3 +309,23 @@ def test_estimate_prices_each_mode(tmp_path, enrich_home):
     assert flex.cost_usd * 2 == pytest.approx(sync.cost_usd, rel=Decimal('1e-6'))
     assert batch.time_s is None and "24 h" in batch.time_bound
     assert flex.latency_s >= 60 and sync.latency_s < 60
+
+
+def test_fast_jsonl_lines_are_what_the_sdk_would_send(gemini):
+    import json
+
+    from enrich.backends.base import DescribeRequest, MediaPart
+    from enrich.backends.gemini import GeminiBackend
+    from enrich.backends.gemini_batch import GeminiBatchClient
+    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from pydantic import SecretStr
+
+    backend = GeminiBackend("gemini-3.1-flash-lite", api_key=SecretStr("k"), base_url=gemini.base_url)
+    client = GeminiBatchClient(backend)
+    schema = DESCRIPTION_SCHEMAS["image"]
+    builder = client.line_builder("Describe this photo.", schema, 512, "low")
+    media = [(b"\xff\xd8\xff\xe0 not really a jpeg \x00\x01", "image/jpeg")]
+    request = DescribeRequest(key="abc:v1", prompt="Describe this photo.", schema=schema,
+                              media=(MediaPart(mime="image/jpeg", data=media[0][0]),), max_output_tokens=512,
+                              resolution="low")
+    assert json.loads(builder.jsonl("abc:v1", media)) == json.loads(client.jsonl_line(client.inlined(request)))
