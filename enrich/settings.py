@@ -229,11 +229,6 @@ class Settings:
     mode: str = setting("sync", toml="batch.mode", check=_one_of("sync", "batch", "flex"),
                         help="sync (interactive requests) | batch (Gemini Batch jobs, half price, within 24 h) | "
                         "flex (interactive on the Flex tier, half price, slow)")
-    batch_enqueued_tokens: dict[str, int] = setting(
-        {"default": 10_000_000, "gemini-3.8-flash": 3_000_000, "gemini-2.5-flash": 3_000_000}, env=None,
-        toml="batch.enqueued_tokens",
-        help="input tokens all open batch jobs of a model may hold (the provider's enqueued-token limit; "
-        "Tier 1 Flash-Lite about 10 million), per model, with a default entry")
     batch_max_items: int = setting(10_000, toml="batch.max_items", check=_at_least(1),
                                    help="most items in one batch job")
     batch_inline_max_bytes: int = setting(20_000_000, toml="batch.inline_max_bytes", check=_at_least(0),
@@ -247,6 +242,11 @@ class Settings:
                                       "jobs and results 48 h); its items are sent again")
     flex_timeout_s: float = setting(900.0, toml="batch.flex_timeout_s", check=_positive,
                                     help="--mode flex: seconds one request may take (the tier targets 1-15 min)")
+    batch_enqueued_tokens: dict[str, int] = setting(
+        {"default": 10_000_000, "gemini-3.8-flash": 3_000_000, "gemini-2.5-flash": 3_000_000}, env=None,
+        toml="batch.enqueued_tokens",
+        help="input tokens all open batch jobs of a model may hold (the provider's enqueued-token limit; "
+        "Tier 1 Flash-Lite about 10 million), per model, with a default entry")
     # [budget]
     daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_at_least(0),
                                              help="rolling cap per UTC day over all runs, from the warehouse's spend")
