@@ -101,6 +101,7 @@ def test_a_batch_run_submits_jobs_and_a_later_run_collects_them_at_the_batch_pri
 def test_large_jobs_go_through_a_jsonl_file_and_jobs_split_by_items_and_enqueued_tokens(tmp_path, gemini,
                                                                                       enrich_home):
     lib = make_library(tmp_path / "lib")
+    gemini.set_config(batch_pending_polls=1)  # pending, running, succeeded
     s = run(lib, until_done=True, batch_inline_max_bytes=1, batch_max_items=2)
     assert len(s["batch"]["jobs_created"]) == 3  # 2 + 2 + 2
     assert query("SELECT DISTINCT input FROM jobs") == [("file",)]
@@ -329,3 +330,33 @@ def test_fast_jsonl_lines_are_what_the_sdk_would_send(gemini):
                               media=(MediaPart(mime="image/jpeg", data=media[0][0]),), max_output_tokens=512,
                               resolution="low")
     assert json.loads(builder.jsonl("abc:v1", media)) == json.loads(client.jsonl_line(client.inlined(request)))
+
+
+def test_serve_takes_the_mode_to_each_scheduled_run(tmp_path):
+    """`enrich serve --mode batch`: the deployment's parameters carry the mode, so each nightly run collects
+    the jobs of the night before and submits new ones (what every batch run does, tested above)."""
+    import inspect
+
+    from enrich.cli import build_parser
+    from enrich.commands.serve import flow_parameters
+
+    args = build_parser().parse_args(["serve", str(tmp_path), "--cron", "0 2 * * *", "--mode", "batch"])
+    params = flow_parameters([str(tmp_path)], args)
+    assert params["overrides"]["mode"] == "batch"
+    from enrich.flows.enrich_flow import enrich_flow
+
+    assert set(params) <= set(inspect.signature(enrich_flow.fn).parameters)
+
+
+def test_a_job_older_than_the_provider_keeps_results_is_expired(tmp_path, gemini, enrich_home):
+    import time
+
+    lib = make_library(tmp_path / "lib", 3)
+    gemini.set_config(batch_pending_polls=1, batch_running_polls=10_000)  # pending, then running for ever
+    run(lib)
+    assert query("SELECT state FROM jobs") == [("pending",)]
+    time.sleep(0.4)
+    s = run(lib, mode="sync", batch_keep_hours=0.0001)  # 0.36 s: this job is too old now
+    (state, reason), = query("SELECT state, reason FROM jobs")
+    assert state == "expired" and "0.0001 h" in reason and "sent again" in reason
+    assert s["by_status"] == {"ok": 3}  # the same run sent them again, interactively
