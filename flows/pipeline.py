@@ -308,8 +308,15 @@ def finish_batch(ctx: RunContext, *, until_done: bool = False, deadline_s: float
     import time
 
     say = say or (lambda line: log.info("%s", line))
-    if ctx.packer is not None and not ctx.stopping:
-        ctx.packer.close()
+    if ctx.packer is not None:
+        if ctx.stopping:  # no new job now: what was packed gets its interrupted rows
+            rows = ctx.packer.abandon(ctx.describer.stop_reason or "the run stopped")
+            if rows:
+                ctx.warehouse.write_results(rows, ctx.run_id, ctx.next_seq())
+                with ctx.lock:
+                    ctx.stats.add_rows(rows)
+        else:
+            ctx.packer.close()
     if ctx.collector is None or not until_done:
         return
     settings = ctx.settings

@@ -241,6 +241,26 @@ class JobPacker:
     def close(self) -> None:
         self.flush()
 
+    def abandon(self, why: str) -> list[dict[str, Any]]:
+        """The run stops before the open job was created: its items' rows say so (`interrupted`, retried by
+        the next run), its reservation is released, and no job is made."""
+        with self._lock:
+            job, self._job = self._job, _OpenJob()
+        if job.spool_fh is not None:
+            job.spool_fh.close()
+        if job.spool is not None:
+            job.spool.unlink(missing_ok=True)
+        if not job.keys:
+            return []
+        self.budget.release(Reservation(job.reserved))
+        rows = []
+        for template in job.templates:
+            row = dict(template)
+            row.update(status=Status.INTERRUPTED, error_kind=ErrorKind.INTERRUPTED, batch=False,
+                       error=f"not sent: {why} before its batch job was created", finished_at=now_utc())
+            rows.append(row)
+        return rows
+
 
 def crash_point(name: str) -> None:
     """Tests only: ENRICH_TEST_BATCH_PAUSE=<name>:<seconds> sleeps here, so a test can SIGKILL the process at

@@ -360,3 +360,22 @@ def test_a_job_older_than_the_provider_keeps_results_is_expired(tmp_path, gemini
     (state, reason), = query("SELECT state, reason FROM jobs")
     assert state == "expired" and "0.0001 h" in reason and "sent again" in reason
     assert s["by_status"] == {"ok": 3}  # the same run sent them again, interactively
+
+
+def test_items_packed_when_the_run_is_stopped_get_interrupted_rows_and_no_job(tmp_path, gemini, enrich_home):
+    from enrich.flows.pipeline import close_run, discover_files, finish_batch, open_run, process_chunk
+    from enrich.settings import load_settings
+
+    lib = make_library(tmp_path / "lib", 4)
+    settings = load_settings().with_overrides(rpm=0, tpm=0, progress="off", mode="batch")
+    ctx = open_run([str(lib)], settings)
+    try:
+        process_chunk(ctx.run_id, list(discover_files(ctx)))
+        ctx.describer.stop("interrupted by SIGINT")  # what the signal handler does
+        finish_batch(ctx)
+    finally:
+        close_run(ctx)
+    assert gemini.stats()["batch"]["jobs"] == 0 and not query("SELECT * FROM jobs")
+    assert set(one_current_row_each(lib).values()) == {"interrupted"}
+    run(lib, until_done=True)
+    assert set(one_current_row_each(lib).values()) == {"ok"}
