@@ -47,6 +47,7 @@ from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.jobs import JobStore, open_keys, open_reserved_in, item_key
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
@@ -113,6 +114,7 @@ class RunContext:
     planner: Planner | None = None
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
+    pair_copies: set[tuple[str, str]] = field(default_factory=set)  # RAWs copying a JPEG in the same chunk
     # batch mode (tasks/batch.py): jobs packed by this run, and what the run found and collected
     packer: Any = None  # JobPacker in --mode batch
     collector: Any = None  # JobCollector whenever the warehouse has batch jobs or the mode is batch
@@ -440,15 +442,29 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
             continue
         if ref.run_id == ctx.run_id and ref.path in index:
             same_chunk[i] = index[ref.path]
+            if ref.pair:
+                ctx.pair_copies.add((ctx.run_id, files[i].path))
         else:
             planner.wait_for_leader(ref)  # a leader in an earlier chunk (duplicates come after the walk)
             refs[i] = ref
     if not refs:
         return {}, same_chunk
     sources = load_rows(ctx.warehouse, {(r.run_id, r.path) for r in refs.values()})
-    # A source that cannot be read back (it always can) leaves the file to be described like any other.
-    return ({i: copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
-             for i, r in refs.items() if (r.run_id, r.path) in sources}, same_chunk)
+    # A source that cannot be read back (it always can) leaves the file to be described like any other; so
+    # does the JPEG of a RAW+JPEG pair that was not described (the RAW is then described itself).
+    return ({i: pair_row(files[i], ctx.info, sources[(r.run_id, r.path)]) if r.pair
+             else copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
+             for i, r in refs.items() if (r.run_id, r.path) in sources
+             and (not r.pair or sources[(r.run_id, r.path)].get("status") == Status.OK)}, same_chunk)
+
+
+def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> dict[str, Any]:
+    """The RAW of a RAW+JPEG pair: the JPEG's description at cost 0 (`reused_from` = the JPEG), with the RAW's
+    own format."""
+    row = copied_row(file, run, jpeg_row)
+    fmt = image_format_of_mime(file.mime)
+    row["media_format"] = fmt.lower() if fmt else None
+    return row
 
 
 # -- one chunk ----------------------------------------------------------------------------------------------
@@ -493,6 +509,13 @@ class _ChunkWork:
     def wait(self) -> list[dict[str, Any]]:
         self._done.wait()
         return [r for r in self.rows if r is not None]
+
+    def reopen(self, n: int) -> None:
+        """`n` more rows will arrive through complete() (items dispatched after a first wait())."""
+        with self._lock:
+            self._left = n
+            if n > 0:
+                self._done.clear()
 
 
 def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
@@ -575,13 +598,11 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
             ctx.planner.chunk_done(files)  # duplicates waiting on this chunk's rows may go on
 
 
-def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
-    work = _ChunkWork(ctx, len(files))
-    copies, later = copy_rows(ctx, files)
-    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
-    for i, f in enumerate(files):
-        if i in later:
-            continue
+def _dispatch(ctx: RunContext, work: _ChunkWork, files: list[DiscoveredFile], indices: Iterable[int],
+              copies: dict[int, dict[str, Any]]) -> None:
+    """Give each of `indices` its row: a copy, a row without a request, or prepare and send it."""
+    for i in indices:
+        f = files[i]
         row = copies.get(i) or _row_without_request(ctx, f)
         if row is None and not _take_ready_slot(ctx):
             row = ctx.describer.not_sent_row(f)
@@ -593,9 +614,29 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         except RuntimeError:  # the pool is shut down: the run is closing
             ctx.ready.release()
             work.complete(i, ctx.describer.not_sent_row(f))
+
+
+def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
+    work = _ChunkWork(ctx, len(files))
+    copies, later = copy_rows(ctx, files)
+    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
+    _dispatch(ctx, work, files, (i for i in range(len(files)) if i not in later), copies)
     work.wait()
+    describe_now = []
     for i, leader in later.items():
+        key = (ctx.run_id, files[i].path)
+        if key in ctx.pair_copies:
+            ctx.pair_copies.discard(key)
+            if work.rows[leader] is None or work.rows[leader].get("status") != Status.OK:
+                describe_now.append(i)  # the pair's JPEG was not described: describe the RAW itself
+            else:
+                work.rows[i] = pair_row(files[i], ctx.info, work.rows[leader])
+            continue
         work.rows[i] = copied_row(files[i], ctx.info, work.rows[leader])
+    if describe_now:
+        work.reopen(len(describe_now))
+        _dispatch(ctx, work, files, describe_now, {})
+        work.wait()
     final = [r for r in work.rows if r is not None]
     assert len(final) + work.skipped == len(files), "every file gets exactly one row (or a batch job)"
     ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
@@ -690,6 +731,17 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
     return RunStatus.FINISHED, None
 
 
+def refresh_search_index(root) -> None:
+    """Bring `enrich search`'s index, if there is one, up to date with what the run wrote (while the run
+    still holds the warehouse lock). Never fails the run: `enrich search` rebuilds it when it finds it stale."""
+    try:
+        from enrich.warehouse.search_index import ensure_fresh
+
+        ensure_fresh(root, only_if_present=True)
+    except Exception as exc:  # noqa: BLE001 - the index is derived data; the run's rows are committed
+        log.warning("search index not updated: %r", exc)
+
+
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
     """Record the run's end. Returns its final status."""
     try:
@@ -697,6 +749,7 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
             status, message = final_status(ctx)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
+        refresh_search_index(ctx.warehouse.root)
     finally:
         try:
             ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)

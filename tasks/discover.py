@@ -3,7 +3,9 @@
 Every regular file under a root ends in exactly one `DiscoveredFile`:
 
 - ``pending``: media (image/audio/video/document) to process; `kind`/`mime` come from the content.
-- ``skipped``: not media (`not_media`), or a symlink whose target leaves the root (`outside_root`).
+- ``skipped``: not media (`not_media`), a companion file beside the media (`companion`: XMP and other
+  sidecars, `.aae`, `.thm`, `.lrv`, catalogues, `.DS_Store`; recognised by name, see tasks/sniff.py), or a
+  symlink whose target leaves the root (`outside_root`).
 - ``error``: a bad input, with `error_kind` and a plain-words `error`:
   `empty`, `mislabelled`, `unreadable`, `broken_link`, `symlink_loop`, `bad_filename`, `not_found`.
 
@@ -38,8 +40,11 @@ from enrich.tasks.sniff import (
     EXTENSION_MIMES,
     SNIFF_BYTES,
     TEXT_DOCUMENT_EXTENSIONS,
+    companion_of,
     describe_mime,
     sniff,
+    refine_tiff,
+    sniff_with_decoder,
 )
 
 __all__ = [
@@ -69,6 +74,7 @@ ERROR_KINDS = frozenset(
         ErrorKind.NOT_FOUND,
         # kinds of `skipped` rows
         ErrorKind.NOT_MEDIA,
+        ErrorKind.COMPANION,
         ErrorKind.OUTSIDE_ROOT,
     }
 )
@@ -237,6 +243,9 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                     mtime_ns=st.st_mtime_ns,
                 )
             fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            companion = companion_of(name)
+            if companion is not None:
+                return _row(path, Status.SKIPPED, ErrorKind.COMPANION, f"companion file: {companion}", **fields)
             ext = os.path.splitext(name)[1].lower()
             claimed = EXTENSION_MIMES.get(ext)
             if st.st_size == 0:
@@ -249,12 +258,15 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
             if not head:  # shrank to nothing since fstat
                 return _row(path, Status.ERROR, ErrorKind.EMPTY, "empty file (0 bytes)", **fields)
             sniffed = sniff(head, ext)
+            if sniffed is None and ext:
+                sniffed = sniff_with_decoder(path, ext)  # image formats without a magic number
             outcome = _classify(name, ext, claimed, sniffed)
             if outcome is not None:
                 status, error_kind, error = outcome
                 return _row(path, status, error_kind, error, **fields)
 
             kind, mime = sniffed  # type: ignore[misc]
+            mime = refine_tiff(path, mime)
             digest = None
             if hash_files:
                 digest = cache.get(path, st.st_size, st.st_mtime_ns) if cache is not None else None

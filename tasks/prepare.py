@@ -28,6 +28,7 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     meta = {
         "width": m.width, "height": m.height, "taken_at": taken_at, "gps_lat": m.gps_lat,
         "gps_lon": m.gps_lon, "camera_make": m.camera_make, "camera_model": m.camera_model,
+        "media_format": m.format.lower(),  # jpeg, tiff, psd, ... or the RAW's (cr2, dng, ...) when its preview was sent
     }
     return PreparedItem(
         file=file,

@@ -7,6 +7,8 @@ Views:
              records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
              bytes, so an interrupted reprocess never makes a committed description vanish from view
     runs     the latest snapshot per run
+    evals    evaluation scores (`enrich eval`): one row per item per configuration (schemas/evals.py)
+    eval_summary  one row per evaluation and configuration: items, rates and means of the scores, spend
     jobs     the latest snapshot per batch job (warehouse/jobs.py): name, display name, model, keys, items,
              reserved and spent USD, state, reason, times
 """
@@ -19,7 +21,9 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
+from enrich.schemas.evals import EVAL_SCHEMA
 from enrich.schemas.parquet import JOB_SCHEMA, NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.evals import score_files
 from enrich.warehouse.jobs import JobStore
 from enrich.warehouse.store import Warehouse
 
@@ -80,6 +84,8 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _rank = 1
         """
     )
+    con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, score_files(warehouse_dir), EVAL_SCHEMA, '_empty_evals')}")
+    con.execute(f"CREATE OR REPLACE VIEW eval_summary AS {EVAL_SUMMARY_SQL}")
     jobs = _source_sql(con, JobStore(wh).job_files(), JOB_SCHEMA, '_empty_jobs')
     con.execute(
         f"""
@@ -92,6 +98,29 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     return con
 
 
+# Means skip unscored (null) values; booleans count as 1/0.
+EVAL_SUMMARY_SQL = """
+SELECT eval_id, config_label, config, any_value(model) AS model, any_value(resolution) AS resolution,
+       any_value(set_name) AS set_name, min(started_at) AS started_at, count(*) AS items,
+       count(*) FILTER (WHERE status = 'ok') AS ok,
+       avg(schema_valid::INT) AS schema_valid,
+       avg(object_recall) AS object_recall, avg(object_precision) AS object_precision,
+       avg(people_count_ok::INT) AS people_count_ok, avg(setting_ok::INT) AS setting_ok,
+       avg(text_cer) AS text_cer, avg(transcript_wer) AS transcript_wer,
+       avg(title_ok::INT) AS title_ok, avg(date_recall) AS date_recall,
+       count(*) FILTER (WHERE len(boilerplate) > 0) AS boilerplate_items,
+       count(*) FILTER (WHERE refusal) AS refusals,
+       count(*) FILTER (WHERE canary IS NOT NULL) AS canaries,
+       count(*) FILTER (WHERE injection_followed) AS injections_followed,
+       avg(judge_score) AS judge_score,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cost_usd) AS cost_usd, sum(cost_usd) / count(*) AS cost_per_item_usd,
+       sum(judge_cost_usd) AS judge_cost_usd,
+       median(latency_ms) AS latency_median_ms
+FROM evals GROUP BY eval_id, config_label, config
+"""
+
+
 T = TypeVar("T")
 
 
@@ -100,19 +129,25 @@ def _vanished(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
 
 
-def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T],
+                  patience_s: float = 60.0) -> T:
     """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
-    snapshot and run it again (the merged part holds the same rows)."""
-    for attempt in range(attempts):
+    snapshot and run it again (the merged part holds the same rows).
+
+    One compaction publishes many merged parts and deletes what each replaces, so on a busy machine a slow
+    reader can lose several snapshots in a row: it keeps trying for `patience_s`, not for a fixed count."""
+    deadline = time.monotonic() + patience_s
+    attempt = 0
+    while True:
+        attempt += 1
         con = None
         try:
             con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
             return fn(con)
         except duckdb.Error as exc:
-            if not _vanished(exc) or attempt == attempts - 1:
+            if not _vanished(exc) or time.monotonic() >= deadline:
                 raise
         finally:
             if con is not None:
                 con.close()
-        time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+        time.sleep(min(0.05 * attempt, 0.5))

@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from enrich.commands._common import (
-    add_media_flags, format_table, overrides_from, parse_duration, resolve_paths, run_query, start_emulator,
+    add_media_flags, confirm_spend, exit_code, format_table, overrides_from, parse_duration, preflight,
+    resolve_paths, run_query, start_emulator,
 )
 from enrich.errors import UsageError
 
@@ -37,23 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
-def preflight(settings) -> None:
-    """Fail fast, before Prefect starts, when the run cannot succeed (bad key, unknown model, no endpoint)."""
-    import asyncio
-
-    from enrich.backends import create_backend
-    from enrich.pricing import load_prices
-
-    load_prices(settings.config_dir).price(settings.model)
-    backend = create_backend(settings.model, settings)
-
-    async def check() -> None:
-        try:
-            await backend.preflight()
-        finally:
-            await backend.aclose()
-
-    asyncio.run(check())
 
 
 def run_summary_table(warehouse: str, run_id: str) -> str:
@@ -81,28 +65,6 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
 MAX_ERRORS_SHOWN = 20
 
 
-def confirm_spend(estimated: Decimal, cap: Decimal | None, *, yes: bool, stdin: Any = None, stderr: Any = None) -> None:
-    """Go on when the estimate fits the cap, or --yes, or an interactive user says so; else UsageError.
-
-    Going on past the estimate is safe: the budget still holds, and items whose worst case no longer fits
-    are recorded over_budget for a later run.
-    """
-    stdin = sys.stdin if stdin is None else stdin
-    stderr = sys.stderr if stderr is None else stderr
-    if cap is None or estimated <= cap:
-        return
-    what = f"the estimate ${estimated.normalize():f} exceeds the budget ${cap.normalize():f}"
-    if yes:
-        print(f"{what}: going on (--yes) until the budget is spent; the rest is recorded over_budget", file=stderr)
-        return
-    if stdin is not None and stdin.isatty():
-        stderr.write(f"{what}. Spend up to the budget and record the rest over_budget? [y/N] ")
-        stderr.flush()
-        if stdin.readline().strip().lower() in ("y", "yes"):
-            return
-        raise UsageError("stopped before sending anything")
-    raise UsageError(f"{what}; nothing was sent. Pass --yes to spend up to the budget and record the rest "
-                     "over_budget, or raise --budget")
 
 
 def estimate_and_budget(roots: list[str], settings, reprocess: list[str] | None = None):
@@ -201,11 +163,3 @@ def batch_lines(batch: dict[str, Any]) -> str:
                      "shows them; `enrich jobs collect` (or the next `enrich run`) writes their rows once done")
     return "\n".join(lines)
 
-
-def exit_code(summary: dict[str, Any]) -> int:
-    """0 finished; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM); 1 when it stopped early."""
-    if summary["status"] == "finished":
-        return 0
-    if summary["status"] == "interrupted":
-        return 128 + int(summary.get("signal") or 2)
-    return 1
