@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "query": "enrich.commands.query",
     "emulator": "enrich.commands.emulator",
     "runs": "enrich.commands.runs",
+    "jobs": "enrich.commands.jobs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
     "config": "enrich.commands.config",

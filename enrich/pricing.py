@@ -27,6 +27,11 @@ class ModelPrice:
     cached_input: Decimal
     batch_factor: Decimal
     family: str
+    flex_factor: Decimal = Decimal(1)  # the Flex service tier's fraction of the interactive price
+
+    def factor(self, *, batch: bool = False, flex: bool = False) -> Decimal:
+        """The fraction of the interactive price a request pays: batch_factor, flex_factor or 1."""
+        return self.batch_factor if batch else self.flex_factor if flex else Decimal(1)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def load_prices(config_dir: Path) -> PriceTable:
                 cached_input=_dec(entry.get("cached_input", entry["input"])),
                 batch_factor=_dec(entry.get("batch_factor", 1)),
                 family=entry.get("family", "unknown"),
+                flex_factor=_dec(entry.get("flex_factor", 1)),
             )
         except KeyError as exc:
             raise ConfigError(f"{where}: [models.\"{name}\"] needs {exc.args[0]}") from None
@@ -96,7 +102,7 @@ def load_prices(config_dir: Path) -> PriceTable:
     return PriceTable(date=str(meta["date"]), source=str(meta["source"]), models=models)
 
 
-def cost_usd(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Decimal:
+def cost_usd(usage: Usage, price: ModelPrice, *, batch: bool = False, flex: bool = False) -> Decimal:
     """Dollar cost of one response from its usage metadata (documented billing rule)."""
     audio = min(usage.input_by_modality.get("AUDIO", 0), usage.input_tokens)
     cached = min(usage.cached_tokens, usage.input_tokens - audio)
@@ -107,13 +113,13 @@ def cost_usd(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Decimal
         + cached * price.cached_input
         + (usage.output_tokens + usage.thinking_tokens) * price.output
     ) * PER_TOKEN
-    if batch:
-        total *= price.batch_factor
+    if batch or flex:
+        total *= price.factor(batch=batch, flex=flex)
     return total.quantize(COST_SCALE)
 
 
 def worst_case_usd(input_tokens: int, max_output_tokens: int, price: ModelPrice, *, audio_tokens: int = 0,
-                   batch: bool = False) -> Decimal:
+                   batch: bool = False, flex: bool = False) -> Decimal:
     """What one request can cost at most: its known input plus a full max_output_tokens answer.
 
     Audio is priced at the higher of the two input rates, so a wrong modality split can only over-reserve.
@@ -124,6 +130,6 @@ def worst_case_usd(input_tokens: int, max_output_tokens: int, price: ModelPrice,
         + audio_tokens * worst_input_rate
         + max_output_tokens * price.output
     ) * PER_TOKEN
-    if batch:
-        total *= price.batch_factor
+    if batch or flex:
+        total *= price.factor(batch=batch, flex=flex)
     return total.quantize(COST_SCALE)

@@ -296,6 +296,28 @@ class Settings:
                                    help="give up on a PDF whose page tree cannot be read in this time")
     file_active_timeout_s: float = setting(600.0, toml="media.file_active_timeout_s", check=_positive,
                                            help="how long to wait for an uploaded file to become ACTIVE")
+    # [batch]: `enrich run --mode batch|flex` (the Gemini Batch API, the Flex service tier)
+    mode: str = setting("sync", toml="batch.mode", check=_one_of("sync", "batch", "flex"),
+                        help="sync (interactive requests) | batch (Gemini Batch jobs, half price, within 24 h) | "
+                        "flex (interactive on the Flex tier, half price, slow)")
+    batch_max_items: int = setting(10_000, toml="batch.max_items", check=_at_least(1),
+                                   help="most items in one batch job")
+    batch_inline_max_bytes: int = setting(20_000_000, toml="batch.inline_max_bytes", check=_at_least(0),
+                                          help="a job's requests go inline up to this size, else as a JSONL file")
+    batch_poll_initial_s: float = setting(10.0, toml="batch.poll_initial_s", check=_positive,
+                                          help="--until-done: first wait between polls of open jobs (doubles)")
+    batch_poll_max_s: float = setting(300.0, toml="batch.poll_max_s", check=_positive,
+                                      help="--until-done: longest wait between polls")
+    batch_keep_hours: float = setting(48.0, toml="batch.keep_hours", check=_positive,
+                                      help="a job open or uncollected this long is expired (the provider keeps "
+                                      "jobs and results 48 h); its items are sent again")
+    flex_timeout_s: float = setting(900.0, toml="batch.flex_timeout_s", check=_positive,
+                                    help="--mode flex: seconds one request may take (the tier targets 1-15 min)")
+    batch_enqueued_tokens: dict[str, int] = setting(
+        {"default": 10_000_000, "gemini-3.8-flash": 3_000_000, "gemini-2.5-flash": 3_000_000}, env=None,
+        toml="batch.enqueued_tokens",
+        help="input tokens all open batch jobs of a model may hold (the provider's enqueued-token limit; "
+        "Tier 1 Flash-Lite about 10 million), per model, with a default entry")
     # [budget]
     daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_usd_amount,
                                              help="rolling cap per UTC day over all runs, from the warehouse's spend")
@@ -338,6 +360,12 @@ class Settings:
         rpm = base.rpm if self.rpm is None else self.rpm
         tpm = base.tpm if self.tpm is None else self.tpm
         return RateLimit(rpm=rpm or None, tpm=tpm or None)
+
+    def enqueued_token_limit(self, model: str | None = None) -> int:
+        """The batch enqueued-token limit of `model` ([batch.enqueued_tokens], else its default entry)."""
+        model = model or self.model
+        table = self.batch_enqueued_tokens
+        return int(table.get(model) or table.get("default") or default("batch_enqueued_tokens")["default"])
 
     def prompt_for(self, kind: str) -> str:
         try:

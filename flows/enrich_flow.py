@@ -31,7 +31,7 @@ from enrich.progress import ProgressReporter
 from enrich.schemas.vocab import RunStatus
 from enrich.settings import load_settings
 from enrich.flows.pipeline import (
-    MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
+    MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, finish_batch, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
 from enrich.tasks.discover import count_files, iter_batches, own_state_dirs
@@ -175,7 +175,8 @@ def run_chunks(ctx: RunContext) -> None:
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
-                wait_for_lock: bool = False, allow_mass_removal: bool = False) -> dict[str, Any]:
+                wait_for_lock: bool = False, allow_mass_removal: bool = False, until_done: bool = False,
+                deadline_s: float | None = None) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
@@ -183,6 +184,8 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
     `allow_mass_removal`: mark paths gone even under a root that yielded nothing or lost most of its files
     (otherwise withheld there, as for an unplugged disk; the summary's `gone_withheld` says where).
+    Batch mode (settings.mode): `until_done` polls the jobs until each has ended; `deadline_s` (with it)
+    sends what is still pending then interactively.
     """
     settings = load_settings().with_overrides(**(overrides or {}))
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock,
@@ -194,6 +197,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
             _count_in_background(ctx)
             with _reporter(ctx):
                 run_chunks(ctx)
+            finish_batch(ctx, until_done=until_done, deadline_s=deadline_s, say=_say)
         status = None
     except BaseException as exc:
         ctx.describer.stop("the run failed")
@@ -202,6 +206,12 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     finally:
         final = close_run(ctx, status, message)
     return summary_of(ctx, final)
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def summary_of(ctx: RunContext, status: str) -> dict[str, Any]:

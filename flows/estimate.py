@@ -125,7 +125,7 @@ class KindEstimate:
 class Estimate:
     model: str
     resolution: str
-    mode: str  # sync | batch
+    mode: str  # sync | batch | flex
     price_date: str
     price_source: str
     files: int = 0  # every file seen
@@ -245,6 +245,9 @@ def _unique(files: Iterable[DiscoveredFile]) -> Iterator[DiscoveredFile]:
             yield f
 
 
+FLEX_LATENCY_S = 60.0  # the Flex tier's lower target per request
+
+
 def estimate(
     roots: Sequence[str | os.PathLike[str]],
     settings: Settings,
@@ -265,8 +268,8 @@ def estimate(
     """
     from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 
-    if mode not in ("sync", "batch"):
-        raise ValueError(f"mode must be sync or batch, not {mode!r}")
+    if mode not in ("sync", "batch", "flex"):
+        raise ValueError(f"mode must be sync, batch or flex, not {mode!r}")
     settings = settings.with_overrides(model=model, resolution=resolution)
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # ConfigError for a model with no price, as `run` would
@@ -277,6 +280,7 @@ def estimate(
     est = Estimate(model=settings.model, resolution=settings.resolution, mode=mode, price_date=prices.date,
                    price_source=prices.source)
     batch_mode = mode == "batch"
+    flex_mode = mode == "flex"
     started = time.perf_counter()
 
     errors: Counter[str] = Counter()
@@ -346,7 +350,7 @@ def estimate(
             audio = min(reserve, reserved_input_tokens(tokens.audio_tokens)) if tokens.audio_tokens else 0
             k.reserved_input_tokens += n * reserve
             k.worst_case_usd += n * worst_case_usd(reserve, settings.max_output_tokens, price, audio_tokens=audio,
-                                                   batch=batch_mode)
+                                                   batch=batch_mode, flex=flex_mode)
 
     medians = _history_medians(settings, history)
     for kind, k in est.by_kind.items():
@@ -359,7 +363,7 @@ def estimate(
         k.output_tokens = k.items * k.output_tokens_per_item
         usage = Usage(input_tokens=k.input_tokens, output_tokens=k.output_tokens,
                       input_by_modality={"AUDIO": k.audio_tokens} if k.audio_tokens else {})
-        k.cost_usd = cost_usd(usage, price, batch=batch_mode)
+        k.cost_usd = cost_usd(usage, price, batch=batch_mode, flex=flex_mode)
     _estimate_time(est, settings, history)
     return est
 
@@ -399,8 +403,11 @@ def _estimate_time(est: Estimate, settings: Settings, history: bool) -> None:
         est.latency_s = settings.expected_latency_s
         est.latency_source = "default (config/enrich.toml [estimate] latency_s)"
     if est.mode == "batch":
-        est.time_s, est.time_bound = None, "batch (provider target turnaround: 24 h)"
+        est.time_s, est.time_bound = None, "batch (provider target turnaround: 24 h; jobs expire after 48 h)"
         return
+    if est.mode == "flex":  # synchronous, but each answer takes minutes: concurrency and the rate limits bound it
+        est.latency_s = max(est.latency_s, FLEX_LATENCY_S)
+        est.latency_source = "flex tier (target 1-15 minutes per request)"
     n = est.items
     bounds = {"concurrency": n * est.latency_s / max(1, est.concurrency)}
     if family_of(est.model) != "local":  # local engines are not rate limited
@@ -436,7 +443,7 @@ def _duration(seconds: float) -> str:
 
 def format_estimate(est: Estimate) -> str:
     """The estimate as a small table with its sources, for people."""
-    mode = " (batch: 50% price)" if est.mode == "batch" else ""
+    mode = {"batch": " (batch: the Batch API price)", "flex": " (flex: the Flex tier price)"}.get(est.mode, "")
     lines = [f"estimate for {est.model}, resolution {est.resolution}{mode}: "
              f"{est.files} files scanned in {est.scan_s:.1f} s"]
     header = ("kind", "items", "input tokens", "output tokens", "cost")

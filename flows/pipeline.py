@@ -52,6 +52,7 @@ from enrich.tasks.context import context_fields
 from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.ledger import SpendLedger
+from enrich.warehouse.jobs import JobStore, open_keys, open_reserved_in, item_key
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
@@ -125,6 +126,13 @@ class RunContext:
         """What this run has been billed: its committed rows, or more when billed requests are not committed."""
         billed = self.ledger.total if self.ledger is not None else Decimal(0)
         return max(self.stats.spent_usd, billed)
+    # batch mode (tasks/batch.py): jobs packed by this run, and what the run found and collected
+    packer: Any = None  # JobPacker in --mode batch
+    collector: Any = None  # JobCollector whenever the warehouse has batch jobs or the mode is batch
+    held_keys: frozenset[str] = frozenset()  # keys in open jobs: not sent again
+    in_jobs: int = 0  # files left out because an open job holds their key
+    collected: Any = None  # CollectStats of the collections this run made
+    fallback_items: int = 0  # items sent interactively at the --deadline
 
     @property
     def unchanged(self) -> int:
@@ -155,7 +163,8 @@ def budget_from_settings(settings: Settings) -> Budget:
     if settings.daily_budget_usd is not None:
         from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
 
-        spent = spent_today(settings.warehouse)
+        # open batch jobs hold their worst case until collected: counted like spend, so no run can overrun
+        spent = spent_today(settings.warehouse) + open_reserved_in(settings.warehouse)
     return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
 
 
@@ -192,6 +201,12 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     backend = create_backend(settings.model, settings)
     schemas = dict(DESCRIPTION_SCHEMAS)
     prompts = {kind: settings.prompt_for(kind) for kind in schemas}
+    collector, collected = None, None
+    try:
+        collector, collected = _collect_first(settings, backend, prices, schemas, run_id)
+    except BaseException:
+        _close_quietly(backend)
+        raise
     info = RunInfo(
         run_id=run_id,
         backend=backend_name(settings.model),
@@ -201,6 +216,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
         context=",".join(context_fields(settings.context)),
+        flex=settings.mode == "flex",
     )
     concurrency = settings.concurrency
     if backend.capabilities.local:
@@ -231,8 +247,16 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         warehouse_lock=lock,
         ready=threading.Semaphore(ready_capacity),
         ready_capacity=ready_capacity,
+        collector=collector,
+        collected=collected,
     )
     try:
+        if collector is not None:
+            ctx.held_keys = open_keys(JobStore(ctx.warehouse).load().values())
+            collector.budget = describer.budget  # jobs this run submits settle on it when collected
+        if settings.mode == "batch":
+            ctx.packer = _make_packer(ctx, collector, price, prompts, schemas)
+            collector.reservations = ctx.packer.reservations
         ctx.recovered = recover(ctx.warehouse, run_id)
         ctx.ledger = SpendLedger(ctx.warehouse.root, run_id)
         ledger = ctx.ledger
@@ -254,6 +278,139 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     return ctx
 
 
+# -- batch mode ---------------------------------------------------------------------------------------------
+def _collect_first(settings: Settings, backend, prices, schemas, run_id: str):
+    """Every run looks at the warehouse's open batch jobs before planning (a finished job's items get their
+    rows, a failed one's go back to be sent): (collector, its stats), or (None, None) with no jobs and
+    another mode than batch."""
+    store = JobStore(settings.warehouse)
+    has_open = store.jobs_dir.is_dir() and bool(store.open_jobs())
+    if settings.mode != "batch" and not has_open:
+        return None, None
+    from enrich.backends.gemini import GeminiBackend
+    from enrich.backends.gemini_batch import GeminiBatchClient
+    from enrich.tasks.batch import JobCollector
+
+    if not isinstance(backend, GeminiBackend):
+        if settings.mode == "batch":
+            from enrich.errors import ConfigError
+
+            raise ConfigError(f"--mode batch needs a Gemini model (the Gemini Batch API), not {settings.model!r}")
+        return None, None
+    collector = JobCollector(GeminiBatchClient(backend), store, prices, schemas, run_id=run_id,
+                             max_output_tokens=settings.max_output_tokens, keep_hours=settings.batch_keep_hours)
+    stats = collector.collect_all() if has_open else None
+    return collector, stats
+
+
+def _make_packer(ctx: RunContext, collector, price, prompts, schemas):
+    from dataclasses import replace
+
+    from enrich.tasks.batch import BatchOptions, JobPacker, enqueued_now
+
+    store = collector.store
+    return JobPacker(collector.client, store, replace(ctx.info, batch=True), price,
+                     BatchOptions.from_settings(ctx.settings, prompts, schemas), ctx.describer.budget,
+                     already_enqueued=enqueued_now(store, ctx.settings.model))
+
+
+def _close_quietly(backend) -> None:
+    import asyncio
+
+    try:
+        asyncio.run(backend.aclose())
+    except Exception:  # closing is best effort
+        pass
+
+
+def finish_batch(ctx: RunContext, *, until_done: bool = False, deadline_s: float | None = None,
+                 say=None) -> None:
+    """After the walk: create the last job; with `until_done`, poll every open job with backoff until each has
+    ended, and at `deadline_s` (seconds from now) cancel what is still open and send its items interactively."""
+    import time
+
+    say = say or (lambda line: log.info("%s", line))
+    if ctx.packer is not None:
+        if ctx.stopping:  # no new job now: what was packed gets its interrupted rows
+            rows = ctx.packer.abandon(ctx.describer.stop_reason or "the run stopped")
+            if rows:
+                ctx.warehouse.write_results(rows, ctx.run_id, ctx.next_seq())
+                with ctx.lock:
+                    ctx.stats.add_rows(rows)
+        else:
+            ctx.packer.close()
+    if ctx.collector is None or not until_done:
+        return
+    settings = ctx.settings
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    delay = settings.batch_poll_initial_s
+    store = ctx.collector.store
+    while not ctx.stopping:
+        stats = ctx.collector.collect_all()
+        _note_collected(ctx, stats)
+        jobs = store.open_jobs()
+        if not jobs:
+            say("batch: every job has ended")
+            return
+        states: dict[str, int] = {}
+        for j in jobs:
+            states[j.state] = states.get(j.state, 0) + 1
+        items = sum(j.items for j in jobs)
+        done = ctx.collected.rows if ctx.collected is not None else 0
+        say(f"batch: {len(jobs)} job(s) open ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}), "
+            f"{items} item(s) waiting, {done} collected")
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            _deadline_fallback(ctx, jobs, say)
+            return
+        wait = delay if deadline is None else min(delay, max(0.0, deadline - now))
+        end = time.monotonic() + wait
+        while not ctx.stopping and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+        delay = min(delay * 2, settings.batch_poll_max_s)
+
+
+def _note_collected(ctx: RunContext, stats) -> None:
+    if stats is None or not stats.looked_at:
+        return
+    if ctx.collected is None:
+        ctx.collected = stats
+        return
+    c = ctx.collected
+    for name in ("looked_at", "collected", "rows", "ok", "errors", "put_back", "recovered"):
+        setattr(c, name, getattr(c, name) + getattr(stats, name))
+    c.spent_usd += stats.spent_usd
+    c.still_open = stats.still_open
+    for k, v in stats.ended.items():
+        c.ended[k] = c.ended.get(k, 0) + v
+
+
+def _deadline_fallback(ctx: RunContext, jobs, say) -> None:
+    """The deadline passed: cancel the open jobs (a job that finished meanwhile is collected instead) and
+    send their items interactively; their rows say batch = false."""
+    from enrich.tasks.batch import CollectStats, file_of
+
+    collector = ctx.collector
+    files: list[DiscoveredFile] = []
+    for job in jobs:
+        ended = collector.cancel(job, "the --deadline passed: sent interactively")
+        if ended.state == "collected":
+            continue
+        files.extend(file_of(t) for t in collector.store.read_items(job.job_id))
+    stats = CollectStats()
+    _note_collected(ctx, stats)
+    if not files:
+        return
+    say(f"batch: the deadline passed; sending {len(files)} item(s) interactively")
+    ctx.packer = None  # from here items go to the describer
+    size = max(1, ctx.settings.chunk_size)
+    for start in range(0, len(files), size):
+        if ctx.stopping:
+            break
+        _process_chunk(ctx, files[start:start + size])
+    ctx.fallback_items += len(files)
+
+
 def independent_roots(roots: Sequence[str]) -> list[str]:
     """The roots less duplicates and roots inside another root (compared by real path), so no file is walked
     twice and discovery needs no memory of the paths it has seen (which would grow with the library)."""
@@ -273,8 +430,9 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
-    independent ones), less what the selection leaves out (tasks/selection.py: no row at all); after the walk,
-    the duplicates of files sent in this run and the paths now gone.
+    independent ones), less what the selection leaves out (tasks/selection.py: no row at all) and what an open
+    batch job holds (its row comes when the job is collected); after the walk, the duplicates of files sent in
+    this run and the paths now gone.
 
     A trial run (`--sample N`, `--limit N`) keeps N of the media files the run would send or copy, and writes
     nothing else: no rows for files that are not media, no duplicates, no `gone` rows. What it leaves out keeps
@@ -283,7 +441,7 @@ def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     roots = independent_roots(ctx.roots)
     files = discover(roots, hash_cache=ctx.hash_cache, selection=Selection.from_settings(settings),
                      skip=own_state_dirs(settings.home, settings.warehouse))
-    admitted = (f for f in files if ctx.planner is None or ctx.planner.admit(f))
+    admitted = (f for f in files if not _held_by_a_job(ctx, f) and (ctx.planner is None or ctx.planner.admit(f)))
     trial = settings.sample is not None or settings.limit is not None
     if trial:
         candidates = (f for f in admitted if f.status == Status.PENDING)
@@ -292,6 +450,18 @@ def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
         files.close()  # a limit may stop before the walk's end
     else:
         yield from admitted
+
+
+def _held_by_a_job(ctx: RunContext, file) -> bool:
+    """True when an open batch job holds this file's key: it gets no row now (the job's collection writes it)."""
+    held = ctx.held_keys
+    if held and file.content_hash and file.status == Status.PENDING \
+            and item_key(file.content_hash, ctx.info.version_of(file.kind)[2]) in held:
+        ctx.in_jobs += 1
+        if ctx.planner is not None:
+            ctx.planner.note_seen(file.path)
+        return True
+    return False
     if ctx.hash_cache is not None:
         ctx.hash_cache.flush()
     if ctx.planner is not None and not trial:
@@ -346,6 +516,7 @@ class _ChunkWork:
         self.ctx = ctx
         self.rows: list[dict[str, Any] | None] = [None] * n
         self._left = n
+        self.skipped = 0
         self._lock = threading.Lock()
         self._done = threading.Event()
         if n == 0:
@@ -356,6 +527,14 @@ class _ChunkWork:
         with self._lock:
             self._left -= len(self.rows) - n
             if self._left <= 0:
+                self._done.set()
+
+    def skip(self, i: int) -> None:
+        """Item `i` went into a batch job: its row is written when the job is collected."""
+        with self._lock:
+            self.skipped += 1
+            self._left -= 1
+            if self._left == 0:
                 self._done.set()
 
     def complete(self, i: int, row: dict[str, Any]) -> None:
@@ -408,11 +587,23 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
             row = ctx.describer.not_sent_row(file)
         else:
             prepared = prepare_file(file, ctx.prepare_options)
-            if isinstance(prepared, PreparedItem):
+            packer = ctx.packer
+            if isinstance(prepared, PreparedItem) and packer is not None:
+                try:
+                    row = packer.add(prepared)
+                finally:
+                    prepared.release()
+                if row is None:
+                    ctx.ready.release()
+                    work.skip(i)
+                    return
+            elif isinstance(prepared, PreparedItem):
                 future = ctx.describer.submit(prepared)
                 future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
                 return
-            row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared), getattr(prepared, "meta", None))
+            else:
+                row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared),
+                                 getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
         row = status_row(file, ctx.info, Status.ERROR, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
@@ -488,7 +679,7 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         _dispatch(ctx, work, files, describe_now, {})
         work.wait()
     final = [r for r in work.rows if r is not None]
-    assert len(final) == len(files), "every file gets exactly one row"
+    assert len(final) + work.skipped == len(files), "every file gets exactly one row (or a batch job)"
     if ctx.ledger is not None:
         ctx.ledger.sync()  # what this chunk was billed is on disk before the chunk commits
     write_chunk(ctx, final)
@@ -678,8 +869,35 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
                         "decreases": d.concurrency.decreases},
         "fatal": str(d.fatal) if d.fatal else None,
+        "mode": ctx.settings.mode,
+        "batch": batch_summary(ctx),
         "signal": ctx.interrupted_by,
         "gone_withheld": [{"root": w.root, "missing": w.missing, "known": w.known, "message": w.message()}
                           for w in withheld_removals(ctx)],
         "message": ctx.final_message,
     }
+
+
+def batch_summary(ctx: RunContext) -> dict[str, Any] | None:
+    """What the run did with batch jobs: created, packed, collected, still open."""
+    if ctx.collector is None:
+        return None
+    out: dict[str, Any] = {"in_open_jobs": ctx.in_jobs, "sent_interactively_at_deadline": ctx.fallback_items}
+    if ctx.packer is not None or ctx.settings.mode == "batch":
+        p = ctx.packer.stats if ctx.packer is not None else None
+        out["packed"] = p.packed if p else 0
+        out["jobs_created"] = [j.job_id for j in p.jobs if j.name] if p else []
+        out["not_submitted"] = p.not_submitted if p else 0
+        out["queue_full"] = p.queue_full if p else 0
+    c = ctx.collected
+    if c is not None:
+        out["collected"] = {"jobs": c.collected, "rows": c.rows, "ok": c.ok, "errors": c.errors,
+                            "put_back": c.put_back, "spent_usd": str(c.spent_usd), "recovered": c.recovered,
+                            "ended": dict(c.ended)}
+    try:
+        jobs = ctx.collector.store.open_jobs()
+    except Exception:  # only the summary needs it
+        jobs = []
+    out["open_jobs"] = len(jobs)
+    out["open_items"] = sum(j.items for j in jobs)
+    return out

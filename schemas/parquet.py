@@ -152,3 +152,31 @@ RUN_SCHEMA = pa.schema(RUN_FIELDS)
 
 RESULT_COLUMNS = [f.name for f in RESULT_FIELDS]
 DESCRIPTION_COLUMNS = ["caption", "description", "tags", "objects", "visible_text", "people_count", "setting"]
+
+# Batch jobs (warehouse/jobs.py): one snapshot per change of a job; the `jobs` view takes the latest per job_id.
+# The first snapshot (state `preparing`) is committed before the provider job is created.
+JOB_FIELDS: list[pa.Field] = [
+    pa.field("job_id", pa.string(), nullable=False),  # ours: <run_id>-<n>
+    pa.field("seq", pa.int32(), nullable=False),
+    pa.field("display_name", pa.string()),  # enrich-<job_id>: how a crashed run finds the provider's job again
+    pa.field("name", pa.string()),  # the provider's, batches/...; null until created
+    pa.field("model", pa.string()),
+    pa.field("run_id", pa.string()),  # the run that submitted it
+    pa.field("input", pa.string()),  # inline | file
+    pa.field("items", pa.int64()),
+    pa.field("keys", pa.list_(pa.string())),  # <content_hash>:<enrichment_version> per item
+    pa.field("enqueued_tokens", pa.int64()),  # estimated input tokens it holds in the provider's queue
+    pa.field("reserved_usd", COST_TYPE),  # its worst case at the batch price, held against budgets while open
+    pa.field("spent_usd", COST_TYPE),  # what its collected rows cost
+    # preparing | pending | running | succeeded (not yet collected) | collected | failed | expired | cancelled
+    # | not_created
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),  # why it ended without results, or its per-item failures
+    pa.field("ok", pa.int64()),
+    pa.field("errors", pa.int64()),
+    pa.field("created_at", TS),
+    pa.field("submitted_at", TS),
+    pa.field("updated_at", TS),
+    pa.field("finished_at", TS),
+]
+JOB_SCHEMA = pa.schema(JOB_FIELDS)

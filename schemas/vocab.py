@@ -97,6 +97,8 @@ class ErrorKind(StrEnum):
     FATAL = "fatal", Retry.TRANSIENT  # FatalRunError's default
     INTERRUPTED = "interrupted", Retry.TRANSIENT
     OVER_BUDGET = "over_budget", Retry.TRANSIENT
+    BATCH_QUEUE_FULL = "batch_queue_full", Retry.TRANSIENT  # the enqueued-token limit of open batch jobs
+    BATCH_LINE_MISSING = "batch_line_missing", Retry.TRANSIENT  # a finished batch job had no answer for it
     # -- reading the file failed, maybe for a moment (a disk asleep, a lock): retried --------------------
     UNREADABLE = "unreadable", Retry.TRANSIENT
     CHANGED_DURING_RUN = "changed_during_run", Retry.TRANSIENT  # replaced between hashing and sending

@@ -264,7 +264,7 @@ class Describer:
         reserve_input = reserved_input_tokens(est_input)
         worst = worst_case_usd(reserve_input, opts.max_output_tokens, self.price,
                                audio_tokens=min(reserve_input, reserved_input_tokens(est_audio)) if est_audio else 0,
-                               batch=self.run.batch)
+                               batch=self.run.batch, flex=self.run.flex)
         return request, worst, reserve_input
 
     async def _describe_one(self, item: PreparedItem, state: _ItemState) -> dict[str, Any]:
@@ -326,7 +326,7 @@ class Describer:
             self.concurrency.release()
         self._consecutive_failures = 0
         self.concurrency.on_success()
-        cost = cost_usd(result.usage, self.price, batch=self.run.batch) if result.usage else Decimal(0)
+        cost = cost_usd(result.usage, self.price, batch=self.run.batch, flex=self.run.flex) if result.usage else Decimal(0)
         if not self.budget.settle(reservation, cost):
             log.error("cost %s of %s exceeded its reservation %s", cost, item.file.path, worst)
         self._wake_budget_waiters()

@@ -142,6 +142,11 @@ class Planner:
                                        if s.content_hash and s.status != Status.GONE)
 
     # -- the walk ---------------------------------------------------------------------------------------
+    def note_seen(self, path: str) -> None:
+        """`path` exists but gets no row now (an open batch job holds its bytes): it is not gone."""
+        if path in self.state.by_path:
+            self._seen.add(path)
+
     def admit(self, file: DiscoveredFile) -> bool:
         """True if `file` goes into a chunk now (a row to write); False if it needs no row or waits."""
         last = self.state.by_path.get(file.path)

@@ -34,6 +34,7 @@ class RunInfo:
     resolution: str
     price_date: str
     batch: bool = False
+    flex: bool = False  # interactive on the Flex service tier (priced at flex_factor)
     prompt_hashes: tuple[tuple[str, str], ...] = ()  # (kind, hash)
     schema_hashes: tuple[tuple[str, str], ...] = ()
     context: str = ""  # the --context fields, canonical order, comma-separated ("" = none)
@@ -120,6 +121,21 @@ def result_row(file: DiscoveredFile, run: RunInfo, result: DescribeResult, *, co
                started_at: datetime, meta: dict[str, Any]) -> dict[str, Any]:
     row = base_row(file, run)
     row.update(meta)
+    return apply_result(row, result, cost=cost, attempts=attempts, started_at=started_at)
+
+
+def batch_result_row(template: dict[str, Any], run_id: str, result: DescribeResult, *, cost: Decimal,
+                     started_at: datetime | None) -> dict[str, Any]:
+    """The row of an item served by a batch job: its template (written with the job: path, hash, version,
+    local metadata) with the job's answer for it, in the collecting run."""
+    row = dict(template)
+    row.update(run_id=run_id, batch=True)
+    return apply_result(row, result, cost=cost, attempts=1, started_at=started_at or template.get("started_at"))
+
+
+def apply_result(row: dict[str, Any], result: DescribeResult, *, cost: Decimal, attempts: int,
+                 started_at: datetime | None) -> dict[str, Any]:
+    """Fill a row's outcome, usage, cost and description columns from a model answer."""
     usage = result.usage
     if usage is not None:
         row.update(

@@ -137,7 +137,7 @@ def test_no_module_sets_up_prefect_when_imported(tmp_path):
 @pytest.mark.parametrize("argv", [
     ["run", "samples/library", "--mod", "x"],        # once read as --model x
     ["run", "samples/library", "--budg", "1"],       # once read as --budget 1
-    ["run", "samples/library", "--mode", "batch"],   # once read as --model batch
+    ["run", "samples/library", "--until", "x"],      # --until-done abbreviated (--mode is a flag of its own now)
     ["estimate", "samples/library", "--mod", "x"],
     ["serve", "samples/library", "--cron", "0 2 * * *", "--budg", "1"],
     ["query", "SELECT 1", "--form", "json"],

@@ -12,6 +12,8 @@ Views:
     runs     the latest snapshot per run; `spent_usd` is the larger of the snapshot's and the run's spend
              ledger (warehouse/ledger.py), so a run that died before committing what it paid for shows it
     ledger   billed requests of runs whose spend the rows do not show (run_id, billed_at, cost_usd)
+    jobs     the latest snapshot per batch job (warehouse/jobs.py): name, display name, model, keys, items,
+             reserved and spent USD, state, reason, times
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import duckdb
 import pyarrow as pa
 
 from enrich.schemas.evals import EVAL_SCHEMA
-from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA, transient_sql, unread_sql
+from enrich.schemas.parquet import JOB_SCHEMA, RESULT_SCHEMA, RUN_SCHEMA, transient_sql, unread_sql
 from enrich.warehouse.evals import score_files
+from enrich.warehouse.jobs import JobStore
 from enrich.warehouse.ledger import read_ledgers
 from enrich.warehouse.store import Warehouse, quarantine_unreadable
 
@@ -106,6 +109,15 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     )
     con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, score_files(warehouse_dir), EVAL_SCHEMA, '_empty_evals')}")
     con.execute(f"CREATE OR REPLACE VIEW eval_summary AS {EVAL_SUMMARY_SQL}")
+    jobs = _source_sql(con, JobStore(wh).job_files(), JOB_SCHEMA, '_empty_jobs')
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW jobs AS
+        SELECT * EXCLUDE (_rank) FROM (
+            SELECT *, row_number() OVER (PARTITION BY job_id ORDER BY seq DESC) AS _rank FROM ({jobs}))
+        WHERE _rank = 1
+        """
+    )
     return con
 
 

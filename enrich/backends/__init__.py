@@ -23,10 +23,12 @@ def _gemini(spec: str, settings: Settings) -> Backend:
         api_key=settings.api_key,
         base_url=settings.base_url,
         api_version=settings.api_version,
-        timeout_s=settings.request_timeout_s,
+        # the Flex tier answers in 1-15 minutes: a request may take flex_timeout_s
+        timeout_s=settings.flex_timeout_s if settings.mode == "flex" else settings.request_timeout_s,
         max_inline_bytes=settings.max_inline_bytes,
         file_active_timeout_s=settings.file_active_timeout_s,
         max_connections=settings.concurrency,
+        service_tier="flex" if settings.mode == "flex" else None,
     )
 
 

@@ -126,10 +126,12 @@ class GeminiBackend:
         max_inline_bytes: int = default("max_inline_bytes"),
         file_active_timeout_s: float = default("file_active_timeout_s"),
         max_connections: int | None = None,
+        service_tier: str | None = None,  # "flex": the Flex tier (GenerateContentConfig.service_tier)
     ) -> None:
         if api_key is None or not api_key.get_secret_value():
             raise FatalRunError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --emulator")
         self.model = model
+        self.service_tier = service_tier
         self._secret = api_key.get_secret_value()
         self.capabilities = Capabilities(
             mime_types=GEMINI_MIME_TYPES,
@@ -181,6 +183,7 @@ class GeminiBackend:
             max_output_tokens=request.max_output_tokens,
             media_resolution=RESOLUTIONS.get(request.resolution),
             temperature=0.2,
+            service_tier=self.service_tier,
         )
 
     async def _contents(self, request: DescribeRequest, uploaded: list[str], *, inline: bool = True) -> list[Any]:

@@ -21,6 +21,14 @@ from enrich.errors import UsageError
 RESOLUTIONS = ["low", "medium", "high"]
 REPROCESS = ["stale", "failed", "all"]
 PROGRESS = ["auto", "bar", "log", "off"]
+MODES = ["sync", "batch", "flex"]
+_MODE_HELP = {
+    "estimate": "price interactive requests (sync), Gemini Batch jobs (batch) or the Flex tier (flex), with "
+                "their turnaround (default: the mode setting, sync)",
+}
+DEFAULT_MODE_HELP = ("sync: interactive requests; batch: Gemini Batch jobs at the batch price, answers within "
+                     "24 h, collected by a later run or `enrich jobs collect`; flex: interactive on the Flex tier "
+                     "at its price, slow (default: the mode setting, sync)")
 WAREHOUSE_HELP = "warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)"
 
 # -- the flags of run, estimate and serve -------------------------------------------------------------------
@@ -65,6 +73,7 @@ def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--reprocess", action="append", metavar="WHAT", choices=REPROCESS,
                    help=_REPROCESS_HELP.get(command, DEFAULT_REPROCESS_HELP))
     _add_selection_flags(p)
+    p.add_argument("--mode", choices=MODES, help=_MODE_HELP.get(command, DEFAULT_MODE_HELP))
     if command == "estimate":
         return
     group = p.add_argument_group("run options") if command == "serve" else p
@@ -145,7 +154,21 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "resolution": args.resolution,
         "chunk_size": getattr(args, "chunk_size", None),
         "strip_metadata": False if getattr(args, "keep_metadata", False) else None,
+        "mode": getattr(args, "mode", None),
     }
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '6h', '1d' or plain seconds -> seconds; UsageError otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, KeyError):
+        raise UsageError(f"not a duration: {text!r} (try 90s, 30m, 6h, 1d)") from None
+    if value < 0:
+        raise UsageError(f"not a duration: {text!r} (must not be negative)")
+    return value
 
 
 def resolve_paths(paths: list[str]) -> list[str]:

@@ -16,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "date and source, and a time estimate from the configured rate limits.",
     )
     add_media_flags(p, "estimate")
-    p.add_argument("--mode", choices=["sync", "batch"], default="sync",
-                   help="interactive requests (default) or the provider's batch API (half price)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.set_defaults(handler=main)
 
@@ -28,8 +26,8 @@ def main(args: argparse.Namespace) -> int:
 
     roots = resolve_paths(args.paths)
     settings = load_settings().with_overrides(warehouse=args.warehouse, model=args.model,
-                                              resolution=args.resolution, **selection_overrides(args))
-    est = estimate(roots, settings, mode=args.mode, include=skip_done_filter(settings, args.reprocess))
+                                              resolution=args.resolution, mode=args.mode, **selection_overrides(args))
+    est = estimate(roots, settings, mode=settings.mode, include=skip_done_filter(settings, args.reprocess))
     if args.json:
         print(json.dumps(est.as_json(), indent=2))
     else:

@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from enrich.commands._common import (
-    add_media_flags, confirm_spend, exit_code, format_table, overrides_from, preflight, resolve_paths, run_query,
-    start_emulator,
+    add_media_flags, confirm_spend, exit_code, format_table, overrides_from, parse_duration, preflight,
+    resolve_paths, run_query, start_emulator,
 )
 from enrich.errors import UsageError
 
@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not ask when the estimate exceeds the budget: spend up to the budget and record the "
                    "rest over_budget (without it a non-interactive run stops there, exit code 2)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--until-done", action="store_true",
+                   help="--mode batch: after submitting, poll the jobs (backoff, a progress line each time) until "
+                   "every one has ended and its rows are written; without it the run ends after submitting")
+    p.add_argument("--deadline", metavar="DURATION",
+                   help="with --until-done: items whose jobs are still pending after DURATION (90s, 30m, 6h) are "
+                   "sent interactively (their rows say batch = false)")
     p.set_defaults(handler=main)
 
 
@@ -70,7 +76,8 @@ def estimate_and_budget(roots: list[str], settings, reprocess: list[str] | None 
     from enrich.flows.estimate import estimate, skip_done_filter
     from enrich.flows.pipeline import budget_from_settings
 
-    return estimate(roots, settings, include=skip_done_filter(settings, reprocess)), budget_from_settings(settings)
+    return (estimate(roots, settings, mode=settings.mode, include=skip_done_filter(settings, reprocess)),
+            budget_from_settings(settings))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,6 +86,9 @@ def main(args: argparse.Namespace) -> int:
     from enrich.settings import load_settings
 
     roots = resolve_paths(args.paths)
+    deadline_s = parse_duration(args.deadline) if args.deadline is not None else None
+    if deadline_s is not None and not args.until_done:
+        raise UsageError("--deadline needs --until-done (the run waits for the jobs until then)")
     emu = None
     if args.emulator:
         emu, url = start_emulator()
@@ -112,7 +122,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
                                   reprocess=args.reprocess or [], wait_for_lock=args.wait,
-                                  allow_mass_removal=args.allow_mass_removal)
+                                  allow_mass_removal=args.allow_mass_removal,
+                                  until_done=args.until_done, deadline_s=deadline_s)
         except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
             print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
             return 1
@@ -138,7 +149,32 @@ def main(args: argparse.Namespace) -> int:
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
         for withheld in summary.get("gone_withheld", []):
             print(f"note: {withheld['message']}", file=sys.stderr)
+        batch = summary.get("batch")
+        if batch:
+            print(batch_lines(batch))
         if summary["status"] != "finished" and summary.get("message"):
             print(f"the run stopped early: {summary['message']}", file=sys.stderr)
     return exit_code(summary)
+
+
+def batch_lines(batch: dict[str, Any]) -> str:
+    """What the run did with batch jobs, and how to collect what is still open."""
+    lines = []
+    c = batch.get("collected")
+    if c and c.get("jobs"):
+        lines.append(f"batch: collected {c['jobs']} job(s): {c['rows']} row(s), {c['ok']} ok, {c['errors']} not ok, "
+                     f"${Decimal(c['spent_usd']).normalize():f}")
+    if c and c.get("put_back"):
+        lines.append(f"batch: {c['put_back']} item(s) of failed, expired or cancelled jobs go back to be sent again")
+    if batch.get("packed"):
+        lines.append(f"batch: {batch['packed']} item(s) packed into {len(batch.get('jobs_created', []))} new job(s)")
+    if batch.get("not_submitted"):
+        lines.append(f"batch: {batch['not_submitted']} item(s) not submitted (the provider refused the job); "
+                     "the next run sends them")
+    if batch.get("in_open_jobs"):
+        lines.append(f"batch: {batch['in_open_jobs']} file(s) wait in open jobs (not sent again)")
+    if batch.get("open_jobs"):
+        lines.append(f"batch: {batch['open_jobs']} job(s) open with {batch['open_items']} item(s): `enrich jobs` "
+                     "shows them; `enrich jobs collect` (or the next `enrich run`) writes their rows once done")
+    return "\n".join(lines)
 

@@ -9,7 +9,15 @@ Routes (both `v1beta` and `v1`; `models/` prefix optional in the model id):
   GET  /{v}/models, /{v}/models/{m}
   POST /upload/{v}/files (resumable start) -> X-Goog-Upload-URL; chunk POSTs to that URL
   GET  /{v}/files, /{v}/files/{id}, /{v}/files/{id}:download?alt=media ; DELETE /{v}/files/{id}
-  GET  /{v}/batches, /{v}/batches/{id} ; POST /{v}/batches/{id}:cancel ; DELETE /{v}/batches/{id}
+  GET  /{v}/batches (pageSize, pageToken, filter=displayName="..."), /{v}/batches/{id} ;
+       POST /{v}/batches/{id}:cancel ; DELETE /{v}/batches/{id}
+  generateContent with "serviceTier": "flex" is the Flex tier: billed apart (ledger "flex"), sheddable.
+
+Batch jobs move PENDING (batch_pending_polls GETs) -> RUNNING (batch_running_polls GETs) -> the configured
+`batch_outcome` (succeeded, failed, expired); `batch_item_error_rate` fails single lines of a succeeded job;
+`batch_enqueued_tokens` answers 429 on creation when the open jobs of a model would hold more input tokens.
+A job is billed (at `batch_factor`) only when it succeeds. With `prices` set ({model: {input, output,
+input_audio}} USD per 1M tokens) the ledger also adds up what was billed in USD (`billed_usd`).
   GET  /_emulator/stats ; POST /_emulator/config ; POST /_emulator/reset   (no key needed)
 """
 from __future__ import annotations
@@ -66,6 +74,13 @@ class EmulatorConfig:
     port: int = 0  # 0: ephemeral
     file_processing_polls: int = 1  # GETs of a new file that still answer PROCESSING
     batch_running_polls: int = 1  # GETs of a new batch job that still answer RUNNING
+    batch_pending_polls: int = 0  # GETs of a new batch job that answer PENDING before it runs
+    batch_outcome: str = "succeeded"  # how new jobs end: succeeded | failed | expired
+    batch_item_error_rate: float = 0.0  # lines of a succeeded job that fail on their own
+    batch_enqueued_tokens: int | None = None  # per model: input tokens all open jobs may hold (429 beyond)
+    batch_factor: float = 0.5  # batch and flex bill this fraction of the interactive price
+    flex_shed_rate: float = 0.0  # flex requests answered 503 (capacity shed)
+    prices: dict = field(default_factory=dict)  # {model: {"input", "output", "input_audio"}} USD per 1M tokens
     strict_media: bool = False  # 400 on undecodable images/PDFs (like the real API) instead of guessing
     follow_injections: bool = False  # obey "ignore all previous instructions. X" found in a text or PDF part
     # A proxy's body limit: a generateContent body larger than this is refused, 413 or (with
@@ -176,13 +191,25 @@ class _Ledger:
         self.max_concurrency = 0
         self.billed_by_media_hash: dict[str, int] = {}
         self.batch = {"jobs": 0, "requests": 0, "billed_requests": 0, "prompt_tokens": 0,
-                      "candidates_tokens": 0, "thoughts_tokens": 0}
+                      "candidates_tokens": 0, "thoughts_tokens": 0, "rejected_jobs": 0}
+        self.flex = {"billed_requests": 0, "prompt_tokens": 0, "candidates_tokens": 0, "thoughts_tokens": 0,
+                     "shed": 0}
+        self.batch_keys: dict[str, int] = {}  # batch line key -> times submitted in a created job
+        self.billed_usd = {"standard": 0.0, "batch": 0.0, "flex": 0.0}
 
-    def bill(self, usage: dict, by_modality: dict[str, int], hashes: set[str], batch: bool = False) -> None:
+    def bill(self, usage: dict, by_modality: dict[str, int], hashes: set[str], batch: bool = False,
+             flex: bool = False, usd: float = 0.0) -> None:
         p = usage.get("promptTokenCount", 0)
         c = usage.get("candidatesTokenCount", 0)
         t = usage.get("thoughtsTokenCount", 0)
-        if batch:
+        self.billed_usd["batch" if batch else "flex" if flex else "standard"] += usd
+        if flex:
+            f = self.flex
+            f["billed_requests"] += 1
+            f["prompt_tokens"] += p
+            f["candidates_tokens"] += c
+            f["thoughts_tokens"] += t
+        elif batch:
             b = self.batch
             b["billed_requests"] += 1
             b["prompt_tokens"] += p
@@ -218,6 +245,9 @@ class _Ledger:
             "rpm_limited": self.rpm_limited,
             "count_tokens_requests": self.count_tokens_requests,
             "batch": dict(self.batch),
+            "flex": dict(self.flex),
+            "batch_keys": dict(self.batch_keys),
+            "billed_usd": dict(self.billed_usd),
         }
 
 
@@ -282,10 +312,18 @@ class _Batch:
     state: str = "BATCH_STATE_PENDING"
     billed: bool = False
     output_file: str | None = None
+    pending_polls: int = 0
+    outcome: str = "succeeded"
+    tokens: int = 0  # input tokens enqueued while the job is open
+    usd: list = field(default_factory=list)  # per billed line, USD at the batch price
+
+    @property
+    def open(self) -> bool:
+        return self.state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING")
 
     def resource(self) -> dict:
         n = len(self.items)
-        done = self.state in ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_CANCELLED", "BATCH_STATE_FAILED")
+        done = not self.open
         ok = sum(1 for _, r in self.items if "response" in r)
         meta: dict[str, Any] = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
@@ -318,6 +356,8 @@ class _Batch:
             meta["output"] = output
             out["response"] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta."
                                         "GenerateContentBatchOutput", **output}
+        if self.state == "BATCH_STATE_FAILED":
+            out["error"] = {"code": 500, "message": "The batch job failed.", "status": "INTERNAL"}
         return out
 
 
@@ -434,8 +474,18 @@ class GeminiEmulator:
                 v = float(v)
             elif k == "max_request_bytes":
                 v = None if v in (None, 0) else int(v)
-            elif k in ("seed", "port", "file_processing_polls", "batch_running_polls", "too_large_status"):
+            elif k in ("seed", "port", "file_processing_polls", "batch_running_polls", "batch_pending_polls",
+                       "too_large_status"):
                 v = int(v)
+            elif k == "batch_enqueued_tokens":
+                v = None if v in (None, 0) else int(v)
+            elif k in ("batch_item_error_rate", "batch_factor", "flex_shed_rate"):
+                v = float(v)
+            elif k == "batch_outcome":
+                if v not in ("succeeded", "failed", "expired"):
+                    raise ValueError("batch_outcome must be succeeded, failed or expired")
+            elif k == "prices":
+                v = {str(m): {kk: float(vv) for kk, vv in e.items()} for m, e in dict(v).items()}
             elif k in ("capture_media", "strict_media", "follow_injections"):
                 v = bool(v)
             setattr(self._cfg, k, v)
@@ -694,6 +744,18 @@ class GeminiEmulator:
                                      "finishReason": finish, "index": 0}
         return {"candidates": [candidate], "usageMetadata": self._usage(req, cand, thoughts), **base}
 
+    def _usd(self, model: str, usage: dict, by_modality: dict[str, int], factor: float = 1.0) -> float:
+        """What `usage` costs by the configured `prices` (0 when the model has none)."""
+        price = self._cfg.prices.get(model)
+        if not price:
+            return 0.0
+        prompt = usage.get("promptTokenCount", 0)
+        audio = min(by_modality.get("AUDIO", 0), prompt)
+        out = usage.get("candidatesTokenCount", 0) + usage.get("thoughtsTokenCount", 0)
+        total = ((prompt - audio) * price.get("input", 0.0) + audio * price.get("input_audio", price.get("input", 0.0))
+                 + out * price.get("output", 0.0)) / 1e6
+        return total * factor
+
     # ---- generateContent ----
     def _record_status(self, code: int | str) -> None:
         with self._lock:
@@ -741,10 +803,15 @@ class GeminiEmulator:
         body = _parse_json(raw)
         cap: list | None = [] if self._cfg.capture_media else None
         req = self._parse_request(model, body, capture=cap)
+        tier = str(_get(body, "serviceTier") or "").lower()
+        flex = tier.endswith("flex")
         with self._lock:
             if cap:
                 self._captured.extend(cap)
             cfg = self._cfg
+            if flex and self._rng.random() < cfg.flex_shed_rate:
+                self._ledger.flex["shed"] += 1
+                raise ApiError(503, "UNAVAILABLE", "Flex capacity is not available right now. Please retry later.")
             if cfg.rpm_limit:
                 now = time.monotonic()
                 while self._window and self._window[0] <= now - 60.0:
@@ -784,7 +851,9 @@ class GeminiEmulator:
         kind = fault if fault in ("safety", "prompt_block") else "ok"
         resp = self._answer(req, kind)
         with self._lock:
-            self._ledger.bill(resp["usageMetadata"], req["by_modality"], req["hashes"])
+            factor = self._cfg.batch_factor if flex else 1.0
+            self._ledger.bill(resp["usageMetadata"], req["by_modality"], req["hashes"], flex=flex,
+                              usd=self._usd(model, resp["usageMetadata"], req["by_modality"], factor))
         return ("json", 200, resp, {})
 
     def count_tokens(self, version: str, model: str, key: str | None, raw: bytes) -> dict:
@@ -938,24 +1007,49 @@ class GeminiEmulator:
             raise _bad("The batch has no requests.")
         results: list[tuple[Any, dict]] = []
         bills: list[tuple[dict, dict, set]] = []
+        usd: list[float] = []
         cap: list | None = [] if self._cfg.capture_media else None
-        for md, r in reqs:
+        tokens = 0
+        with self._lock:
+            error_rate = self._cfg.batch_item_error_rate
+            draws = [self._rng.random() for _ in reqs]
+        for (md, r), draw in zip(reqs, draws):
             try:
                 pr = self._parse_request(model, r, capture=cap)
+                tokens += pr["prompt_tokens"]
+                if draw < error_rate:
+                    raise ApiError(500, "INTERNAL", "An internal error occurred while processing this request.")
                 resp = self._answer(pr, "ok")
                 results.append((md, {"response": resp}))
                 bills.append((resp["usageMetadata"], pr["by_modality"], pr["hashes"]))
+                usd.append(self._usd(model, resp["usageMetadata"], pr["by_modality"], self._cfg.batch_factor))
             except ApiError as e:
                 results.append((md, {"error": {"code": e.code, "message": e.message, "status": e.status}}))
         bid = self._new_id("b")
-        job = _Batch(bid, model, _get(batch, "displayName"), time.time(), results, bills, file_input,
-                     max(0, self._cfg.batch_running_polls))
         with self._lock:
+            cfg = self._cfg
+            limit = cfg.batch_enqueued_tokens
+            if limit:
+                enqueued = sum(j.tokens for j in self._batches.values() if j.open and j.model == model)
+                if enqueued + tokens > limit:
+                    self._ledger.batch["rejected_jobs"] += 1
+                    raise ApiError(429, "RESOURCE_EXHAUSTED",
+                                   f"Enqueued token limit exceeded for {model}: {enqueued} tokens are already "
+                                   f"enqueued, this job adds {tokens}, the limit is {limit}.", [
+                                       {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                                           {"quotaId": "BatchEnqueuedTokensPerModel"}]}])
+            job = _Batch(bid, model, _get(batch, "displayName"), time.time(), results, bills, file_input,
+                         max(0, cfg.batch_running_polls), pending_polls=max(0, cfg.batch_pending_polls),
+                         outcome=cfg.batch_outcome, tokens=tokens, usd=usd)
             if cap:
                 self._captured.extend(cap)
             self._batches[bid] = job
             self._ledger.batch["jobs"] += 1
             self._ledger.batch["requests"] += len(reqs)
+            for md, _ in reqs:
+                k = _get(md, "key") if isinstance(md, dict) else md
+                if k is not None:
+                    self._ledger.batch_keys[str(k)] = self._ledger.batch_keys.get(str(k), 0) + 1
             return job.resource()
 
     def _complete_batch(self, job: _Batch, base_url: str) -> None:
@@ -963,8 +1057,8 @@ class GeminiEmulator:
         job.state = "BATCH_STATE_SUCCEEDED"
         if not job.billed:
             job.billed = True
-            for usage, by, hashes in job.bills:
-                self._ledger.bill(usage, by, hashes, batch=True)
+            for (usage, by, hashes), usd in zip(job.bills, job.usd):
+                self._ledger.bill(usage, by, hashes, batch=True, usd=usd)
         if job.file_input and job.output_file is None:
             lines = []
             for md, r in job.items:
@@ -979,25 +1073,43 @@ class GeminiEmulator:
         self._check_key(key)
         with self._lock:
             job = self._batch(bid)
-            if job.state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
-                if job.polls_left > 0:
+            if job.open:
+                if job.pending_polls > 0:
+                    job.pending_polls -= 1
+                elif job.polls_left > 0:
                     job.polls_left -= 1
                     job.state = "BATCH_STATE_RUNNING"
+                elif job.outcome == "failed":
+                    job.state = "BATCH_STATE_FAILED"
+                elif job.outcome == "expired":
+                    job.state = "BATCH_STATE_EXPIRED"
                 else:
                     self._complete_batch(job, base_url)
             return job.resource()
 
-    def batch_list(self, key: str | None) -> dict:
+    def batch_list(self, key: str | None, query: dict | None = None) -> dict:
+        """All jobs, oldest first, in pages (pageSize, pageToken); `filter` takes displayName="..." only."""
         self._check_key(key)
+        query = query or {}
+        size = int((query.get("pageSize") or ["50"])[0])
+        start = int((query.get("pageToken") or ["0"])[0] or 0)
+        wanted = None
+        m = re.match(r'^\s*display_?name\s*=\s*"([^"]*)"\s*$', (query.get("filter") or [""])[0], re.I)
+        if m:
+            wanted = m.group(1)
         with self._lock:
-            ops = [j.resource() for j in self._batches.values()]
-        return {"operations": ops} if ops else {}
+            jobs = [j for j in self._batches.values() if wanted is None or j.display_name == wanted]
+            ops = [j.resource() for j in jobs[start:start + size]]
+        out: dict[str, Any] = {"operations": ops} if ops else {}
+        if start + size < len(jobs):
+            out["nextPageToken"] = str(start + size)
+        return out
 
     def batch_cancel(self, bid: str, key: str | None) -> dict:
         self._check_key(key)
         with self._lock:
             job = self._batch(bid)
-            if job.state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+            if job.open:
                 job.state = "BATCH_STATE_CANCELLED"
         return {}
 
@@ -1201,7 +1313,7 @@ class _Handler(BaseHTTPRequestHandler):
         if m:
             version, bid, cancel = m.groups()
             if bid is None and method == "GET":
-                return self._json(200, emu.batch_list(key))
+                return self._json(200, emu.batch_list(key, query))
             if bid and cancel and method == "POST":
                 return self._json(200, emu.batch_cancel(bid, key))
             if bid and method == "GET":
