@@ -377,7 +377,7 @@ def _note_collected(ctx: RunContext, stats) -> None:
         ctx.collected = stats
         return
     c = ctx.collected
-    for name in ("looked_at", "collected", "rows", Status.OK, "errors", "put_back", "recovered"):
+    for name in ("looked_at", "collected", "rows", "ok", "errors", "put_back", "recovered"):
         setattr(c, name, getattr(c, name) + getattr(stats, name))
     c.spent_usd += stats.spent_usd
     c.still_open = stats.still_open
