@@ -450,6 +450,10 @@ def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
         files.close()  # a limit may stop before the walk's end
     else:
         yield from admitted
+    if ctx.hash_cache is not None:
+        ctx.hash_cache.flush()
+    if ctx.planner is not None and not trial:
+        yield from ctx.planner.late_files(ctx.roots)
 
 
 def _held_by_a_job(ctx: RunContext, file) -> bool:
@@ -462,10 +466,6 @@ def _held_by_a_job(ctx: RunContext, file) -> bool:
             ctx.planner.note_seen(file.path)
         return True
     return False
-    if ctx.hash_cache is not None:
-        ctx.hash_cache.flush()
-    if ctx.planner is not None and not trial:
-        yield from ctx.planner.late_files(ctx.roots)
 
 
 def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
