@@ -71,7 +71,7 @@ def _remote(job: types.BatchJob) -> RemoteJob:
 class LineBuilder:
     """One kind's batch lines without the SDK's per-line conversion (which costs milliseconds a line)."""
 
-    config_json: str | None
+    extra_json: str  # the request's other members (generationConfig, systemInstruction, ...) as `,"k":v` text
     tail_parts_json: str  # the prompt part, as the SDK writes it
     role: str
     config: Any  # the SDK GenerateContentConfig, for inline lines
@@ -82,8 +82,7 @@ class LineBuilder:
                  for data, mime in media]
         parts.append(self.tail_parts_json)
         request = f'{{"contents":[{{"parts":[{",".join(parts)}],"role":{json.dumps(self.role)}}}]'
-        if self.config_json is not None:
-            request += f',"generationConfig":{self.config_json}'
+        request += self.extra_json
         return f'{{"key":{json.dumps(key)},"request":{request}}}}}\n'.encode()
 
     def inlined(self, key: str, media: list[tuple[bytes, str]]) -> types.InlinedRequest:
@@ -108,9 +107,9 @@ class GeminiBatchClient:
         probe = DescribeRequest(key="", prompt=prompt, schema=schema, media=(), max_output_tokens=max_output_tokens,
                                 resolution=resolution)
         rest = json.loads(self.jsonl_line(self.inlined(probe)))["request"]
-        config = rest.get("generationConfig")
-        (content,) = rest["contents"]
-        return LineBuilder(config_json=json.dumps(config, separators=(",", ":")) if config is not None else None,
+        (content,) = rest.pop("contents")
+        extra = "".join(f",{json.dumps(k)}:{json.dumps(v, separators=(',', ':'))}" for k, v in rest.items())
+        return LineBuilder(extra_json=extra,
                            tail_parts_json=",".join(json.dumps(p, separators=(",", ":")) for p in content["parts"]),
                            role=content.get("role", "user"), config=self.backend._config(probe), prompt=prompt)
 
