@@ -29,7 +29,9 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from enrich.progress import ProgressReporter  # noqa: E402
+from enrich.errors import ConfigError  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
+from enrich.flows.run_options import RunOptions, current_trusted_settings  # noqa: E402
 from enrich.flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
@@ -173,11 +175,17 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
                 wait_for_lock: bool = False) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
-    Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
-    are loaded inside the flow from the environment and config/. `reprocess`: any of stale, failed, all.
-    `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
+    Parameters are plain values only (they are stored by Prefect, and anyone who can reach Prefect's API can
+    set them): `overrides` is validated as a `RunOptions` (model id, budget, concurrency, rpm, tpm,
+    resolution, chunk size, progress); any other key (an endpoint, a folder, the metadata switch) refuses the
+    run before anything is opened or sent. Settings, and the API key with them, are loaded inside the flow
+    from the environment and config/ (or taken from `trusted_settings` of an in-process CLI call).
+    `reprocess`: any of stale, failed, all. `wait_for_lock`: queue behind another run on the same warehouse.
     """
-    settings = load_settings().with_overrides(**(overrides or {}))
+    options = RunOptions.from_parameters(overrides)
+    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+        raise ConfigError("refused flow parameters (roots must be a list of paths)")
+    settings = options.apply(current_trusted_settings() or load_settings())
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
     status = "failed"
     message = None

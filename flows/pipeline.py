@@ -37,6 +37,7 @@ from enrich.backends import backend_name, create_backend
 from enrich.budget import budget_from_settings
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
+from enrich.redact import scrub, scrubbed_logger
 from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
@@ -50,7 +51,7 @@ from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
 
-log = logging.getLogger("enrich.run")
+log = scrubbed_logger("enrich.run")
 
 STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted", "gone")
 MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
@@ -428,7 +429,7 @@ def interrupt_run(ctx: RunContext, signum: int) -> None:
 def fail_run(ctx: RunContext, reason: str) -> None:
     """Something outside the describer broke (a chunk could not be written): stop like a fatal error."""
     if ctx.failure is None:
-        ctx.failure = reason
+        ctx.failure = scrub(reason)
     ctx.describer.stop(f"the run stopped: {reason}")
 
 
@@ -503,6 +504,7 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
     try:
         if status is None:
             status, message = final_status(ctx)
+        message = scrub(message)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
     finally:

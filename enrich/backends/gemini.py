@@ -20,6 +20,7 @@ from pydantic import SecretStr, ValidationError
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+from enrich.redact import register_secret, scrub
 
 GEMINI_MIME_TYPES = frozenset(
     {
@@ -125,6 +126,7 @@ class GeminiBackend:
             raise FatalRunError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --emulator")
         self.model = model
         self._secret = api_key.get_secret_value()
+        register_secret(self._secret)
         self.capabilities = Capabilities(
             mime_types=GEMINI_MIME_TYPES,
             max_inline_bytes=max_inline_bytes,
@@ -142,7 +144,7 @@ class GeminiBackend:
 
     # -- errors ---------------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return scrub(text, (self._secret,)) or ""
 
     def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
         code = int(exc.code or 0)

@@ -189,9 +189,14 @@ def main(args: argparse.Namespace) -> int:
         preflight(settings)
 
         from enrich.flows.enrich_flow import enrich_flow
+        from enrich.flows.run_options import split_overrides, trusted_settings
 
-        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                              reprocess=args.reprocess or [], wait_for_lock=args.wait)
+        # Prefect records the safe run options as the flow's parameters; the rest (warehouse,
+        # --keep-metadata, an endpoint model) reaches the flow in-process, never as a parameter.
+        options, _ = split_overrides(overrides)
+        with trusted_settings(settings):
+            summary = enrich_flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
+                                  wait_for_lock=args.wait)
     finally:
         if emu is not None:
             emu.stop()

@@ -89,8 +89,7 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
     cmd += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "PREFECT_UI_ENABLED": "true"}
-    env.pop("PREFECT_API_URL", None)
+    env = prefect_server_env(port)
     log_path = home / "prefect" / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
@@ -112,11 +111,41 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
 
 
 def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The deployment's parameters: the safe run options only (see flows/run_options.py)."""
     from enrich.commands.run import overrides_from
+    from enrich.flows.run_options import split_overrides
 
-    overrides = {k: v for k, v in overrides_from(args).items() if v is not None}
-    return {"roots": roots, "overrides": overrides, "reprocess": list(args.reprocess or []),
+    options, _ = split_overrides(overrides_from(args))
+    return {"roots": roots, "overrides": options.as_parameters(), "reprocess": list(args.reprocess or []),
             "wait_for_lock": True}
+
+
+def process_environment(args: argparse.Namespace) -> dict[str, str]:
+    """What serve's own flags set that a flow parameter may not (the warehouse, --keep-metadata, an endpoint
+    or local model): put into the serving process's environment, which every scheduled run inherits."""
+    from enrich.commands.run import overrides_from
+    from enrich.flows.run_options import split_overrides
+
+    _, rest = split_overrides(overrides_from(args))
+    env: dict[str, str] = {}
+    if "warehouse" in rest:
+        env["ENRICH_WAREHOUSE"] = str(Path(rest["warehouse"]).expanduser().resolve())
+    if rest.get("strip_metadata") is False:
+        env["ENRICH_STRIP_METADATA"] = "false"
+    if "model" in rest:
+        env["ENRICH_MODEL"] = str(rest["model"])
+    return env
+
+
+def prefect_server_env(port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the Prefect server `--start-server` starts: CSRF protection on and CORS limited to
+    the server's own origin, so a web page in the user's browser cannot create flow runs on it."""
+    env = {**(os.environ if base is None else base), "PREFECT_UI_ENABLED": "true",
+           "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+           "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true"}
+    env.pop("PREFECT_API_URL", None)
+    return env
 
 
 def main(args: argparse.Namespace) -> int:
@@ -135,6 +164,7 @@ def main(args: argparse.Namespace) -> int:
         from enrich.prefect_env import configure_prefect_env
 
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"  # before Prefect settings load
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "true")  # the server checks CSRF tokens
         configure_prefect_env()
         print(f"starting a Prefect server on port {args.port} (first start takes a while)...", file=sys.stderr)
         server, _ = start_prefect_server(args.port, settings.home)
@@ -147,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"Using the local Gemini emulator at {url} (answers are fake; nothing is billed).",
                   file=sys.stderr)
         params = flow_parameters(roots, args)
+        os.environ.update(process_environment(args))  # what scheduled runs of this process inherit
         checked = load_settings().with_overrides(**params["overrides"])
         if checked.api_key is None and not checked.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment of "

@@ -1,0 +1,200 @@
+"""Issue 12, security and privacy: what a hostile endpoint, a flow run started from outside, or odd files
+could leak. Real Prefect, the real SDK over HTTP to the emulator (or to a tiny capturing server), real Parquet."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.media_factory import make_jpeg, make_wav
+
+CANARY = "canary-key-7f3a9c1e5b"  # a fake API key: it must never come back out
+
+
+class Capture:
+    """A local HTTP server that records every request and answers with `answer(path, body)` (code, dict)."""
+
+    def __init__(self, answer=None) -> None:
+        self.requests: list[dict] = []
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                capture.requests.append({"method": self.command, "path": self.path,
+                                         "headers": dict(self.headers.items()), "body": body})
+                code, obj = answer(self.path, body) if answer else (404, {"error": {"code": 404, "message": "no"}})
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. flow parameters
+
+
+def test_a_flow_run_with_a_forbidden_override_is_refused_and_sends_nothing(tmp_path, enrich_home, monkeypatch,
+                                                                           prefect_harness):
+    from enrich.flows.enrich_flow import enrich_flow
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg", exif_gps=True)
+    monkeypatch.setenv("GEMINI_API_KEY", CANARY)
+    proxy = Capture()
+    try:
+        for overrides in ({"base_url": proxy.url, "strip_metadata": False},  # the issue's repro
+                          {"model": f"openai:some-model@{proxy.url}/v1"},
+                          {"warehouse": str(tmp_path / "other-wh")}):
+            with pytest.raises(Exception, match="refused flow parameters"):
+                enrich_flow([str(lib)], overrides)
+    finally:
+        proxy.close()
+    assert proxy.requests == []
+    assert not (enrich_home / "warehouse").exists() and not (tmp_path / "other-wh").exists()
+
+
+def test_run_options_accept_the_cli_run_options_and_nothing_else(tmp_path):
+    from enrich.errors import ConfigError
+    from enrich.flows.run_options import RunOptions
+
+    ok = {"model": "gemini-2.5-flash", "budget_usd": 1.5, "concurrency": 8, "rpm": 60, "tpm": 0,
+          "resolution": "medium", "chunk_size": 50, "progress": "log"}
+    assert RunOptions.from_parameters(ok).as_parameters() == ok
+    for bad in ({"strip_metadata": False}, {"api_version": "v1alpha"}, {"home": str(tmp_path)},
+                {"config_dir": str(tmp_path)}, {"api_key": "x"}, {"max_inline_bytes": 1},
+                {"model": "mlx:/tmp/weights"}, {"model": "openai:m@http://127.0.0.1:9/v1"},
+                {"budget_usd": float("inf")}, {"concurrency": 0}, {"resolution": "ultra"}):
+        with pytest.raises(ConfigError, match="refused flow parameters"):
+            RunOptions.from_parameters(bad)
+
+
+def test_the_cli_keeps_its_trusted_options_out_of_prefect_parameters():
+    from enrich.cli import build_parser
+    from enrich.commands.serve import flow_parameters, prefect_server_env, process_environment
+    from enrich.flows.run_options import RunOptions
+
+    args = build_parser().parse_args(["serve", "/lib", "--cron", "0 2 * * *", "--warehouse", "/wh",
+                                      "--keep-metadata", "--budget", "2", "--model", "openai:m@http://h:1/v1"])
+    params = flow_parameters(["/lib"], args)
+    assert params["overrides"] == {"budget_usd": 2.0}
+    RunOptions.from_parameters(params["overrides"])  # what the deployment carries validates
+    assert process_environment(args) == {"ENRICH_WAREHOUSE": "/wh", "ENRICH_STRIP_METADATA": "false",
+                                         "ENRICH_MODEL": "openai:m@http://h:1/v1"}
+    env = prefect_server_env(4321, {"PREFECT_API_URL": "http://x/api"})
+    assert env["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] == "true"
+    assert env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4321"
+    assert "PREFECT_API_URL" not in env
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. the file name of an upload
+
+
+def test_an_upload_never_sends_the_file_name(gemini, tmp_path):
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from enrich.backends.base import DescribeRequest, MediaPart
+    from enrich.backends.gemini import GeminiBackend
+    from enrich.schemas.descriptions import AudioDescription
+
+    wav = make_wav(tmp_path / "Anna Schmidt - therapy session 2024-03-02.wav", 30)
+    backend = GeminiBackend("gemini-3.1-flash-lite", api_key=SecretStr("test-key-123"), base_url=gemini.base_url,
+                            max_inline_bytes=10_000)
+    request = DescribeRequest(key="k", prompt="Describe it.", schema=AudioDescription,
+                              media=(MediaPart(mime="audio/wav", path=wav),), max_output_tokens=256)
+
+    async def go():
+        try:
+            return await backend.describe(request)
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(go()).status == "ok"
+    (start,) = gemini.upload_starts()
+    sent = json.dumps(start)
+    assert "Anna" not in sent and "therapy" not in sent and ".wav" not in sent, sent
+    assert not any(k.lower() == "x-goog-upload-file-name" for k in start["headers"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. the key echoed in a 200 answer
+
+
+def _echoing_gemini(mode: str):
+    """A Gemini endpoint that echoes the key it receives in a 200 answer: as the model's (invalid) text, or
+    in a field the SDK's validation then quotes."""
+
+    def answer(path: str, body: bytes):
+        if ":countTokens" in path:
+            return 200, {"totalTokens": 3}
+        if ":generateContent" in path:
+            usage = {"promptTokenCount": 300, "candidatesTokenCount": 20, "totalTokenCount": 320}
+            if mode == "invalid_output":
+                text = f"not json, your key is {CANARY}"
+                return 200, {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                                             "finishReason": "STOP"}], "usageMetadata": usage}
+            if mode == "caption":
+                text = json.dumps({"caption": f"key {CANARY}", "description": CANARY, "tags": [CANARY],
+                                   "objects": [], "visible_text": "", "people_count": 0, "setting": "indoor"})
+                return 200, {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                                             "finishReason": "STOP"}], "usageMetadata": usage}
+            return 200, {"candidates": [{"content": {"role": "model", "parts": [{"text": "{}"}]},
+                                         "finishReason": "STOP"}],
+                         "usageMetadata": {**usage, "promptTokenCount": {"echo": CANARY}}}
+        return 404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
+
+    return Capture(answer)
+
+
+@pytest.mark.parametrize("mode", ["invalid_output", "caption", "sdk_validation"])
+def test_a_key_echoed_in_a_200_answer_reaches_neither_parquet_nor_the_terminal(mode, tmp_path, enrich_home,
+                                                                                monkeypatch, capfd,
+                                                                                prefect_harness):
+    from enrich.cli import main
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg")
+    server = _echoing_gemini(mode)
+    monkeypatch.setenv("GEMINI_API_KEY", CANARY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+    try:
+        rc = main(["run", str(lib), "--yes", "--progress", "log", "--concurrency", "2"])
+        rc_json = main(["run", str(lib), "--yes", "--json", "--reprocess", "all", "--progress", "off"])
+    finally:
+        server.close()
+    out, err = capfd.readouterr()
+    assert rc in (0, 1) and rc_json in (0, 1), (out, err)
+    assert any(CANARY in str(r["headers"]) for r in server.requests)  # the server did receive (and echo) it
+    assert CANARY not in out and CANARY not in err
+    leaked = [p for p in (enrich_home / "warehouse").rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert leaked == []
+    from enrich.warehouse.views import connect
+
+    rows = connect(enrich_home / "warehouse").execute("SELECT status, error, raw_text FROM results").fetchall()
+    assert rows and all(CANARY not in str(r) for r in rows)
+    if mode == "invalid_output":
+        assert any(r[2] and "***" in r[2] for r in rows), rows  # kept, but scrubbed
