@@ -198,3 +198,138 @@ def test_a_key_echoed_in_a_200_answer_reaches_neither_parquet_nor_the_terminal(m
     assert rows and all(CANARY not in str(r) for r in rows)
     if mode == "invalid_output":
         assert any(r[2] and "***" in r[2] for r in rows), rows  # kept, but scrubbed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. PDFs: the camera's JPEG inside, annotation authors; 4. detection by the parser
+
+
+def _photo_pdf(tmp_path: Path, *, jpeg: bool = True, annotation: bool = True, cmyk: bool = False) -> tuple[Path, bytes]:
+    """A photo-to-PDF document: a page showing a camera JPEG (EXIF GPS, serial, XMP, ICC, a comment), and a
+    comment annotation by a named author with a popup. No /Info (pypdf's /Producer removed)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import (ArrayObject, DictionaryObject, FloatObject, NameObject, NumberObject,
+                               StreamObject, TextStringObject)
+
+    photo = tmp_path / "photo.jpg"
+    make_jpeg(photo, (64, 48))
+    data = photo.read_bytes()
+    if cmyk:  # a CMYK JPEG with an Adobe APP14 segment (needed to decode its colours) and EXIF
+        from PIL import Image
+
+        from tests.media_factory import build_exif
+
+        Image.new("CMYK", (64, 48), (0, 120, 200, 10)).save(photo, "JPEG", exif=build_exif())
+        data = photo.read_bytes()
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=200, height=200)
+    if jpeg:
+        image = StreamObject()
+        image._data = data
+        image.update({NameObject("/Type"): NameObject("/XObject"), NameObject("/Subtype"): NameObject("/Image"),
+                      NameObject("/Width"): NumberObject(64), NameObject("/Height"): NumberObject(48),
+                      NameObject("/ColorSpace"): NameObject("/DeviceCMYK" if cmyk else "/DeviceRGB"),
+                      NameObject("/BitsPerComponent"): NumberObject(8), NameObject("/Filter"): NameObject("/DCTDecode")})
+        ref = writer._add_object(image)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/XObject"): DictionaryObject({NameObject("/Im0"): ref})})
+        content = StreamObject()
+        content._data = b"q 64 0 0 48 10 10 cm /Im0 Do Q"
+        page[NameObject("/Contents")] = writer._add_object(content)
+    if annotation:
+        rect = ArrayObject([FloatObject(10), FloatObject(10), FloatObject(30), FloatObject(30)])
+        popup = DictionaryObject({NameObject("/Type"): NameObject("/Annot"), NameObject("/Subtype"): NameObject("/Popup"),
+                                  NameObject("/Rect"): rect, NameObject("/T"): TextStringObject("Alice Example")})
+        note = DictionaryObject({
+            NameObject("/Type"): NameObject("/Annot"), NameObject("/Subtype"): NameObject("/Text"),
+            NameObject("/Rect"): rect, NameObject("/Contents"): TextStringObject("check the figures"),
+            NameObject("/T"): TextStringObject("Alice Example"), NameObject("/M"): TextStringObject("D:20240302101500+01'00'"),
+            NameObject("/CreationDate"): TextStringObject("D:20240301090000+01'00'"),
+            NameObject("/Popup"): writer._add_object(popup)})
+        page[NameObject("/Annots")] = ArrayObject([writer._add_object(note)])
+    writer.metadata = None
+    path = tmp_path / "scan.pdf"
+    with open(path, "wb") as fh:
+        writer.write(fh)
+    return path, data
+
+
+def test_pdf_embedded_jpeg_exif_and_annotation_authors_are_stripped(tmp_path):
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from enrich.tasks.strip_metadata import strip_metadata
+    from tests.media_factory import CAMERA_SERIAL, XMP_PACKET
+
+    pdf, jpeg = _photo_pdf(tmp_path)
+    raw = pdf.read_bytes()
+    assert CAMERA_SERIAL.encode() in raw and b"Alice Example" in raw
+    copy = strip_metadata(pdf, "application/pdf")
+    assert copy is not None
+    out = copy.read_bytes()
+    for secret in (CAMERA_SERIAL.encode(), b"Alice Example", b"Exif\x00\x00", XMP_PACKET[-40:], b"TestCam"):
+        assert secret not in out, secret
+    page = PdfReader(copy).pages[0]
+    note = page["/Annots"][0].get_object()
+    assert note["/Contents"] == "check the figures"  # the comment itself is content: it stays
+    assert not {"/T", "/M", "/CreationDate"} & set(note) and "/T" not in note["/Popup"].get_object()
+    image = page["/Resources"]["/XObject"]["/Im0"].get_object()
+    cleaned = image._data
+    assert Image.open(io.BytesIO(cleaned)).tobytes() == Image.open(io.BytesIO(jpeg)).tobytes()  # same pixels
+    assert cleaned[cleaned.index(b"\xff\xda"):] == jpeg[jpeg.index(b"\xff\xda"):]  # scan data untouched
+    copy.unlink()
+
+
+@pytest.mark.parametrize("jpeg, annotation", [(True, False), (False, True)])
+def test_a_pdf_with_only_a_camera_jpeg_or_only_an_annotation_is_not_judged_clean(tmp_path, jpeg, annotation):
+    from enrich.tasks.strip_metadata import strip_metadata
+
+    pdf, _ = _photo_pdf(tmp_path, jpeg=jpeg, annotation=annotation)
+    assert b"/Info" not in pdf.read_bytes() and b"/Metadata" not in pdf.read_bytes()
+    copy = strip_metadata(pdf, "application/pdf")
+    assert copy is not None
+    assert b"Alice Example" not in copy.read_bytes() and b"SN-0042-1337" not in copy.read_bytes()
+    copy.unlink()
+
+
+def test_a_cmyk_jpeg_keeps_its_adobe_segment(tmp_path):
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from enrich.tasks.strip_metadata import strip_metadata
+
+    pdf, jpeg = _photo_pdf(tmp_path, annotation=False, cmyk=True)
+    copy = strip_metadata(pdf, "application/pdf")
+    image = PdfReader(copy).pages[0]["/Resources"]["/XObject"]["/Im0"].get_object()._data
+    assert b"SN-0042-1337" not in image and b"Adobe" in image
+    assert Image.open(io.BytesIO(image)).convert("RGB").tobytes() == Image.open(io.BytesIO(jpeg)).convert("RGB").tobytes()
+    copy.unlink()
+
+
+def test_pdf_metadata_hidden_behind_name_escapes_is_found(tmp_path):
+    from pypdf import PdfReader
+
+    from enrich.tasks.strip_metadata import strip_metadata
+
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+               b"<< /Auth#6fr (Alice Example) /Cr#65ator (Pixel 7 Pro Scanner) >>"]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, body)
+    xref = len(out)
+    out += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size 5 /Root 1 0 R /I#6efo 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    pdf = tmp_path / "escaped.pdf"
+    pdf.write_bytes(out)
+    assert b"/Info" not in out and PdfReader(pdf).metadata.author == "Alice Example"  # what a reader sees
+    copy = strip_metadata(pdf, "application/pdf")
+    assert copy is not None and b"Alice Example" not in copy.read_bytes()
+    assert len(PdfReader(copy).pages) == 1
+    copy.unlink()
