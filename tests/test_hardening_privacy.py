@@ -333,3 +333,36 @@ def test_pdf_metadata_hidden_behind_name_escapes_is_found(tmp_path):
     assert copy is not None and b"Alice Example" not in copy.read_bytes()
     assert len(PdfReader(copy).pages) == 1
     copy.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 17. state is private
+
+
+def test_enrich_home_and_the_warehouse_are_created_private(tmp_path, gemini, enrich_home, prefect_harness):
+    import stat
+
+    from tests.support.flows import run_enrich_flow
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg")
+    shared = tmp_path / "shared-wh"  # a warehouse folder the user made readable on purpose, with an old results/
+    (shared / "results").mkdir(parents=True)
+    os.chmod(shared, 0o755)
+    os.chmod(shared / "results", 0o755)
+    old = os.umask(0o022)
+    try:
+        assert run_enrich_flow([lib], {"chunk_size": 2})["status"] == "finished"
+        assert run_enrich_flow([lib], {"warehouse": str(shared)})["status"] == "finished"
+    finally:
+        os.umask(old)
+    checked = 0
+    for top in (enrich_home, shared / "results", shared / "runs", shared / ".lock"):
+        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            mode = stat.S_IMODE(os.lstat(p).st_mode)
+            assert mode & 0o077 == 0, (p, oct(mode))
+            checked += 1
+    assert checked > 6 and any(p.suffix == ".parquet" for p in enrich_home.rglob("*"))
+    assert any(p.name == "hashes.sqlite" for p in enrich_home.rglob("*"))
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755  # the folder the user chose keeps its mode

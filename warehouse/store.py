@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
+from enrich.private_fs import open_private, own_state_dir, private_dirs
+
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 TMP_DIR = ".tmp"
@@ -47,11 +49,12 @@ def _fsync_dir(path: Path) -> None:
 
 def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
     """Write `table` to `dest` atomically: temp file in tmp_dir (same filesystem), fsync, rename."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(tmp_dir.parent)
+    own_state_dir(tmp_dir)
+    own_state_dir(dest.parent)
     tmp = tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(open_private(tmp), "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())

@@ -91,8 +91,10 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
     cmd += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
     env = prefect_server_env(port)
     log_path = home / "prefect" / "server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
+    from enrich.private_fs import open_private, private_dirs
+
+    private_dirs(log_path.parent)
+    log = os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 180
