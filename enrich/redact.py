@@ -4,7 +4,7 @@ A misbehaving endpoint or proxy can echo the API key anywhere in a 200 answer (t
 SDK's validation error then quotes), so scrubbing only error bodies is not enough. Backends register the
 secrets they send (`register_secret`) when they are created; `scrub` replaces each with `***` in a string,
 `scrub_value` in the strings of a row (nested dicts, lists, pydantic models), and `ScrubFilter` in log
-records. The describer scrubs every row and error it builds from a backend's answer; the run's messages
+records (whose control characters it also escapes, enrich/terminal.py). The describer scrubs every row and error it builds from a backend's answer; the run's messages
 (summary, stderr) are built from those.
 """
 from __future__ import annotations
@@ -70,14 +70,15 @@ class ScrubFilter(logging.Filter):
     """Masks registered secrets in a log record's final message (arguments included)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            try:
-                message = record.getMessage()
-            except Exception:  # a malformed record: leave it to logging
-                return True
-            cleaned = scrub(message)
-            if cleaned != message:
-                record.msg, record.args = cleaned, ()
+        from enrich.terminal import safe_text
+
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging
+            return True
+        cleaned = safe_text(scrub(message), keep_newlines=True)  # log lines reach terminals too
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
         return True
 
 

@@ -366,3 +366,49 @@ def test_enrich_home_and_the_warehouse_are_created_private(tmp_path, gemini, enr
     assert checked > 6 and any(p.suffix == ".parquet" for p in enrich_home.rglob("*"))
     assert any(p.name == "hashes.sqlite" for p in enrich_home.rglob("*"))
     assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755  # the folder the user chose keeps its mode
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 18. control and bidi characters never reach the terminal raw
+
+
+HOSTILE_NAME = "bad\x1b]0;pwned\x07\u202egpj.exe\u2066\x9b"
+
+
+def test_control_and_bidi_characters_are_escaped_in_tables_summaries_and_progress(tmp_path, gemini, enrich_home,
+                                                                                  capfd, prefect_harness):
+    import io
+    import logging
+
+    from enrich.cli import main
+    from enrich.progress import ProgressReporter, RunProgress
+    from enrich.redact import scrubbed_logger
+    from tests.media_factory import make_truncated_jpeg
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_truncated_jpeg(lib / f"{HOSTILE_NAME}.jpg")
+    assert main(["run", str(lib), "--progress", "log"]) == 0
+    assert main(["query", "SELECT path, status, error FROM items"]) == 0
+    assert main(["query", "SELECT 1 AS x", "--warehouse", str(tmp_path / f"no\x1b[2Jwh\u202e")]) in (0, 2)
+    out, err = capfd.readouterr()
+    for text in (out, err):
+        assert not any(c in text for c in "\x1b\x07\u202e\u2066\x9b"), repr(text)
+    assert "bad\\x1b]0;pwned\\x07\\u202egpj.exe\\u2066\\x9b" in out  # shown, visibly escaped
+
+    stream = io.StringIO()  # progress lines and notices
+    reporter = ProgressReporter(RunProgress(), "log", notice=lambda: f"stopping: {HOSTILE_NAME}", stream=stream,
+                                interval_s=0)
+    reporter._tick(final=True)
+    assert "\x1b" not in stream.getvalue() and "\\x1b" in stream.getvalue()
+
+    records: list[str] = []  # log lines (Prefect prints them to the terminal)
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(handler.format(record))
+    logger = scrubbed_logger("enrich.test-terminal")
+    logger.addHandler(handler)
+    try:
+        logger.warning("unexpected error preparing %s", HOSTILE_NAME)
+    finally:
+        logger.removeHandler(handler)
+    assert records and "\x1b" not in records[0] and "\u202e" not in records[0]

@@ -115,7 +115,10 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
             AND status NOT IN ('ok', 'skipped') ORDER BY path LIMIT {MAX_ERRORS_SHOWN + 1}""",
     )
     if errors:
-        lines = [f"  {status:<12} {path}: {error}" for path, status, error in errors[:MAX_ERRORS_SHOWN]]
+        from enrich.terminal import safe_text
+
+        lines = [f"  {status:<12} {safe_text(path)}: {safe_text(error)}"
+                 for path, status, error in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             lines.append(f"  ... (enrich query \"SELECT path, error FROM items WHERE status <> 'ok'\")")
         table += "\nnot described:\n" + "\n".join(lines)
@@ -218,7 +221,9 @@ def main(args: argparse.Namespace) -> int:
                   + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
         if summary["status"] != "finished" and summary.get("message"):
-            print(f"the run stopped early: {summary['message']}", file=sys.stderr)
+            from enrich.terminal import safe_text
+
+            print(f"the run stopped early: {safe_text(summary['message'])}", file=sys.stderr)
     return exit_code(summary)
 
 
