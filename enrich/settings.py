@@ -81,6 +81,7 @@ class Settings:
     base_url: str | None = None
     api_version: str = "v1beta"
     api_key: SecretStr | None = field(default=None, repr=False)
+    openai_api_key: SecretStr | None = field(default=None, repr=False)  # ENRICH_OPENAI_API_KEY, else OPENAI_API_KEY
     budget_usd: float | None = None
     daily_budget_usd: float | None = None  # rolling cap per UTC day, counted from the warehouse's spend
     # estimates before any history exists: expected output tokens per item, by kind; request latency
@@ -156,6 +157,13 @@ class Settings:
             raise ConfigError("abort_after_failures must be at least 1")
         if self.stop_grace_s < 0 or self.throttle_quiet_s < 0 or self.request_timeout_s <= 0:
             raise ConfigError("stop_grace_s and throttle_quiet_s must not be negative, request_timeout_s positive")
+        if self.model.startswith("openai:") and "@" in self.model:
+            from enrich.urls import credentials_in_url
+
+            why = credentials_in_url(self.model.split("@", 1)[1])
+            if why:
+                raise ConfigError(f"refusing the openai: endpoint URL because {why}: URLs are stored and printed; "
+                                  "put the key in ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
         if self.progress not in PROGRESS_MODES:
             raise ConfigError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
 
@@ -209,6 +217,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
     key = env.get("GOOGLE_API_KEY") or env.get("GEMINI_API_KEY")
+    openai_key = env.get("ENRICH_OPENAI_API_KEY") or env.get("OPENAI_API_KEY")
     settings = Settings(
         home=home,
         warehouse=Path(env.get("ENRICH_WAREHOUSE") or home / "warehouse").expanduser().resolve(),
@@ -236,6 +245,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         base_url=env.get("GOOGLE_GEMINI_BASE_URL") or gemini.get("base_url"),
         api_version=gemini.get("api_version", "v1beta"),
         api_key=SecretStr(key) if key else None,
+        openai_api_key=SecretStr(openai_key) if openai_key else None,
         budget_usd=pick("ENRICH_BUDGET_USD", "budget_usd", None, float),
         daily_budget_usd=_env_or(env, "ENRICH_DAILY_BUDGET_USD", budget.get("daily_usd"), float),
         expected_output_tokens={**DEFAULT_OUTPUT_TOKENS,

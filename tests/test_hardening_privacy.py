@@ -412,3 +412,55 @@ def test_control_and_bidi_characters_are_escaped_in_tables_summaries_and_progres
     finally:
         logger.removeHandler(handler)
     assert records and "\x1b" not in records[0] and "\u202e" not in records[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 19. the openai: backend's key comes from the environment, never from (or into) the URL
+
+
+def _openai_server():
+    def answer(path: str, body: bytes):
+        if path.endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": "m", "object": "model"}]}
+        if path.endswith("/chat/completions"):
+            text = json.dumps({"caption": "a blue square", "description": "blue", "tags": ["blue"], "objects": [],
+                               "visible_text": "", "people_count": 0, "setting": "indoor"})
+            return 200, {"id": "x", "object": "chat.completion", "model": "m",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}}
+        return 404, {"error": {"message": "no route"}}
+
+    return Capture(answer)
+
+
+def test_the_openai_backend_sends_the_environment_key_as_bearer_and_stores_it_nowhere(tmp_path, enrich_home,
+                                                                                     monkeypatch, capfd,
+                                                                                     prefect_harness):
+    from enrich.cli import main
+    from enrich.warehouse.views import connect
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg")
+    server = _openai_server()
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ENRICH_OPENAI_API_KEY", CANARY)
+    model = f"openai:m@{server.url}/v1"
+    try:
+        refused = [main(["run", str(lib), "--model", f"openai:m@{url}"]) for url in (
+            server.url.replace("http://", f"http://user:{CANARY}@") + "/v1",
+            f"{server.url}/v1?api_key={CANARY}", f"{server.url}/v1?access-token={CANARY}")]
+        _, err = capfd.readouterr()
+        assert refused == [2, 2, 2] and server.requests == []
+        assert err.count("refusing the openai: endpoint URL") == 3 and err.count("\n") == 3
+        assert main(["run", str(lib), "--model", model, "--yes", "--progress", "off"]) == 0
+    finally:
+        server.close()
+    out, err = capfd.readouterr()
+    posts = [r for r in server.requests if r["path"].endswith("/chat/completions")]
+    assert posts and all(r["headers"].get("Authorization") == f"Bearer {CANARY}" for r in posts)
+    rows = connect(enrich_home / "warehouse").execute("SELECT status, model FROM items").fetchall()
+    assert rows == [("ok", model)]
+    assert CANARY not in out + err
+    assert [p for p in enrich_home.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
