@@ -46,6 +46,7 @@ from enrich.tasks.discover import DiscoveredFile, discover
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.strip_metadata import sweep_media_temp
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
@@ -153,6 +154,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
     load what is already done, record the run as running."""
     run_id = run_id or new_run_id()
     reprocess_set = parse_reprocess(reprocess)
+    sweep_media_temp()  # temporary copies a killed run left behind, whatever this run will strip
     lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
         return _open_locked(roots, settings, run_id, reprocess_set, lock)

@@ -33,25 +33,26 @@ annotation contents of a PDF (content, not metadata).
 A copy that cannot be made is a `MediaError` with kind `metadata_strip_failed`: the item is not sent, since
 sending personal data silently would be worse than one error row. Copies live in this process's folder
 (`media_temp_dir()`), readable by the user only; the caller deletes each copy once its item is done, the
-folder goes at exit, and folders of processes that were killed are removed by the next run that makes one.
+folder goes at exit, and folders of processes that were killed are removed at the start of the next run
+(`sweep_media_temp`: by owner and a lock each live process holds, never by host name).
 """
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
-import socket
 import stat
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from enrich.errors import MediaError
 
-__all__ = ["STRIP_FAILED", "strip_metadata", "media_temp_dir", "new_temp_file", "unlink_quietly"]
+__all__ = ["STRIP_FAILED", "strip_metadata", "media_temp_dir", "new_temp_file", "sweep_media_temp", "unlink_quietly"]
 
 STRIP_FAILED = "metadata_strip_failed"
 _BLOCK = 1 << 20
@@ -82,11 +83,18 @@ def _short(exc: BaseException, cap: int = 160) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# temporary copies: <tmp>/enrich-media-<uid>/<host>-<pid>/, mode 0700
+# temporary copies: <tmp>/enrich-media-<uid>/<pid>-<random>/, mode 0700, each held by its process's lock
 
+STALE_AFTER_S = 6 * 3600.0  # a folder without a lock file (an older enrich's) is swept after this long
+_ALIVE = ".alive"  # locked (flock) by the process that owns the folder, for as long as it lives
 
 _dirs: dict[int, Path] = {}
+_alive_fds: dict[int, int] = {}
 _dirs_lock = threading.Lock()
+
+
+def media_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"enrich-media-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def media_temp_dir() -> Path:
@@ -96,17 +104,107 @@ def media_temp_dir() -> Path:
         folder = _dirs.get(pid)
         if folder is not None and folder.is_dir():
             return folder
-        root = Path(tempfile.gettempdir()) / f"enrich-media-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-        host = socket.gethostname().replace(os.sep, "_") or "host"
+        root = media_root()
         if _private_dir(root):
-            _sweep_dead(root, host)
-            folder = root / f"{host}-{pid}"
-            folder.mkdir(mode=0o700, exist_ok=True)
+            sweep_media_temp(root)
+            folder = Path(tempfile.mkdtemp(prefix=f"{pid}-", dir=root))
         else:  # someone else owns the shared name: a fresh private folder, nothing to sweep
             folder = Path(tempfile.mkdtemp(prefix="enrich-media-"))
+        _hold(folder, pid)
         atexit.register(shutil.rmtree, folder, True)
         _dirs[pid] = folder
         return folder
+
+
+def _hold(folder: Path, pid: int) -> None:
+    """Lock the folder's `.alive` file for this process's life (the kernel releases it when the process dies,
+    however it dies), so a sweep by another run never takes a live run's copies."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: the age rule alone protects the folder
+        return
+    fd = os.open(folder / _ALIVE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    old = _alive_fds.pop(pid, None)
+    if old is not None:
+        os.close(old)
+    _alive_fds[pid] = fd
+
+
+def _held(folder: Path) -> bool | None:
+    """True: a live process holds the folder; False: its lock is free (its process died); None: no lock file."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(folder / _ALIVE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = os.lstat(folder).st_mtime
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return newest
+
+
+def sweep_media_temp(root: Path | None = None, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the copies that killed runs left behind, by owner and liveness (not by host name): every folder
+    of this user whose lock no live process holds; a folder without a lock (an older enrich's, or a lock that
+    a network file system lost) once nothing in it changed for `stale_after_s`. Called at every run's start.
+    Returns what it removed."""
+    root = media_root() if root is None else root
+    if not _private_dir(root, create=False):
+        return []
+    removed = []
+    now = time.time()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    own = _dirs.get(os.getpid())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            continue
+        if entry == own or (uid is not None and st.st_uid != uid):
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if now - st.st_mtime > stale_after_s:
+                unlink_quietly(entry)
+                removed.append(entry)
+            continue
+        held = _held(entry)
+        if held is False or (held is None and now - _newest_mtime(entry) > stale_after_s):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def new_temp_file(suffix: str = "", prefix: str = "enrich-") -> Path:
@@ -123,10 +221,11 @@ def unlink_quietly(path: str | os.PathLike[str]) -> None:
         pass
 
 
-def _private_dir(root: Path) -> bool:
+def _private_dir(root: Path, *, create: bool = True) -> bool:
     """`root` exists (or is created) as a real folder owned by this user and private to it."""
     try:
-        root.mkdir(mode=0o700, exist_ok=True)
+        if create:
+            root.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(root)
     except OSError:
         return False
@@ -135,26 +234,6 @@ def _private_dir(root: Path) -> bool:
     if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o077):
         return False
     return True
-
-
-def _sweep_dead(root: Path, host: str) -> None:
-    """Remove folders left by killed processes of this host (their pid no longer runs)."""
-    if os.name != "posix":  # os.kill(pid, 0) is only a liveness probe on POSIX
-        return
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        name_host, _, pid_text = entry.name.rpartition("-")
-        if name_host != host or not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's pid) or unknown: leave it
 
 
 def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:

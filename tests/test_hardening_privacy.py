@@ -464,3 +464,57 @@ def test_the_openai_backend_sends_the_environment_key_as_bearer_and_stores_it_no
     assert rows == [("ok", model)]
     assert CANARY not in out + err
     assert [p for p in enrich_home.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 21. temporary copies of killed runs are swept at every start, by owner and liveness, not host name
+
+
+def test_copies_of_killed_runs_are_swept_at_every_run_start(tmp_path, gemini, enrich_home, monkeypatch,
+                                                            prefect_harness):
+    import fcntl
+    import subprocess
+    import sys
+    import tempfile
+    import time as _time
+
+    from enrich.tasks import strip_metadata as sm
+    from tests.support.flows import run_enrich_flow
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    # a run on another host (a shared $TMPDIR) killed with a copy in flight: its lock is free
+    code = ("import os, sys; from enrich.tasks.strip_metadata import new_temp_file; p = new_temp_file('.mp3'); "
+            "p.write_bytes(b'ID3 Alice Example'); print(p, flush=True); os._exit(9)")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmp)},
+                          capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    killed = Path(proc.stdout.strip())
+    root = killed.parent.parent
+    assert root == sm.media_root() and killed.exists()
+    renamed = root / "otherhost-4242"  # the host name in a folder name must not matter
+    killed.parent.rename(renamed)
+    live = root / "live-1"  # a live run's folder (its lock is held)
+    live.mkdir()
+    (live / "copy.mp4").write_bytes(b"in flight")
+    fd = os.open(live / ".alive", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    legacy_old, legacy_new = root / "host-1", root / "host-2"  # an older enrich's folders (no lock file)
+    for folder, age in ((legacy_old, 7 * 3600), (legacy_new, 60)):
+        folder.mkdir()
+        (folder / "x.wav").write_bytes(b"RIFF")
+        then = _time.time() - age
+        os.utime(folder / "x.wav", (then, then))
+        os.utime(folder, (then, then))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_jpeg(lib / "a.jpg")  # a run that strips nothing: the sweep must not wait for a run that does
+    try:
+        assert run_enrich_flow([lib])["status"] == "finished"
+        assert not renamed.exists() and not legacy_old.exists()
+        assert (live / "copy.mp4").exists() and legacy_new.exists()
+    finally:
+        os.close(fd)
+    assert sm.sweep_media_temp(root) == [live]  # once its process is gone, the next start removes it
