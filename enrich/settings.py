@@ -77,6 +77,8 @@ class Settings:
     progress_interval_s: float = 15.0  # seconds between progress log lines
     strip_metadata: bool = True
     max_image_pixels: int = 120_000_000
+    max_decode_pixels: int = 150_000_000  # pixels decoded at once by all preparation threads together
+    max_inflight_bytes: int = 256 * 1024 * 1024  # media bytes held by prepared and in-flight requests together
     prepare_workers: int = 0
     base_url: str | None = None
     api_version: str = "v1beta"
@@ -138,6 +140,8 @@ class Settings:
             raise ConfigError("max_attempts must be at least 1")
         if self.budget_usd is not None and self.budget_usd < 0:
             raise ConfigError("budget must not be negative")
+        if self.max_decode_pixels < 1 or self.max_inflight_bytes < 1:
+            raise ConfigError("max_decode_pixels and max_inflight_bytes must be positive")
         if self.max_inline_bytes < 0:
             raise ConfigError("max_inline_bytes must not be negative")
         if min(self.max_audio_seconds, self.max_video_seconds, self.max_pdf_pages, self.max_text_chars) <= 0:
@@ -241,6 +245,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         progress_interval_s=pick("ENRICH_PROGRESS_INTERVAL_S", "progress_interval_s", 15.0, float),
         strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True, as_bool),
         max_image_pixels=pick("ENRICH_MAX_IMAGE_PIXELS", "max_image_pixels", 120_000_000, int),
+        max_decode_pixels=pick("ENRICH_MAX_DECODE_PIXELS", "max_decode_pixels", 150_000_000, int),
+        max_inflight_bytes=pick("ENRICH_MAX_INFLIGHT_BYTES", "max_inflight_bytes", 256 * 1024 * 1024, int),
         prepare_workers=pick("ENRICH_PREPARE_WORKERS", "prepare_workers", 0, int),
         base_url=env.get("GOOGLE_GEMINI_BASE_URL") or gemini.get("base_url"),
         api_version=gemini.get("api_version", "v1beta"),

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from enrich.backends import backend_name, create_backend
 from enrich.budget import budget_from_settings
+from enrich.inflight import WeightBudget
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
 from enrich.redact import scrub, scrubbed_logger
@@ -100,6 +101,7 @@ class RunContext:
     started_at: datetime
     ready: threading.Semaphore  # prepared items alive at once (bounded queue between prepare and describe)
     ready_capacity: int
+    inflight_bytes: WeightBudget  # media bytes held by prepared items and requests, beside their count
     progress: RunProgress = field(default_factory=RunProgress)
     stats: RunStats = field(default_factory=RunStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -212,6 +214,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         warehouse_lock=lock,
         ready=threading.Semaphore(ready_capacity),
         ready_capacity=ready_capacity,
+        inflight_bytes=WeightBudget(settings.max_inflight_bytes),
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
@@ -347,10 +350,22 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
         else:
             prepared = prepare_file(file, ctx.prepare_options)
             if isinstance(prepared, PreparedItem):
-                future = ctx.describer.submit(prepared)
-                future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
-                return
-            row = status_row(file, ctx.info, "error", prepared.kind, str(prepared), getattr(prepared, "meta", None))
+                # the bytes its request will hold: wait (on this preparation thread) for room in the budget
+                held = ctx.inflight_bytes.acquire(request_bytes(prepared, ctx), cancelled=lambda: ctx.stopping)
+                if held is None:
+                    prepared.release()
+                    row = ctx.describer.not_sent_row(file, prepared.meta)
+                else:
+                    try:
+                        future = ctx.describer.submit(prepared)
+                    except BaseException:
+                        ctx.inflight_bytes.release(held)
+                        raise
+                    future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared, held))
+                    return
+            else:
+                row = status_row(file, ctx.info, "error", prepared.kind, str(prepared),
+                                 getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
         row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
@@ -358,14 +373,32 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
     work.complete(i, row)
 
 
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # the Files API path streams the file in chunks of this size
+
+
+def request_bytes(item: PreparedItem, ctx: RunContext) -> int:
+    """Media bytes a request for `item` holds in memory: inline parts whole (read at send time when they are
+    a file), uploads one chunk at a time."""
+    inline = ctx.describer.backend.capabilities.max_inline_bytes
+    total = 0
+    for media in item.media:
+        try:
+            size = media.size
+        except OSError:
+            continue  # vanished: the send reports it
+        total += size if size <= inline else min(size, UPLOAD_CHUNK_BYTES)
+    return total
+
+
 def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, future: Future,
-               prepared: PreparedItem) -> None:
+               prepared: PreparedItem, held: int | None = None) -> None:
     try:
         row = future.result()
     except BaseException as exc:  # the describer was shut down under it
         row = status_row(file, ctx.info, "interrupted", "interrupted",
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     finally:
+        ctx.inflight_bytes.release(held)
         prepared.release()  # temporary copies (stripped or trimmed media) go as soon as the item is done
     ctx.ready.release()
     work.complete(i, row)
@@ -552,6 +585,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "request_window_s": d.stats.window_s(),
         "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
                         "decreases": d.concurrency.decreases},
+        "inflight_bytes": {"limit": ctx.inflight_bytes.limit, "peak": ctx.inflight_bytes.peak},
         "fatal": str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
         "message": ctx.final_message,

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
+from enrich.inflight import WeightBudget
 from enrich.settings import RESOLUTION_MAX_SIDE
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import MediaLimits
@@ -22,11 +23,14 @@ class PrepareOptions:
     keep_metadata: bool = False
     max_pixels: int = 120_000_000
     limits: MediaLimits = MediaLimits()  # audio, video and documents
+    # pixels decoded at once by all the threads preparing with these options (None: no bound)
+    decode_budget: WeightBudget | None = field(default=None, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "PrepareOptions":
         return cls(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
-                   max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings))
+                   max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings),
+                   decode_budget=WeightBudget(settings.max_decode_pixels))
 
 
 @dataclass
@@ -50,7 +54,7 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     from enrich.tasks.prepare_image import prepare_image
 
     img = prepare_image(file.path, max_side=options.max_side, keep_metadata=options.keep_metadata,
-                        max_pixels=options.max_pixels)
+                        max_pixels=options.max_pixels, decode_budget=options.decode_budget)
     m = img.meta
     # taken_at is stored as the clock time on the camera (naive): most photos carry no UTC offset
     taken_at = m.taken_at.replace(tzinfo=None) if m.taken_at is not None else None

@@ -24,6 +24,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -543,15 +544,20 @@ def prepare_image(
     max_side: int = RESOLUTION_MAX_SIDE["low"],
     keep_metadata: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_budget: Any = None,
 ) -> PreparedImage:
     """Decode, orient, downscale (long side <= `max_side`), re-encode as metadata-free JPEG q=85.
 
     JPEGs are decoded with DCT scaling (draft mode) straight to about the target size, which is
     what makes a 12 MP photo cheap. Raises MediaError (see module docstring for kinds).
+    `decode_budget` (an enrich.inflight.WeightBudget shared by the preparation threads): the pixels this
+    decode produces (after draft scaling, from the header) are held in it until the image is encoded, so
+    the threads together never decode more than its limit at once (one image larger than it goes alone).
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     img = _open(path, max_pixels)
+    held = None
     try:
         meta, orientation = _meta_from(img)
         exif_bytes = _exif_to_keep(img) if keep_metadata else None
@@ -565,6 +571,8 @@ def prepare_image(
                     img.draft("RGB", target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
                 elif img.format == "HEIF":
                     img.draft(None, target)  # may pick an embedded thumbnail that is big enough
+            if decode_budget is not None:  # img.size is now the size the decode will produce
+                held = decode_budget.acquire(img.size[0] * img.size[1])
             img.load()
         except Image.DecompressionBombError:
             raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind="too_large") from None
@@ -589,6 +597,8 @@ def prepare_image(
         return PreparedImage(mime="image/jpeg", data=data, width=work.size[0], height=work.size[1], meta=meta)
     finally:
         img.close()
+        if decode_budget is not None:
+            decode_budget.release(held)
 
 
 def _exif_to_keep(img: Image.Image) -> bytes | None:

@@ -518,3 +518,49 @@ def test_copies_of_killed_runs_are_swept_at_every_run_start(tmp_path, gemini, en
     finally:
         os.close(fd)
     assert sm.sweep_media_temp(root) == [live]  # once its process is gone, the next start removes it
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 20. bounded memory: bytes in flight, pixels decoded at once
+
+
+def test_media_bytes_in_flight_stay_under_the_limit(tmp_path, gemini, enrich_home, prefect_harness):
+    from tests.support.flows import run_enrich_flow
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for n in range(8):
+        make_wav(lib / f"talk{n}.wav", 250 + n)  # about 2 MB each (distinct bytes), sent inline from the file
+    size = (lib / "talk0.wav").stat().st_size
+    limit = int(2.5 * size)  # room for two at once, with 16 request slots and 8 preparation threads
+    gemini.set_config(latency_ms=(150, 150))
+    summary = run_enrich_flow([lib], {"max_inflight_bytes": limit, "concurrency": 16, "prepare_workers": 8,
+                                      "progress": "off", "rpm": 0, "tpm": 0})
+    assert summary["status"] == "finished" and summary["by_status"] == {"ok": 8}
+    peak = summary["inflight_bytes"]["peak"]
+    assert summary["inflight_bytes"]["limit"] == limit
+    assert 2 * size <= peak <= limit  # bounded, and the bound still let requests overlap
+    assert summary["requests"] == 8
+
+
+def test_pixels_decoded_at_once_are_bounded_across_preparation_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from enrich.inflight import WeightBudget
+    from enrich.tasks.prepare_image import prepare_image
+
+    paths = []
+    for n in range(6):  # PNGs: no draft scaling, every pixel is decoded
+        path = tmp_path / f"big{n}.png"
+        Image.new("RGB", (1200, 1000), (n * 40, 90, 200)).save(path)
+        paths.append(path)
+    budget = WeightBudget(int(1.5 * 1200 * 1000))  # one image at a time fits, two do not
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (2000, 1000), (1, 2, 3)).save(huge)  # heavier than the whole budget: goes alone
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda p: prepare_image(p, max_side=500, decode_budget=budget), [*paths, huge]))
+    assert [d.width for d in done] == [500] * 7
+    assert budget.peak <= budget.limit and budget.in_use == 0
+    assert budget.waited > 0  # threads did wait for each other
