@@ -31,7 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from enrich.progress import ProgressReporter  # noqa: E402
 from enrich.errors import ConfigError  # noqa: E402
 from enrich.settings import load_settings  # noqa: E402
-from enrich.flows.run_options import RunOptions, current_trusted_settings  # noqa: E402
+from enrich.flows.run_options import RunOptions, check_roots, current_trusted_settings  # noqa: E402
 from enrich.flows.pipeline import (  # noqa: E402
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
@@ -185,6 +185,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     options = RunOptions.from_parameters(overrides)
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError("refused flow parameters (roots must be a list of paths)")
+    check_roots(roots)
     settings = options.apply(current_trusted_settings() or load_settings())
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
     status = "failed"

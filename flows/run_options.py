@@ -8,6 +8,7 @@ folders, `strip_metadata`, limits on what is read. The rule:
 - Prefect parameters (`overrides` of `enrich_flow`) are a `RunOptions`: model (a hosted model id, no
   endpoint or local path), budget, concurrency, rpm, tpm, resolution, chunk size, progress. Anything else is
   refused before the run opens the warehouse or creates a backend (`extra="forbid"`).
+- `roots` must lie inside the folders `enrich serve` was started for (`ENRICH_ALLOWED_ROOTS`).
 - Everything else comes from the environment and config/ of the process that runs the flow, or, for an
   in-process call by the CLI (`enrich run`), from the settings the command built (`trusted_settings`): a
   context variable of the calling thread, never a parameter, so nothing outside the process can set it.
@@ -88,6 +89,26 @@ class RunOptions(BaseModel):
 
     def apply(self, settings: "Settings") -> "Settings":
         return settings.with_overrides(**self.as_parameters())
+
+
+ALLOWED_ROOTS_ENV = "ENRICH_ALLOWED_ROOTS"  # set by `enrich serve`: the folders its deployment may describe
+
+
+def check_roots(roots: list[str], env: "dict[str, str] | None" = None) -> None:
+    """Refuse roots outside the folders the serving process was started for (ENRICH_ALLOWED_ROOTS, paths
+    separated by os.pathsep; unset: no restriction). Otherwise a flow run created through Prefect's API could
+    point the run at ~/.ssh, whose text files would be sent to the model as documents."""
+    import os
+
+    allowed = (os.environ if env is None else env).get(ALLOWED_ROOTS_ENV)
+    if not allowed:
+        return
+    bases = [os.path.realpath(p) for p in allowed.split(os.pathsep) if p]
+    for root in roots:
+        real = os.path.realpath(root)
+        if not any(real == b or real.startswith(b.rstrip(os.sep) + os.sep) for b in bases):
+            raise ConfigError(f"refused flow parameters (roots: {root!r} is outside the folders this process "
+                              f"serves)")
 
 
 def split_overrides(overrides: dict[str, Any]) -> tuple[RunOptions, dict[str, Any]]:

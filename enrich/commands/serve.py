@@ -128,8 +128,11 @@ def process_environment(args: argparse.Namespace) -> dict[str, str]:
     from enrich.commands.run import overrides_from
     from enrich.flows.run_options import split_overrides
 
+    from enrich.flows.run_options import ALLOWED_ROOTS_ENV
+
     _, rest = split_overrides(overrides_from(args))
-    env: dict[str, str] = {}
+    # a flow run created through Prefect's API may only describe the folders served here
+    env: dict[str, str] = {ALLOWED_ROOTS_ENV: os.pathsep.join(str(Path(p).expanduser().resolve()) for p in args.paths)}
     if "warehouse" in rest:
         env["ENRICH_WAREHOUSE"] = str(Path(rest["warehouse"]).expanduser().resolve())
     if rest.get("strip_metadata") is False:
