@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from enrich.emulator import EmulatorConfig, GeminiEmulator
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.pricing import PER_TOKEN, load_prices
     from enrich.settings import load_settings
     from tests.support.estimate_library import run_pipeline

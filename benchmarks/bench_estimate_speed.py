@@ -131,7 +131,7 @@ def main() -> None:
         print(f"  estimate: {est['input_tokens']:,} input tokens, ${est['cost_usd']} ({est['model']})")
         print(f"  prefect imported: {prefect_imported(root, home)}")
 
-        from enrich.estimate import estimate
+        from enrich.flows.estimate import estimate
         from enrich.settings import load_settings
 
         settings = load_settings({**os.environ, "ENRICH_HOME": home})

@@ -96,6 +96,9 @@ def _children_cpu_s() -> float:
 
 
 def child(root: str) -> None:
+    from enrich.prefect_env import configure_prefect_env
+
+    configure_prefect_env()  # what `enrich run` does before Prefect is imported
     import enrich.flows.enrich_flow as ef
     import enrich.flows.pipeline as pl
 

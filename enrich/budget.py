@@ -6,18 +6,14 @@ it. A request whose worst case does not fit in (cap - spent - reserved) is not s
 never above its worst case, settled spend can never exceed the cap.
 
 A rolling daily cap is the same object: `already_spent` is today's recorded spend, counted against the cap
-(see `budget_for_run`).
+(see `budget_for_run`; today's spend is read from the warehouse by flows/pipeline.budget_from_settings,
+so this module stays below the warehouse).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from enrich.settings import Settings
-
 ZERO = Decimal(0)
 
 # A reservation must cover the real input even if our token rules undercount a little.
@@ -110,16 +106,6 @@ def budget_for_run(run_budget: Decimal | float | str | None, daily_budget: Decim
     budget = Budget(cap, already_spent=spent_today)
     budget.daily_cap = daily
     return budget
-
-
-def budget_from_settings(settings: "Settings") -> Budget:
-    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
-    spent = ZERO
-    if settings.daily_budget_usd is not None:
-        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
-
-        spent = spent_today(settings.warehouse)
-    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
 
 
 def _usd(value: Decimal) -> str:

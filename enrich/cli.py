@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
+    "config": "enrich.commands.config",
+    "eval": "enrich.commands.eval",
 }
 
 EPILOG = """\
@@ -31,7 +33,7 @@ environment:
   GOOGLE_GEMINI_BASE_URL            another Gemini endpoint (e.g. the local emulator)
   ENRICH_HOME                       where all state lives (default ~/.enrich)
   ENRICH_WAREHOUSE                  the warehouse folder (default $ENRICH_HOME/warehouse)
-  ENRICH_CONFIG_DIR                 another config folder (default: the project's config/)
+  ENRICH_CONFIG_DIR                 the user config folder (default $ENRICH_HOME/config; --config DIR wins)
 
 examples:
   enrich estimate ~/Pictures
@@ -41,17 +43,33 @@ examples:
   enrich run ~/Pictures --reprocess stale    # after changing the model or a prompt
   enrich runs                                # recent runs: status, items, spend
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
+  enrich config                              # every setting, its value and where it came from
+  enrich --config ~/work/enrich-config run ~/Pictures   # another user config folder
+  enrich eval --emulator                     # score a model on the bundled golden set
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations: an unknown flag is an error, never the nearest known one
+    (`enrich run --mode batch` must not be read as `--model batch`). Subparsers are made with the parser's own
+    class, so every command and sub-subcommand gets this too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="enrich",
         description="Describe photos, audio and documents with cheap multimodal models; "
         "exact cost per item; results in Parquet, queryable with DuckDB.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--config", metavar="DIR",
+                        help="user config folder: its enrich.toml, prices.toml and prompts.toml override the "
+                        "built-in defaults key by key (default: $ENRICH_CONFIG_DIR or $ENRICH_HOME/config)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(module).register(sub)
@@ -66,7 +84,8 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enrich.errors import ConfigError, FatalRunError, UsageError
+    from enrich.errors import ConfigError, FatalRunError, UsageError, WarehouseLocked
+    from enrich.settings import config_dir_flag
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
-    except (UsageError, ConfigError, FatalRunError) as exc:
+        with config_dir_flag(args.config):
+            return int(args.handler(args) or 0)
+    except (UsageError, ConfigError, FatalRunError, WarehouseLocked) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", 130)

@@ -17,9 +17,11 @@ import time
 from collections import deque
 from typing import Callable
 
+from enrich.settings import default
+
 
 class AdaptiveConcurrency:
-    def __init__(self, maximum: int, *, minimum: int = 1, quiet_s: float = 5.0,
+    def __init__(self, maximum: int, *, minimum: int = 1, quiet_s: float = default("throttle_quiet_s"),
                  clock: Callable[[], float] = time.monotonic) -> None:
         if maximum < 1 or minimum < 1 or minimum > maximum:
             raise ValueError(f"need 1 <= minimum <= maximum, got {minimum}..{maximum}")

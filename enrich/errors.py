@@ -7,13 +7,16 @@
 """
 from __future__ import annotations
 
+from enrich.schemas.vocab import ErrorKind
+
 
 class EnrichError(Exception):
-    """Base class. `kind` is a short machine-readable name stored in the `error_kind` column."""
+    """Base class. `kind` is the `ErrorKind` stored in the `error_kind` column (schemas/vocab.py); whether the
+    next run retries the item follows from the kind's declared retry class, not from this class."""
 
     kind: str = "error"
 
-    def __init__(self, message: str, *, kind: str | None = None) -> None:
+    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
         super().__init__(message)
         if kind is not None:
             self.kind = kind
@@ -24,30 +27,38 @@ class EnrichError(Exception):
 
 
 class MediaError(EnrichError):
-    kind = "bad_media"
+    kind = ErrorKind.BAD_MEDIA
 
 
 class RetryableError(EnrichError):
-    kind = "transient"
+    kind = ErrorKind.TRANSIENT
 
-    def __init__(self, message: str, *, kind: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, kind: ErrorKind | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, kind=kind)
         self.retry_after = retry_after
 
 
 class ItemRequestError(EnrichError):
-    kind = "request_rejected"
+    kind = ErrorKind.REQUEST_REJECTED
 
 
 class FatalRunError(EnrichError):
-    kind = "fatal"
+    kind = ErrorKind.FATAL
 
 
 class ConfigError(EnrichError):
-    kind = "config"
+    kind = ErrorKind.CONFIG
+
+
+class WarehouseLocked(EnrichError):
+    """Another process holds the warehouse's writer lock (raised by the warehouse; the CLI reports it with
+    exit code 2, like a usage error, since nothing was started)."""
+
+    kind = "warehouse_busy"
 
 
 class UsageError(EnrichError):
-    """Bad command-line arguments."""
+    """Bad command-line arguments. Raised by the command line (enrich/cli.py, enrich/commands/) only: lower
+    layers raise their own errors (ConfigError, WarehouseLocked, ...) and the CLI maps them to exit codes."""
 
-    kind = "usage"
+    kind = ErrorKind.USAGE

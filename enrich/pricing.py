@@ -5,7 +5,6 @@ Money is Decimal end to end: a float would drift when thousands of tiny costs ar
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -54,26 +53,46 @@ def _dec(value: object) -> Decimal:
 
 @lru_cache(maxsize=8)
 def load_prices(config_dir: Path) -> PriceTable:
-    path = Path(config_dir) / "prices.toml"
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"price table not found: {path}") from None
+    """The packaged price table with the user's prices.toml (in `config_dir`) merged over it, model by model
+    and key by key. A user file that sets prices must give its own [meta] date: every row records the date
+    of the table that priced it."""
+    from enrich.settings import DEFAULT_CONFIG_DIR, deep_merge, load_toml, user_layer
+
+    packaged_path = DEFAULT_CONFIG_DIR / "prices.toml"
+    packaged = load_toml(packaged_path)
+    if not packaged:
+        raise ConfigError(f"price table not found: {packaged_path}")
+    user_path, user = user_layer("prices.toml", Path(config_dir))
+    user_meta = user.get("meta", {})
+    if user.get("models") and not user_meta.get("date"):
+        raise ConfigError(f"{user_path}: [meta] date is required when the file sets prices "
+                          "(the date your prices were checked; every row records it)")
+    raw = deep_merge(packaged, user)
     meta = raw.get("meta", {})
+    path = user_path if user_meta else packaged_path
     if not meta.get("date") or not meta.get("source"):
         raise ConfigError(f"{path}: [meta] must give the table's date and source")
+    if user.get("models") and not user_meta.get("source"):
+        meta = {**meta, "source": f"{user_path} over {meta['source']}"}
     models = {}
     for name, entry in raw.get("models", {}).items():
-        models[name] = ModelPrice(
-            model=name,
-            input=_dec(entry["input"]),
-            input_audio=_dec(entry.get("input_audio", entry["input"])),
-            output=_dec(entry["output"]),
-            cached_input=_dec(entry.get("cached_input", entry["input"])),
-            batch_factor=_dec(entry.get("batch_factor", 1)),
-            family=entry.get("family", "unknown"),
-        )
+        where = user_path if name in user.get("models", {}) else packaged_path
+        try:
+            models[name] = ModelPrice(
+                model=name,
+                input=_dec(entry["input"]),
+                input_audio=_dec(entry.get("input_audio", entry["input"])),
+                output=_dec(entry["output"]),
+                cached_input=_dec(entry.get("cached_input", entry["input"])),
+                batch_factor=_dec(entry.get("batch_factor", 1)),
+                family=entry.get("family", "unknown"),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"{where}: [models.\"{name}\"] needs {exc.args[0]}") from None
+        except (ArithmeticError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{where}: [models.\"{name}\"] prices must be numbers") from None
+        if min(models[name].input, models[name].output, models[name].input_audio, models[name].cached_input) < 0:
+            raise ConfigError(f"{where}: [models.\"{name}\"] prices must not be negative")
     return PriceTable(date=str(meta["date"]), source=str(meta["source"]), models=models)
 
 

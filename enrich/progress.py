@@ -19,6 +19,8 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Callable, TextIO
 
+from enrich.settings import default
+
 FAILED_STATUSES = ("error",)
 RATE_WINDOW_S = 60.0  # requests/min and ETA are taken over the last minute
 
@@ -84,7 +86,7 @@ class ProgressReporter:
     def __init__(self, progress: RunProgress, mode: str, *, requests: Callable[[], int] = lambda: 0,
                  notice: Callable[[], str | None] = lambda: None, extra: Callable[[], str] = lambda: "",
                  stopping: Callable[[], bool] = lambda: False,
-                 interval_s: float = 15.0, stream: TextIO | None = None) -> None:
+                 interval_s: float = default("progress_interval_s"), stream: TextIO | None = None) -> None:
         self.progress = progress
         self.stream = stream or sys.stderr
         if mode == "auto":

@@ -1,16 +1,28 @@
-"""One typed settings object. Precedence: environment > config/*.toml > built-in defaults.
+"""One typed settings object, every setting declared once.
+
+Each field of `Settings` below that is made with `setting(...)` is a registry entry: its default, its type,
+its environment variable, its key in enrich.toml and a one-line help, in one place. `load_settings`,
+`enrich config`, `enrich config init` and the lower layers' defaults (`default(name)`) are all derived from
+that declaration.
+
+Precedence, key by key: command-line flags (`Settings.with_overrides`) > environment > the user config folder
+> the packaged defaults (the `enrich.config` package: enrich.toml, prices.toml, prompts.toml).
+The user config folder is `$ENRICH_HOME/config/`, or `ENRICH_CONFIG_DIR`, or `enrich --config DIR`; its
+files are merged over the packaged ones table by table (a user prices.toml that sets one model's price, or
+a prompts.toml that sets one kind's prompt, overrides that entry only).
 
 `ENRICH_HOME` moves all state (warehouse, caches, Prefect's home); tests point it at a tmp dir.
-`ENRICH_CONFIG_DIR` points at another config folder (defaults to the project's `config/`).
-The API key is a `SecretStr`: it never appears in repr(), logs, Parquet or error messages.
+The API key is a `SecretStr`: it never appears in repr(), logs, Parquet, error messages or `enrich config`.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from pydantic import SecretStr
 
@@ -20,31 +32,65 @@ import enrich.config
 
 # The built-in defaults ship inside the package (enrich.config, the repository's config/ folder).
 DEFAULT_CONFIG_DIR = Path(enrich.config.__file__).resolve().parent
+CONFIG_FILES = ("enrich.toml", "prices.toml", "prompts.toml")
+PROGRESS_MODES = ("auto", "bar", "log", "off")
+
+# Source labels (`Settings.sources`, `enrich config`).
+DEFAULT, FLAG = "default", "flag"
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
-    if not path.exists():
+# ---------------------------------------------------------------------------------------------------------
+# TOML files, layered
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The file's tables, {} when it does not exist; a one-line ConfigError naming the file when it is bad."""
+    if not path.is_file():
         return {}
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
 
 
-# Expected output tokens per item when the warehouse has no history for a kind and model yet
-# (config/enrich.toml [estimate.output_tokens] overrides them).
-DEFAULT_OUTPUT_TOKENS = {"image": 200, "audio": 300, "document": 400, "video": 300}
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base` key by key: tables merge, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
-# Long side, in pixels, an image is downscaled to before upload, per --resolution tier
-# (config/enrich.toml [resolution_max_side] overrides them). "low" is 500 because a 12 MP photo
-# (4000x3000, 4032x3024) then decodes at libjpeg's 1/8 DCT scale, the cheapest decode there is: at
-# 768 it needs 1/4 scale and preparation runs at ~0.56 of the speed (benchmarks/bench_prepare.py).
-# Tokens do not change: Gemini 3 bills LOW media resolution at 280 whatever the size, and a 2.x
-# model bills one 768 px tile for either.
-RESOLUTION_MAX_SIDE = {"low": 500, "medium": 1536, "high": 3072}
 
-PROGRESS_MODES = ("auto", "bar", "log", "off")
+def user_layer(name: str, config_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(path, tables) of the user's copy of config file `name`; {} when it is absent or the folder is the
+    packaged one."""
+    path = Path(config_dir) / name
+    if Path(config_dir).resolve() == DEFAULT_CONFIG_DIR:
+        return path, {}
+    return path, load_toml(path)
+
+
+def layered_toml(name: str, config_dir: Path) -> dict[str, Any]:
+    """Config file `name`: the packaged defaults with the user's file merged over them, key by key."""
+    return deep_merge(load_toml(DEFAULT_CONFIG_DIR / name), user_layer(name, config_dir)[1])
+
+
+def _get(table: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(table, dict) or key not in table:
+            return None
+        table = table[key]
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the registry
 
 
 @dataclass(frozen=True)
@@ -53,54 +99,170 @@ class RateLimit:
     tpm: int | None
 
 
+# Used for a model with no [rate_limits] entry when the config has no [rate_limits.default] either.
+FALLBACK_RATE_LIMIT = RateLimit(rpm=1000, tpm=1_000_000)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: the registry entry `setting(...)` declares."""
+
+    name: str
+    default: Any
+    type: Any  # str, int, float, bool, dict (a table of ints) or RateLimit (a table of {rpm, tpm} tables)
+    env: tuple[str, ...]  # environment variables, the first set one wins; () for none
+    toml: tuple[str, ...] | None  # its place in enrich.toml, e.g. ("run", "model"); None: not in files
+    help: str
+    optional: bool = False  # None is a valid value (unset)
+    check: Callable[[Any], str | None] | None = None  # returns what is wrong with a value, or None
+    secret: bool = False
+
+    def where(self) -> str:
+        """The TOML key as people write it: `[run] model`."""
+        if not self.toml:
+            return ""
+        *section, key = self.toml
+        return f"[{'.'.join(section)}] {key}" if section else key
+
+
+def setting(default: Any, *, help: str, type: Any = None, env: str | tuple[str, ...] | None = "",
+            toml: str | None = None, optional: bool = False, check: Callable[[Any], str | None] | None = None,
+            secret: bool = False) -> Any:
+    """Declare a setting as a Settings field. env "" means ENRICH_<NAME>; None means no variable."""
+    kind = type if type is not None else builtins_type(default)
+    meta = {"setting": dict(default=default, type=kind, env=env, toml=tuple(toml.split(".")) if toml else None,
+                            help=help, optional=optional or default is None, check=check, secret=secret)}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+def builtins_type(value: Any) -> Any:
+    if value is None:
+        raise TypeError("a setting whose default is None needs type=")
+    return dict if isinstance(value, dict) else value.__class__
+
+
+def _at_least(n: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= n else f"must be at least {n}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v is None or v > 0 else "must be positive"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be a fraction in [0, 1)"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
     warehouse: Path
-    config_dir: Path
-    model: str = "gemini-3.1-flash-lite"
-    resolution: str = "low"
-    concurrency: int = 64  # the most requests in flight; the rate limit is what should bound a run
-    chunk_size: int = 250  # per-chunk costs (task run, part write) over 250 items: ~0.1 ms an item less than 100
-    max_output_tokens: int = 1024
-    max_attempts: int = 5
-    request_timeout_s: float = 60.0
-    rpm: int | None = None  # overrides [rate_limits] for this run (--rpm); 0 = no limit
-    tpm: int | None = None  # input tokens per minute (--tpm); 0 = no limit
-    rate_headroom: float = 0.02  # pace this fraction under the limits: the provider's window and ours differ
-    backoff_initial_s: float = 1.0  # first retry after about this long (exponential, with jitter)
-    backoff_max_s: float = 60.0
-    abort_after_failures: int = 50  # consecutive failed attempts (429 aside) that mean the endpoint is down
-    throttle_quiet_s: float = 5.0  # concurrency recovers only after this long without a 429
-    stop_grace_s: float = 10.0  # on Ctrl-C/SIGTERM, how long requests in flight may take to finish
-    progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | off
-    progress_interval_s: float = 15.0  # seconds between progress log lines
-    strip_metadata: bool = True
-    max_image_pixels: int = 120_000_000
-    max_decode_pixels: int = 150_000_000  # pixels decoded at once by all preparation threads together
-    max_inflight_bytes: int = 256 * 1024 * 1024  # media bytes held by prepared and in-flight requests together
-    prepare_workers: int = 0
-    base_url: str | None = None
-    api_version: str = "v1beta"
-    api_key: SecretStr | None = field(default=None, repr=False)
-    openai_api_key: SecretStr | None = field(default=None, repr=False)  # ENRICH_OPENAI_API_KEY, else OPENAI_API_KEY
-    budget_usd: float | None = None
-    daily_budget_usd: float | None = None  # rolling cap per UTC day, counted from the warehouse's spend
-    # estimates before any history exists: expected output tokens per item, by kind; request latency
-    expected_output_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_OUTPUT_TOKENS))
-    expected_latency_s: float = 3.0
-    resolution_max_side: dict[str, int] = field(default_factory=lambda: dict(RESOLUTION_MAX_SIDE))
-    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    config_dir: Path  # the user config folder (its files override the packaged defaults key by key)
+
+    # [run]
+    model: str = setting("gemini-3.1-flash-lite", toml="run.model",
+                         help="model id (priced in prices.toml), mlx:<model> or openai:<model>@<base_url>")
+    resolution: str = setting("low", toml="run.resolution",
+                              help="low | medium | high: media resolution and downscale tier")
+    concurrency: int = setting(64, toml="run.concurrency", check=_at_least(1),
+                               help="most requests in flight; adapts down on 429 (the rate limit is the real bound)")
+    chunk_size: int = setting(250, toml="run.chunk_size", check=_at_least(1),
+                              help="items per Prefect task run and per committed Parquet part")
+    max_output_tokens: int = setting(1024, toml="run.max_output_tokens", check=_at_least(1),
+                                     help="output token cap per request; also the worst case reserved against a budget")
+    max_attempts: int = setting(5, toml="run.max_attempts", check=_at_least(1),
+                                help="attempts per item, retryable failures only (429, 5xx, timeouts, garbage 200)")
+    request_timeout_s: float = setting(60.0, toml="run.request_timeout_s", check=_positive,
+                                       help="seconds one request may take")
+    rpm: int | None = setting(None, type=int, toml="run.rpm", check=_at_least(0),
+                              help="requests per minute for this run, over [rate_limits] (0 = no limit)")
+    tpm: int | None = setting(None, type=int, toml="run.tpm", check=_at_least(0),
+                              help="input tokens per minute for this run, over [rate_limits] (0 = no limit)")
+    rate_headroom: float = setting(0.02, toml="run.rate_headroom", check=_fraction,
+                                   help="pace this fraction under the rate limits (the provider's minute and ours differ)")
+    backoff_initial_s: float = setting(1.0, toml="run.backoff_initial_s", check=_at_least(0),
+                                       help="first retry after about this long (exponential, with jitter)")
+    backoff_max_s: float = setting(60.0, toml="run.backoff_max_s", check=_at_least(0),
+                                   help="longest wait between attempts")
+    abort_after_failures: int = setting(50, toml="run.abort_after_failures", check=_at_least(1),
+                                        help="failed attempts in a row (429 aside) that mean the endpoint is down")
+    throttle_quiet_s: float = setting(5.0, toml="run.throttle_quiet_s", check=_at_least(0),
+                                      help="after a 429 concurrency halves; it recovers after this long without one")
+    stop_grace_s: float = setting(10.0, toml="run.stop_grace_s", check=_at_least(0),
+                                  help="on Ctrl-C / SIGTERM, how long requests in flight may take to finish")
+    progress: str = setting("auto", toml="run.progress", check=_one_of(*PROGRESS_MODES),
+                            help="auto (a bar on a terminal, log lines otherwise) | bar | log | off")
+    progress_interval_s: float = setting(15.0, toml="run.progress_interval_s", check=_positive,
+                                         help="seconds between progress log lines")
+    strip_metadata: bool = setting(True, toml="run.strip_metadata",
+                                   help="remove GPS, camera serials, EXIF, tags, PDF Info/XMP before upload")
+    max_image_pixels: int = setting(120_000_000, toml="run.max_image_pixels", check=_at_least(1),
+                                    help="images with more pixels are refused (decompression bombs)")
+    max_decode_pixels: int = setting(150_000_000, toml="run.max_decode_pixels", check=_at_least(1),
+                                     help="pixels decoded at once by all preparation threads together")
+    max_inflight_bytes: int = setting(256 * 1024 * 1024, toml="run.max_inflight_bytes", check=_at_least(1),
+                                      help="media bytes held by prepared and in-flight requests together "
+                                      "(one larger file goes alone)")
+    prepare_workers: int = setting(0, toml="run.prepare_workers", check=_at_least(0),
+                                   help="threads for image preparation; 0 = all cores")
+    budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_at_least(0),
+                                       help="a run's spending cap in USD (--budget)")
+    # [media]: audio, video, documents
+    max_inline_bytes: int = setting(20 * 1024 * 1024, toml="media.max_inline_bytes", check=_at_least(0),
+                                    help="media larger than this goes through the Files API, then is deleted")
+    max_audio_seconds: float = setting(3600.0, toml="media.max_audio_seconds", check=_positive,
+                                       help="longer audio is an error (too_long), or cut with trim_long_media")
+    max_video_seconds: float = setting(600.0, toml="media.max_video_seconds", check=_positive,
+                                       help="longer video is an error (too_long)")
+    max_pdf_pages: int = setting(100, toml="media.max_pdf_pages", check=_positive,
+                                 help="PDFs with more pages are an error (too_long)")
+    max_text_chars: int = setting(400_000, toml="media.max_text_chars", check=_positive,
+                                  help="longer text, Markdown, HTML is an error (too_long), or cut with trim_long_media")
+    trim_long_media: bool = setting(False, toml="media.trim_long_media",
+                                    help="cut over-long WAV audio and text to the limit instead of refusing them")
+    pdf_timeout_s: float = setting(10.0, toml="media.pdf_timeout_s", check=_positive,
+                                   help="give up on a PDF whose page tree cannot be read in this time")
+    file_active_timeout_s: float = setting(600.0, toml="media.file_active_timeout_s", check=_positive,
+                                           help="how long to wait for an uploaded file to become ACTIVE")
+    # [budget]
+    daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_at_least(0),
+                                             help="rolling cap per UTC day over all runs, from the warehouse's spend")
+    # [gemini]
+    base_url: str | None = setting(None, type=str, env="GOOGLE_GEMINI_BASE_URL", toml="gemini.base_url",
+                                   help="another Gemini endpoint (e.g. the local emulator)")
+    api_version: str = setting("v1beta", toml="gemini.api_version", help="Gemini API version")
+    api_key: SecretStr | None = setting(None, type=SecretStr, env=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+                                        secret=True, help="API key for Gemini (environment only; never stored or shown)")
+    openai_api_key: SecretStr | None = setting(None, type=SecretStr, env=("ENRICH_OPENAI_API_KEY", "OPENAI_API_KEY"),
+                                               secret=True, help="API key for openai: servers, sent as a Bearer "
+                                               "token (environment only; never stored or shown)")
+    # [estimate]: used until the warehouse has history for a kind and model
+    expected_latency_s: float = setting(3.0, toml="estimate.latency_s", check=_positive,
+                                        help="seconds per request, until the warehouse knows better")
+    expected_output_tokens: dict[str, int] = setting(
+        {"image": 200, "audio": 300, "document": 400, "video": 300}, env=None, toml="estimate.output_tokens",
+        help="expected output tokens per item, by kind")
+    # Long side, in pixels, an image is downscaled to before upload, per --resolution tier. "low" is 500
+    # because a 12 MP photo (4000x3000, 4032x3024) then decodes at libjpeg's 1/8 DCT scale, the cheapest
+    # decode there is: at 768 it needs 1/4 scale and preparation runs at ~0.56 of the speed
+    # (benchmarks/bench_prepare.py). Tokens do not change: Gemini 3 bills LOW media resolution at 280
+    # whatever the size, and a 2.x model bills one 768 px tile for either.
+    resolution_max_side: dict[str, int] = setting(
+        {"low": 500, "medium": 1536, "high": 3072}, env=None, toml="resolution_max_side",
+        help="long side an image is downscaled to, per --resolution tier")
+    # Per-model limits are data, like prices: the packaged enrich.toml holds them.
+    rate_limits: dict[str, RateLimit] = setting({}, type=RateLimit, env=None, toml="rate_limits",
+                                                help="requests and input tokens per minute, per model")
+    # prompts.toml, one per media kind (not a setting: a file of its own)
     prompts: dict[str, str] = field(default_factory=dict)
-    # audio, video, documents ([media] in config/enrich.toml)
-    max_inline_bytes: int = 20 * 1024 * 1024  # media above this goes through the Files API
-    max_audio_seconds: float = 3600.0
-    max_video_seconds: float = 600.0
-    max_pdf_pages: int = 100
-    max_text_chars: int = 400_000
-    trim_long_media: bool = False  # over-long WAV audio and text are cut to the limit instead of refused
-    pdf_timeout_s: float = 10.0  # reading a PDF's page tree; pathological files give up after this
-    file_active_timeout_s: float = 600.0  # waiting for an uploaded file to become ACTIVE
+    # where each setting's value came from: "default", "flag", "env NAME" or "<file> [section] key"
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_side(self) -> int:
@@ -109,7 +271,7 @@ class Settings:
     def rate_limit(self, model: str | None = None) -> RateLimit:
         """The model's limits from [rate_limits] (or its "default" entry), with --rpm/--tpm applied."""
         model = model or self.model
-        base = self.rate_limits.get(model) or self.rate_limits.get("default") or RateLimit(rpm=1000, tpm=1_000_000)
+        base = self.rate_limits.get(model) or self.rate_limits.get("default") or FALLBACK_RATE_LIMIT
         rpm = base.rpm if self.rpm is None else self.rpm
         tpm = base.tpm if self.tpm is None else self.tpm
         return RateLimit(rpm=rpm or None, tpm=tpm or None)
@@ -118,49 +280,32 @@ class Settings:
         try:
             return self.prompts[kind]
         except KeyError:
-            raise ConfigError(f"no prompt for kind {kind!r} in {self.config_dir / 'prompts.toml'}") from None
+            raise ConfigError(f"no prompt for kind {kind!r} in prompts.toml ({DEFAULT_CONFIG_DIR} "
+                              f"or {self.config_dir})") from None
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, DEFAULT)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """Apply command-line flags (None means 'not given')."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if "warehouse" in changes:
             changes["warehouse"] = Path(changes["warehouse"]).expanduser().resolve()
-        new = replace(self, **changes)
+        new = replace(self, **changes, sources={**self.sources, **{k: FLAG for k in changes}})
         new.validate()
         return new
 
     def validate(self) -> None:
+        """Each setting's own check (the message names where the value came from), then the cross-checks."""
+        for spec in SETTINGS.values():
+            value = getattr(self, spec.name)
+            if spec.check is not None and value is not None:
+                problem = spec.check(value)
+                if problem:
+                    raise ConfigError(f"{_origin(spec, self.source(spec.name))}: {spec.name} = {value!r} {problem}")
         if self.resolution not in self.resolution_max_side:
-            raise ConfigError(f"resolution must be one of {sorted(self.resolution_max_side)}, not {self.resolution!r}")
-        if self.concurrency < 1:
-            raise ConfigError("concurrency must be at least 1")
-        if self.chunk_size < 1:
-            raise ConfigError("chunk_size must be at least 1")
-        if self.max_attempts < 1:
-            raise ConfigError("max_attempts must be at least 1")
-        if self.budget_usd is not None and self.budget_usd < 0:
-            raise ConfigError("budget must not be negative")
-        if self.max_decode_pixels < 1 or self.max_inflight_bytes < 1:
-            raise ConfigError("max_decode_pixels and max_inflight_bytes must be positive")
-        if self.max_inline_bytes < 0:
-            raise ConfigError("max_inline_bytes must not be negative")
-        if min(self.max_audio_seconds, self.max_video_seconds, self.max_pdf_pages, self.max_text_chars) <= 0:
-            raise ConfigError("media limits (max_audio_seconds, max_video_seconds, max_pdf_pages, max_text_chars) "
-                              "must be positive")
-        if self.daily_budget_usd is not None and self.daily_budget_usd < 0:
-            raise ConfigError("the daily budget must not be negative")
-        for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must not be negative (0 means no limit)")
-        if not 0 <= self.rate_headroom < 1:
-            raise ConfigError("rate_headroom must be a fraction in [0, 1)")
-        if self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
-            raise ConfigError("need 0 <= backoff_initial_s <= backoff_max_s")
-        if self.abort_after_failures < 1:
-            raise ConfigError("abort_after_failures must be at least 1")
-        if self.stop_grace_s < 0 or self.throttle_quiet_s < 0 or self.request_timeout_s <= 0:
-            raise ConfigError("stop_grace_s and throttle_quiet_s must not be negative, request_timeout_s positive")
+            raise ConfigError(f"{_origin(SETTINGS['resolution'], self.source('resolution'))}: resolution must be "
+                              f"one of {', '.join(sorted(self.resolution_max_side))}, not {self.resolution!r}")
         if self.model.startswith("openai:") and "@" in self.model:
             from enrich.urls import credentials_in_url
 
@@ -168,107 +313,211 @@ class Settings:
             if why:
                 raise ConfigError(f"refusing the openai: endpoint URL because {why}: URLs are stored and printed; "
                                   "put the key in ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
-        if self.progress not in PROGRESS_MODES:
-            raise ConfigError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(f"need backoff_initial_s ({self.backoff_initial_s}) <= backoff_max_s "
+                              f"({self.backoff_max_s})")
 
 
-def _env_bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+# name -> Spec, in declaration order: THE registry.
+SETTINGS: dict[str, Spec] = {}
+for _f in dataclasses.fields(Settings):
+    if "setting" in _f.metadata:
+        _m = dict(_f.metadata["setting"])
+        _env = _m.pop("env")
+        _m["env"] = () if _env is None else (_env,) if isinstance(_env, str) and _env else \
+            (f"ENRICH_{_f.name.upper()}",) if _env == "" else tuple(_env)
+        SETTINGS[_f.name] = Spec(name=_f.name, **_m)
+del _f, _m, _env
 
 
-def _env_or(env: dict[str, str], name: str, configured: Any, cast) -> Any:
-    """The environment variable if set, else the configured value (either cast), else None."""
-    value = env.get(name) or configured
-    if value is None or value == "":
-        return None
+def default(name: str) -> Any:
+    """The declared default of setting `name` (lower layers use this, never a copy of the number)."""
+    value = SETTINGS[name].default
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _origin(spec: Spec, source: str) -> str:
+    """Where a value came from, for error messages."""
+    if source == FLAG:
+        return "command line"
+    if source == DEFAULT:
+        return "built-in default"
+    return source  # "env NAME" or "<file> [section] key"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parsing values
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _from_env(spec: Spec, text: str) -> Any:
+    if spec.type is SecretStr:
+        return SecretStr(text)
+    if spec.type is bool:
+        low = text.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ValueError("expected true or false")
+    return spec.type(text.strip())
+
+
+def _from_toml(spec: Spec, value: Any, origin: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{origin} = {value!r} is not valid: expected {expected}")
+
+    kind = spec.type
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in value.values()):
+            raise bad("a table of integers")
+        return {**spec.default, **value}
+    if kind is RateLimit:
+        if not isinstance(value, dict):
+            raise bad("a table of [rate_limits.\"model\"] tables")
+        out = {}
+        for model, entry in value.items():
+            if not isinstance(entry, dict) or not all(
+                    isinstance(entry.get(k, 0), int) and not isinstance(entry.get(k, 0), bool) for k in ("rpm", "tpm")):
+                raise ConfigError(f"{origin}.\"{model}\" = {entry!r} is not valid: expected rpm and tpm integers")
+            out[model] = RateLimit(rpm=int(entry.get("rpm", 0)) or None, tpm=int(entry.get("tpm", 0)) or None)
+        return out
+    raise ConfigError(f"{spec.name} cannot be set in a file")  # pragma: no cover (api_key has no TOML key)
+
+
+def _check_known_keys(cfg: dict[str, Any], path: Path) -> None:
+    """An unknown key in enrich.toml is a typo that would be silently ignored: refuse it."""
+    places = {spec.toml for spec in SETTINGS.values() if spec.toml}
+    sections = {p[:-1] for p in places}
+
+    def walk(table: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in table.items():
+            here = prefix + (key,)
+            if here in places:
+                continue
+            if isinstance(value, dict) and here in sections:
+                walk(value, here)
+                continue
+            where = f"[{'.'.join(prefix)}] {key}" if prefix else key
+            raise ConfigError(f"{path}: unknown setting {where} (see `enrich config` for the known ones)")
+
+    walk(cfg, ())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading
+
+# `enrich --config DIR` (set by the CLI for the duration of one command; see config_dir_flag)
+_FLAG_CONFIG_DIR: Path | None = None
+
+
+@contextlib.contextmanager
+def config_dir_flag(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Use `path` as the user config folder while a command runs (`enrich --config DIR`). It is also put in
+    ENRICH_CONFIG_DIR so that processes the command starts (Prefect's flow runs under `serve`) see it."""
+    global _FLAG_CONFIG_DIR
+    if path is None:
+        yield
+        return
+    resolved = Path(path).expanduser().resolve()
+    saved_flag, saved_env = _FLAG_CONFIG_DIR, os.environ.get("ENRICH_CONFIG_DIR")
+    _FLAG_CONFIG_DIR = resolved
+    os.environ["ENRICH_CONFIG_DIR"] = str(resolved)
     try:
-        return cast(value)
-    except ValueError:
-        raise ConfigError(f"{name if env.get(name) else 'config'}={value!r} is not valid") from None
+        yield
+    finally:
+        _FLAG_CONFIG_DIR = saved_flag
+        if saved_env is None:
+            os.environ.pop("ENRICH_CONFIG_DIR", None)
+        else:
+            os.environ["ENRICH_CONFIG_DIR"] = saved_env
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
+def resolve_paths(env: dict[str, str]) -> tuple[Path, Path, Path, dict[str, str]]:
+    """(home, warehouse, user config folder, their sources)."""
+    sources = {}
     home = Path(env.get("ENRICH_HOME") or Path.home() / ".enrich").expanduser().resolve()
-    config_dir = Path(env.get("ENRICH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).expanduser().resolve()
-    cfg = _load_toml(config_dir / "enrich.toml")
-    run = cfg.get("run", {})
-    media = cfg.get("media", {})
-    gemini = cfg.get("gemini", {})
-    budget = cfg.get("budget", {})
-    estimate = cfg.get("estimate", {})
-    prompts = {kind: entry["prompt"] for kind, entry in _load_toml(config_dir / "prompts.toml").items()}
-    rate_limits = {
-        name: RateLimit(rpm=int(v.get("rpm", 0)) or None, tpm=int(v.get("tpm", 0)) or None)
-        for name, v in cfg.get("rate_limits", {}).items()
-    }
+    sources["home"] = "env ENRICH_HOME" if env.get("ENRICH_HOME") else DEFAULT
+    warehouse = Path(env.get("ENRICH_WAREHOUSE") or home / "warehouse").expanduser().resolve()
+    sources["warehouse"] = "env ENRICH_WAREHOUSE" if env.get("ENRICH_WAREHOUSE") else DEFAULT
+    if _FLAG_CONFIG_DIR is not None:
+        config_dir, sources["config_dir"] = _FLAG_CONFIG_DIR, FLAG
+    elif env.get("ENRICH_CONFIG_DIR"):
+        config_dir = Path(env["ENRICH_CONFIG_DIR"]).expanduser().resolve()
+        sources["config_dir"] = "env ENRICH_CONFIG_DIR"
+    else:
+        config_dir, sources["config_dir"] = home / "config", DEFAULT
+    return home, warehouse, config_dir, sources
 
-    as_bool = lambda v: v if isinstance(v, bool) else _env_bool(v)  # noqa: E731
 
-    def picker(section: dict[str, Any], name: str):
-        """env variable > the config section's key > default, cast, with a readable error either way."""
-        def pick(env_name: str, key: str, default: Any, cast=lambda v: v) -> Any:
-            source, value = (env_name, env[env_name]) if env.get(env_name) else (f"[{name}] {key}", section.get(key))
-            if value is None:
-                return default
-            try:
-                return cast(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{source}={value!r} is not valid") from None
-        return pick
+def load_settings(env: dict[str, str] | None = None, *, require_config_dir: bool = True) -> Settings:
+    """Settings from the environment, the user config folder and the packaged defaults (flags are applied
+    afterwards with `with_overrides`). A config folder named explicitly (--config, ENRICH_CONFIG_DIR) must
+    exist unless require_config_dir is False (`enrich config init` creates it)."""
+    env = dict(os.environ if env is None else env)
+    home, warehouse, config_dir, sources = resolve_paths(env)
+    if require_config_dir and sources["config_dir"] != DEFAULT and not config_dir.is_dir():
+        how = "--config" if sources["config_dir"] == FLAG else "ENRICH_CONFIG_DIR"
+        raise ConfigError(f"config folder not found: {config_dir} ({how}); `enrich config init` creates one")
 
-    pick, pick_media = picker(run, "run"), picker(media, "media")
+    packaged_path = DEFAULT_CONFIG_DIR / "enrich.toml"
+    packaged = load_toml(packaged_path)
+    _check_known_keys(packaged, packaged_path)
+    user_path, user = user_layer("enrich.toml", config_dir)
+    _check_known_keys(user, user_path)
 
-    # GOOGLE_API_KEY wins over GEMINI_API_KEY, as in the google-genai SDK.
-    key = env.get("GOOGLE_API_KEY") or env.get("GEMINI_API_KEY")
-    openai_key = env.get("ENRICH_OPENAI_API_KEY") or env.get("OPENAI_API_KEY")
-    settings = Settings(
-        home=home,
-        warehouse=Path(env.get("ENRICH_WAREHOUSE") or home / "warehouse").expanduser().resolve(),
-        config_dir=config_dir,
-        model=pick("ENRICH_MODEL", "model", "gemini-3.1-flash-lite", str),
-        resolution=pick("ENRICH_RESOLUTION", "resolution", "low", str),
-        concurrency=pick("ENRICH_CONCURRENCY", "concurrency", 64, int),
-        chunk_size=pick("ENRICH_CHUNK_SIZE", "chunk_size", 250, int),
-        max_output_tokens=pick("ENRICH_MAX_OUTPUT_TOKENS", "max_output_tokens", 1024, int),
-        max_attempts=pick("ENRICH_MAX_ATTEMPTS", "max_attempts", 5, int),
-        request_timeout_s=pick("ENRICH_REQUEST_TIMEOUT_S", "request_timeout_s", 60.0, float),
-        rpm=pick("ENRICH_RPM", "rpm", None, int),
-        tpm=pick("ENRICH_TPM", "tpm", None, int),
-        rate_headroom=pick("ENRICH_RATE_HEADROOM", "rate_headroom", 0.02, float),
-        backoff_initial_s=pick("ENRICH_BACKOFF_INITIAL_S", "backoff_initial_s", 1.0, float),
-        backoff_max_s=pick("ENRICH_BACKOFF_MAX_S", "backoff_max_s", 60.0, float),
-        abort_after_failures=pick("ENRICH_ABORT_AFTER_FAILURES", "abort_after_failures", 50, int),
-        throttle_quiet_s=pick("ENRICH_THROTTLE_QUIET_S", "throttle_quiet_s", 5.0, float),
-        stop_grace_s=pick("ENRICH_STOP_GRACE_S", "stop_grace_s", 10.0, float),
-        progress=pick("ENRICH_PROGRESS", "progress", "auto", str),
-        progress_interval_s=pick("ENRICH_PROGRESS_INTERVAL_S", "progress_interval_s", 15.0, float),
-        strip_metadata=pick("ENRICH_STRIP_METADATA", "strip_metadata", True, as_bool),
-        max_image_pixels=pick("ENRICH_MAX_IMAGE_PIXELS", "max_image_pixels", 120_000_000, int),
-        max_decode_pixels=pick("ENRICH_MAX_DECODE_PIXELS", "max_decode_pixels", 150_000_000, int),
-        max_inflight_bytes=pick("ENRICH_MAX_INFLIGHT_BYTES", "max_inflight_bytes", 256 * 1024 * 1024, int),
-        prepare_workers=pick("ENRICH_PREPARE_WORKERS", "prepare_workers", 0, int),
-        base_url=env.get("GOOGLE_GEMINI_BASE_URL") or gemini.get("base_url"),
-        api_version=gemini.get("api_version", "v1beta"),
-        api_key=SecretStr(key) if key else None,
-        openai_api_key=SecretStr(openai_key) if openai_key else None,
-        budget_usd=pick("ENRICH_BUDGET_USD", "budget_usd", None, float),
-        daily_budget_usd=_env_or(env, "ENRICH_DAILY_BUDGET_USD", budget.get("daily_usd"), float),
-        expected_output_tokens={**DEFAULT_OUTPUT_TOKENS,
-                                **{k: int(v) for k, v in estimate.get("output_tokens", {}).items()}},
-        expected_latency_s=float(estimate.get("latency_s", 3.0)),
-        resolution_max_side={k: int(v) for k, v in cfg.get("resolution_max_side", {}).items()}
-        or dict(RESOLUTION_MAX_SIDE),
-        rate_limits=rate_limits,
-        prompts=prompts,
-        max_inline_bytes=pick_media("ENRICH_MAX_INLINE_BYTES", "max_inline_bytes", 20 * 1024 * 1024, int),
-        max_audio_seconds=pick_media("ENRICH_MAX_AUDIO_SECONDS", "max_audio_seconds", 3600.0, float),
-        max_video_seconds=pick_media("ENRICH_MAX_VIDEO_SECONDS", "max_video_seconds", 600.0, float),
-        max_pdf_pages=pick_media("ENRICH_MAX_PDF_PAGES", "max_pdf_pages", 100, int),
-        max_text_chars=pick_media("ENRICH_MAX_TEXT_CHARS", "max_text_chars", 400_000, int),
-        trim_long_media=pick_media("ENRICH_TRIM_LONG_MEDIA", "trim_long_media", False, as_bool),
-        pdf_timeout_s=pick_media("ENRICH_PDF_TIMEOUT_S", "pdf_timeout_s", 10.0, float),
-        file_active_timeout_s=pick_media("ENRICH_FILE_ACTIVE_TIMEOUT_S", "file_active_timeout_s", 600.0, float),
-    )
+    merged = deep_merge(packaged, user)
+    values: dict[str, Any] = {}
+    for spec in SETTINGS.values():
+        value, source = spec.default, DEFAULT
+        raw = _get(merged, spec.toml) if spec.toml else None
+        if raw is not None:
+            mine = _get(user, spec.toml) is not None
+            value = _from_toml(spec, raw, f"{user_path if mine else packaged_path}: {spec.where()}")
+            if mine:
+                source = f"{user_path} {spec.where()}"
+        for name in spec.env:
+            if env.get(name):
+                try:
+                    value = _from_env(spec, env[name])
+                except ValueError:
+                    raise ConfigError(f"{name}={env[name]!r} is not valid: expected {spec.type.__name__}") from None
+                source = f"env {name}"
+                break
+        values[spec.name] = value
+        if source != DEFAULT:
+            sources[spec.name] = source
+
+    prompts_user_path, prompts_user = user_layer("prompts.toml", config_dir)
+    prompts: dict[str, str] = {}
+    for kind, entry in deep_merge(load_toml(DEFAULT_CONFIG_DIR / "prompts.toml"), prompts_user).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
+            path = prompts_user_path if kind in prompts_user else DEFAULT_CONFIG_DIR / "prompts.toml"
+            raise ConfigError(f"{path}: [{kind}] prompt must be a string")
+        prompts[kind] = entry["prompt"]
+
+    settings = Settings(home=home, warehouse=warehouse, config_dir=config_dir, prompts=prompts, sources=sources,
+                        **values)
     settings.validate()
     return settings
+
+
+# The downscale tiers as declared (read-only use: tests and the image preparer's default).
+RESOLUTION_MAX_SIDE: dict[str, int] = default("resolution_max_side")

@@ -9,6 +9,9 @@ limiter, budget and preparation pool are shared by all of them.
 SIGINT/SIGTERM while the flow runs: stop dispatching, give requests in flight `stop_grace_s`, write every
 row, record the run as `interrupted` (a second signal stops waiting, a third leaves at once). Prefect installs
 its own SIGTERM handler for the flow run; ours replaces it for the body only and puts it back after.
+
+Importing this module imports Prefect but changes no setting: the commands that start Prefect (`enrich run`,
+`enrich serve`) call enrich.prefect_env.configure_prefect_env() first.
 """
 from __future__ import annotations
 
@@ -20,23 +23,20 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from enrich.prefect_env import configure_prefect_env
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-configure_prefect_env()
-
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
-
-from enrich.progress import ProgressReporter  # noqa: E402
-from enrich.errors import ConfigError  # noqa: E402
-from enrich.settings import load_settings  # noqa: E402
-from enrich.flows.run_options import RunOptions, check_roots, current_trusted_settings  # noqa: E402
-from enrich.flows.pipeline import (  # noqa: E402
+from enrich.progress import ProgressReporter
+from enrich.errors import ConfigError
+from enrich.schemas.vocab import RunStatus
+from enrich.settings import load_settings
+from enrich.flows.run_options import RunOptions, check_roots, current_trusted_settings
+from enrich.flows.pipeline import (
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from enrich.tasks.discover import count_files, iter_batches  # noqa: E402
+from enrich.tasks.discover import count_files, iter_batches
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
@@ -139,7 +139,7 @@ def run_chunks(ctx: RunContext) -> None:
                 fail_run(ctx, f"a chunk failed: {exc.__class__.__name__}: {exc}")
         if time.monotonic() - last_snapshot[0] >= SNAPSHOT_EVERY_S:
             last_snapshot[0] = time.monotonic()
-            write_run_snapshot(ctx, "running")
+            write_run_snapshot(ctx, RunStatus.RUNNING)
 
     last_snapshot = [time.monotonic()]
     try:
@@ -188,7 +188,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     check_roots(roots)
     settings = options.apply(current_trusted_settings() or load_settings())
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
-    status = "failed"
+    status = RunStatus.FAILED
     message = None
     try:
         with stop_on_signals(_signal_handler(ctx)):

@@ -33,8 +33,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
 
+from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
-from enrich.budget import budget_from_settings
+from enrich.budget import ZERO, Budget, budget_for_run
 from enrich.inflight import WeightBudget
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
@@ -49,13 +50,14 @@ from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.strip_metadata import sweep_media_temp
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
 
 log = scrubbed_logger("enrich.run")
 
-STATUSES = ("ok", "error", "blocked", "skipped", "over_budget", "interrupted", "gone")
+STATUSES = (Status.OK, Status.ERROR, Status.BLOCKED, Status.SKIPPED, Status.OVER_BUDGET, Status.INTERRUPTED, Status.GONE)
 MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
 
 
@@ -115,6 +117,7 @@ class RunContext:
     planner: Planner | None = None
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
+    pair_copies: set[tuple[str, str]] = field(default_factory=set)  # RAWs copying a JPEG in the same chunk
 
     @property
     def unchanged(self) -> int:
@@ -137,6 +140,16 @@ class RunContext:
 # Live runs of this process, by id: chunk tasks receive only the id and a list of plain dataclasses,
 # so task parameters stay small and serialisable.
 ACTIVE_RUNS: dict[str, RunContext] = {}
+
+
+def budget_from_settings(settings: Settings) -> Budget:
+    """The Budget for a run with these settings: --budget, and the daily cap less today's recorded spend."""
+    spent = ZERO
+    if settings.daily_budget_usd is not None:
+        from enrich.warehouse.history import spent_today  # only with a daily cap: the query costs a DuckDB import
+
+        spent = spent_today(settings.warehouse)
+    return budget_for_run(settings.budget_usd, settings.daily_budget_usd, spent)
 
 
 def new_run_id() -> str:
@@ -186,11 +199,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(
         backend, info, price,
-        DescribeOptions(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
-                        resolution=settings.resolution, concurrency=concurrency,
-                        max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
-                        backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
-                        throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s),
+        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else make_limiter(settings),
     )
@@ -220,7 +229,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ctx.recovered = recover(ctx.warehouse, run_id)
         ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
-        write_run_snapshot(ctx, "running")
+        write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
         ctx.prepare_pool.shutdown(wait=False)
         describer.close()
@@ -275,15 +284,29 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
             continue
         if ref.run_id == ctx.run_id and ref.path in index:
             same_chunk[i] = index[ref.path]
+            if ref.pair:
+                ctx.pair_copies.add((ctx.run_id, files[i].path))
         else:
             planner.wait_for_leader(ref)  # a leader in an earlier chunk (duplicates come after the walk)
             refs[i] = ref
     if not refs:
         return {}, same_chunk
     sources = load_rows(ctx.warehouse, {(r.run_id, r.path) for r in refs.values()})
-    # A source that cannot be read back (it always can) leaves the file to be described like any other.
-    return ({i: copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
-             for i, r in refs.items() if (r.run_id, r.path) in sources}, same_chunk)
+    # A source that cannot be read back (it always can) leaves the file to be described like any other; so
+    # does the JPEG of a RAW+JPEG pair that was not described (the RAW is then described itself).
+    return ({i: pair_row(files[i], ctx.info, sources[(r.run_id, r.path)]) if r.pair
+             else copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
+             for i, r in refs.items() if (r.run_id, r.path) in sources
+             and (not r.pair or sources[(r.run_id, r.path)].get("status") == Status.OK)}, same_chunk)
+
+
+def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> dict[str, Any]:
+    """The RAW of a RAW+JPEG pair: the JPEG's description at cost 0 (`reused_from` = the JPEG), with the RAW's
+    own format."""
+    row = copied_row(file, run, jpeg_row)
+    fmt = image_format_of_mime(file.mime)
+    row["media_format"] = fmt.lower() if fmt else None
+    return row
 
 
 # -- one chunk ----------------------------------------------------------------------------------------------
@@ -320,16 +343,23 @@ class _ChunkWork:
         self._done.wait()
         return [r for r in self.rows if r is not None]
 
+    def reopen(self, n: int) -> None:
+        """`n` more rows will arrive through complete() (items dispatched after a first wait())."""
+        with self._lock:
+            self._left = n
+            if n > 0:
+                self._done.clear()
+
 
 def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
     """The row of a file that is not sent at all (discovery outcome, unsupported), or None."""
-    if f.status != "pending":
+    if f.status != Status.PENDING:
         return status_row(f, ctx.info, f.status, f.error_kind, f.error)
     if f.kind not in DESCRIPTION_SCHEMAS:
-        return status_row(f, ctx.info, "skipped", "unsupported_kind", f"{f.kind} files are not described yet")
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND, f"{f.kind} files are not described yet")
     supported = ctx.describer.backend.capabilities
     if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
-        return status_row(f, ctx.info, "skipped", "unsupported_type",
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_TYPE,
                           f"{f.mime} is not accepted by {ctx.info.backend}")
     return None
 
@@ -364,11 +394,11 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
                     future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared, held))
                     return
             else:
-                row = status_row(file, ctx.info, "error", prepared.kind, str(prepared),
+                row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared),
                                  getattr(prepared, "meta", None))
     except Exception as exc:  # a bug must cost one row, not the chunk
         log.warning("unexpected error preparing %s: %r", file.path, exc)
-        row = status_row(file, ctx.info, "error", "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
+        row = status_row(file, ctx.info, Status.ERROR, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}")
     ctx.ready.release()
     work.complete(i, row)
 
@@ -395,7 +425,7 @@ def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, 
     try:
         row = future.result()
     except BaseException as exc:  # the describer was shut down under it
-        row = status_row(file, ctx.info, "interrupted", "interrupted",
+        row = status_row(file, ctx.info, Status.INTERRUPTED, Status.INTERRUPTED,
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     finally:
         ctx.inflight_bytes.release(held)
@@ -419,13 +449,11 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
             ctx.planner.chunk_done(files)  # duplicates waiting on this chunk's rows may go on
 
 
-def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
-    work = _ChunkWork(ctx, len(files))
-    copies, later = copy_rows(ctx, files)
-    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
-    for i, f in enumerate(files):
-        if i in later:
-            continue
+def _dispatch(ctx: RunContext, work: _ChunkWork, files: list[DiscoveredFile], indices: Iterable[int],
+              copies: dict[int, dict[str, Any]]) -> None:
+    """Give each of `indices` its row: a copy, a row without a request, or prepare and send it."""
+    for i in indices:
+        f = files[i]
         row = copies.get(i) or _row_without_request(ctx, f)
         if row is None and not _take_ready_slot(ctx):
             row = ctx.describer.not_sent_row(f)
@@ -437,9 +465,29 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         except RuntimeError:  # the pool is shut down: the run is closing
             ctx.ready.release()
             work.complete(i, ctx.describer.not_sent_row(f))
+
+
+def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
+    work = _ChunkWork(ctx, len(files))
+    copies, later = copy_rows(ctx, files)
+    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
+    _dispatch(ctx, work, files, (i for i in range(len(files)) if i not in later), copies)
     work.wait()
+    describe_now = []
     for i, leader in later.items():
+        key = (ctx.run_id, files[i].path)
+        if key in ctx.pair_copies:
+            ctx.pair_copies.discard(key)
+            if work.rows[leader] is None or work.rows[leader].get("status") != Status.OK:
+                describe_now.append(i)  # the pair's JPEG was not described: describe the RAW itself
+            else:
+                work.rows[i] = pair_row(files[i], ctx.info, work.rows[leader])
+            continue
         work.rows[i] = copied_row(files[i], ctx.info, work.rows[leader])
+    if describe_now:
+        work.reopen(len(describe_now))
+        _dispatch(ctx, work, files, describe_now, {})
+        work.wait()
     final = [r for r in work.rows if r is not None]
     assert len(final) == len(files), "every file gets exactly one row"
     ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
@@ -495,16 +543,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "run_id": ctx.run_id,
             "seq": seq,
             "started_at": ctx.started_at,
-            "finished_at": None if status == "running" else datetime.now(timezone.utc),
+            "finished_at": None if status == RunStatus.RUNNING else datetime.now(timezone.utc),
             "status": status,
             "model": ctx.settings.model,
             "roots": ctx.roots,
             "items": s.items,
-            "ok": s.by_status.get("ok", 0),
-            "errors": s.by_status.get("error", 0),
-            "skipped": s.by_status.get("skipped", 0),
-            "blocked": s.by_status.get("blocked", 0),
-            "over_budget": s.by_status.get("over_budget", 0),
+            "ok": s.by_status.get(Status.OK, 0),
+            "errors": s.by_status.get(Status.ERROR, 0),
+            "skipped": s.by_status.get(Status.SKIPPED, 0),
+            "blocked": s.by_status.get(Status.BLOCKED, 0),
+            "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "spent_usd": s.spent_usd,
@@ -514,7 +562,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "message": message,
             "unchanged": ctx.unchanged,
             "reused": s.reused,
-            "gone": s.by_status.get("gone", 0),
+            "gone": s.by_status.get(Status.GONE, 0),
         }
     ctx.warehouse.write_run(snapshot)
 
@@ -522,16 +570,16 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
 def final_status(ctx: RunContext) -> tuple[str, str | None]:
     """(status, message) of a run whose chunks have all finished."""
     d = ctx.describer
-    not_finished = ctx.stats.by_status.get("interrupted", 0)
+    not_finished = ctx.stats.by_status.get(Status.INTERRUPTED, 0)
     tail = (f"; {not_finished} item(s) not finished (status interrupted); files the walk had not reached "
             "are not recorded") if not_finished or d.stopping.is_set() else ""
     if ctx.interrupted_by is not None:
-        return "interrupted", f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
+        return RunStatus.INTERRUPTED, f"interrupted by {signal_name(ctx.interrupted_by)}{tail}"
     if d.fatal is not None:
-        return "failed", f"{d.fatal}{tail}"
+        return RunStatus.FAILED, f"{d.fatal}{tail}"
     if ctx.failure is not None:
-        return "failed", f"{ctx.failure}{tail}"
-    return "finished", None
+        return RunStatus.FAILED, f"{ctx.failure}{tail}"
+    return RunStatus.FINISHED, None
 
 
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
@@ -577,7 +625,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
         "reserved_peak_usd": str(budget.reserved_peak),
-        "over_budget": s.by_status.get("over_budget", 0),
+        "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
         "requests": d.stats.requests,
         "retries": d.stats.retries,
         "throttled": d.stats.throttled,

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from enrich.schemas.vocab import MediaKind
+
 Setting = Literal["indoor", "outdoor", "mixed", "unknown"]
 
 
@@ -50,10 +52,10 @@ class VideoDescription(BaseModel):
 
 
 DESCRIPTION_SCHEMAS: dict[str, type[BaseModel]] = {
-    "image": ImageDescription,
-    "audio": AudioDescription,
-    "document": DocumentDescription,
-    "video": VideoDescription,
+    MediaKind.IMAGE: ImageDescription,
+    MediaKind.AUDIO: AudioDescription,
+    MediaKind.DOCUMENT: DocumentDescription,
+    MediaKind.VIDEO: VideoDescription,
 }
 
 

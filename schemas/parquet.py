@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from enrich.schemas import vocab
+
 # cost is exact: decimal, never float
 COST_TYPE = pa.decimal128(22, 12)
 TS = pa.timestamp("us", tz="UTC")
@@ -94,8 +96,8 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("reused_from", pa.string()),
 ]
 # Statuses that record no outcome for the bytes (the item was never attempted to the end): the next run
-# retries them, and the `items` view does not let them hide an earlier outcome.
-NO_OUTCOME_STATUSES = frozenset({"interrupted", "over_budget"})
+# retries them, and the `items` view does not let them hide an earlier outcome (declared in vocab.py).
+NO_OUTCOME_STATUSES = vocab.NO_OUTCOME_STATUSES
 
 RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Backend, DescribeRequest
 from enrich.budget import INPUT_MARGIN, INPUT_MARGIN_TOKENS  # noqa: F401 (the reservation margin; re-exported)
 from enrich.budget import Budget, Reservation, reserved_input_tokens
@@ -47,6 +48,7 @@ from enrich.redact import scrub, scrub_value, scrubbed_logger
 from enrich.tasks.media_info import input_tokens_for
 from enrich.tasks.prepare import PreparedItem
 from enrich.tasks.records import RunInfo, now_utc, result_row, status_row
+from enrich.settings import default
 
 log = scrubbed_logger("enrich.describe")
 
@@ -57,16 +59,26 @@ ERROR_TEXT_MAX = 500
 class DescribeOptions:
     prompts: dict[str, str]
     schemas: dict[str, type[BaseModel]]
-    max_output_tokens: int = 1024
-    resolution: str = "low"
-    concurrency: int = 64  # the most requests in flight; adapts down on 429
-    max_attempts: int = 5
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
+    max_output_tokens: int = default("max_output_tokens")
+    resolution: str = default("resolution")
+    concurrency: int = default("concurrency")  # the most requests in flight; adapts down on 429
+    max_attempts: int = default("max_attempts")
+    backoff_initial_s: float = default("backoff_initial_s")
+    backoff_max_s: float = default("backoff_max_s")
     # consecutive failed attempts (429 aside) after which the whole run stops: the endpoint is down
-    abort_after_failures: int = 50
-    throttle_quiet_s: float = 5.0
-    grace_s: float = 10.0  # after stop(): how long requests in flight may still take
+    abort_after_failures: int = default("abort_after_failures")
+    throttle_quiet_s: float = default("throttle_quiet_s")
+    grace_s: float = default("stop_grace_s")  # after stop(): how long requests in flight may still take
+
+    @classmethod
+    def from_settings(cls, settings: Any, prompts: dict[str, str], schemas: dict[str, type[BaseModel]],
+                      *, concurrency: int | None = None) -> "DescribeOptions":
+        """The describer's options from the run's settings (concurrency may be capped by the backend)."""
+        return cls(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
+                   resolution=settings.resolution, concurrency=concurrency or settings.concurrency,
+                   max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
+                   backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
+                   throttle_quiet_s=settings.throttle_quiet_s, grace_s=settings.stop_grace_s)
 
 
 @dataclass
@@ -283,7 +295,7 @@ class Describer:
         except _Stopped:
             return self._stopped_row(item, state)
         except _OverBudget:
-            row = status_row(item.file, self.run, "over_budget", "over_budget",
+            row = status_row(item.file, self.run, Status.OVER_BUDGET, Status.OVER_BUDGET,
                              f"not sent: its worst case ${worst} does not fit in what is left of the budget",
                              item.meta)
             row.update(attempts=state.attempts, started_at=state.started_at)
@@ -360,7 +372,7 @@ class Describer:
 
     def _on_retryable(self, exc: RetryableError, epoch: int, state: _ItemState) -> None:
         state.last_error = exc
-        if exc.kind == "rate_limited":
+        if exc.kind == ErrorKind.RATE_LIMITED:
             # the endpoint is up and asks us to slow down: fewer in flight, everyone waits retryDelay
             self.stats.throttled += 1
             if self.concurrency.on_throttled(epoch):
@@ -372,7 +384,7 @@ class Describer:
         if self._consecutive_failures >= self.options.abort_after_failures and self.fatal is None:
             self._abort(FatalRunError(
                 f"the endpoint failed {self._consecutive_failures} times in a row (last: {exc}); giving up",
-                kind="endpoint_down"))
+                kind=ErrorKind.ENDPOINT_DOWN))
 
     def _wait(self, retry_state: RetryCallState) -> float:
         """Exponential backoff with jitter (half to full), but never sooner than the server asked."""
@@ -394,7 +406,7 @@ class Describer:
 
     # -- rows -----------------------------------------------------------------------------------------
     def _error_row(self, item: PreparedItem, kind: str, message: str, state: _ItemState) -> dict[str, Any]:
-        row = status_row(item.file, self.run, "error", kind, message[:ERROR_TEXT_MAX], item.meta)
+        row = status_row(item.file, self.run, Status.ERROR, kind, message[:ERROR_TEXT_MAX], item.meta)
         row.update(attempts=state.attempts, started_at=state.started_at)
         return row
 
@@ -403,9 +415,9 @@ class Describer:
 
     def _stopped_row_of(self, file, meta: dict[str, Any] | None, state: _ItemState) -> dict[str, Any]:
         if self.fatal is not None:
-            kind, why = "run_aborted", f"the run stopped early ({self.fatal})"
+            kind, why = ErrorKind.RUN_ABORTED, f"the run stopped early ({self.fatal})"
         else:
-            kind, why = "interrupted", self.stop_reason or "the run was interrupted"
+            kind, why = Status.INTERRUPTED, self.stop_reason or "the run was interrupted"
         if state.cancelled_in_flight:
             message = (f"cancelled in flight {self.options.grace_s:g}s after the stop ({why}); "
                        "the provider may still bill this request")
@@ -413,6 +425,6 @@ class Describer:
             message = f"not finished: {why}, after {state.attempts} attempt(s) (last: {state.last_error})"
         else:
             message = f"not sent: {why}"
-        row = status_row(file, self.run, "interrupted", kind, message[:ERROR_TEXT_MAX], meta)
+        row = status_row(file, self.run, Status.INTERRUPTED, kind, message[:ERROR_TEXT_MAX], meta)
         row.update(attempts=state.attempts, started_at=state.started_at)
         return row

@@ -3,7 +3,9 @@
 Every regular file under a root ends in exactly one `DiscoveredFile`:
 
 - ``pending``: media (image/audio/video/document) to process; `kind`/`mime` come from the content.
-- ``skipped``: not media (`not_media`), or a symlink whose target leaves the root (`outside_root`).
+- ``skipped``: not media (`not_media`), a companion file beside the media (`companion`: XMP and other
+  sidecars, `.aae`, `.thm`, `.lrv`, catalogues, `.DS_Store`; recognised by name, see tasks/sniff.py), or a
+  symlink whose target leaves the root (`outside_root`).
 - ``error``: a bad input, with `error_kind` and a plain-words `error`:
   `empty`, `mislabelled`, `unreadable`, `broken_link`, `symlink_loop`, `bad_filename`, `not_found`.
 
@@ -33,12 +35,16 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
+from enrich.schemas.vocab import ErrorKind, Status
 from enrich.tasks.sniff import (
     EXTENSION_MIMES,
     SNIFF_BYTES,
     TEXT_DOCUMENT_EXTENSIONS,
+    companion_of,
     describe_mime,
     sniff,
+    refine_tiff,
+    sniff_with_decoder,
 )
 
 __all__ = [
@@ -59,16 +65,17 @@ PROBE_CHUNK = 8  # files per thread-pool task
 
 ERROR_KINDS = frozenset(
     {
-        "empty",
-        "mislabelled",
-        "unreadable",
-        "broken_link",
-        "symlink_loop",
-        "bad_filename",
-        "not_found",
+        ErrorKind.EMPTY,
+        ErrorKind.MISLABELLED,
+        ErrorKind.UNREADABLE,
+        ErrorKind.BROKEN_LINK,
+        ErrorKind.SYMLINK_LOOP,
+        ErrorKind.BAD_FILENAME,
+        ErrorKind.NOT_FOUND,
         # kinds of `skipped` rows
-        "not_media",
-        "outside_root",
+        ErrorKind.NOT_MEDIA,
+        ErrorKind.COMPANION,
+        ErrorKind.OUTSIDE_ROOT,
     }
 )
 
@@ -87,7 +94,7 @@ class DiscoveredFile:
     kind: str | None  # image/audio/video/document, or None for non-media
     mime: str | None
     content_hash: str | None  # hex sha256 of the bytes; None when not hashed / unreadable
-    status: str  # "pending", "skipped" or "error"
+    status: Status  # PENDING, SKIPPED or ERROR
     error_kind: str | None
     error: str | None
 
@@ -195,8 +202,8 @@ def _probe(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
     except Exception as exc:  # a bug or an exotic filesystem error must not end the scan
         return _row(
             _printable_path(path),
-            "error",
-            "unreadable",
+            Status.ERROR,
+            ErrorKind.UNREADABLE,
             f"could not examine file: {exc.__class__.__name__}: {exc}",
             **_lstat_fields(path),
         )
@@ -207,8 +214,8 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
     if _has_bad_name(path):
         return _row(
             _printable_path(path),
-            "error",
-            "bad_filename",
+            Status.ERROR,
+            ErrorKind.BAD_FILENAME,
             f"file name is not valid UTF-8: {_printable_path(name)!r}; rename the file",
             **_lstat_fields(path),
         )
@@ -216,13 +223,13 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
         # O_NONBLOCK: opening a FIFO that replaced the file after the walk must not hang the scan.
         fd = _open_fd(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except PermissionError:
-        return _row(path, "error", "unreadable", "cannot read file: permission denied", **_lstat_fields(path))
+        return _row(path, Status.ERROR, ErrorKind.UNREADABLE, "cannot read file: permission denied", **_lstat_fields(path))
     except FileNotFoundError:
-        return _row(path, "error", "unreadable", "file disappeared during the scan", **_lstat_fields(path))
+        return _row(path, Status.ERROR, ErrorKind.UNREADABLE, "file disappeared during the scan", **_lstat_fields(path))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return _row(path, "error", "symlink_loop", f"symlink loop: {name} cannot be resolved", **_lstat_fields(path))
-        return _row(path, "error", "unreadable", f"cannot open file: {_oserror_text(exc)}", **_lstat_fields(path))
+            return _row(path, Status.ERROR, ErrorKind.SYMLINK_LOOP, f"symlink loop: {name} cannot be resolved", **_lstat_fields(path))
+        return _row(path, Status.ERROR, ErrorKind.UNREADABLE, f"cannot open file: {_oserror_text(exc)}", **_lstat_fields(path))
 
     with open(fd, "rb", buffering=0, closefd=True) as f:
         try:
@@ -230,30 +237,36 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
             if not stat.S_ISREG(st.st_mode):
                 return _row(
                     path,
-                    "skipped",
-                    "not_media",
+                    Status.SKIPPED,
+                    ErrorKind.NOT_MEDIA,
                     f"not a regular file ({_special_kind(st.st_mode)})",
                     mtime_ns=st.st_mtime_ns,
                 )
             fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            companion = companion_of(name)
+            if companion is not None:
+                return _row(path, Status.SKIPPED, ErrorKind.COMPANION, f"companion file: {companion}", **fields)
             ext = os.path.splitext(name)[1].lower()
             claimed = EXTENSION_MIMES.get(ext)
             if st.st_size == 0:
                 if claimed is None:
                     # A zero-byte `.gitkeep` or lock file is not a broken media file.
-                    return _row(path, "skipped", "empty", "empty file (0 bytes), not media", **fields)
-                return _row(path, "error", "empty", "empty file (0 bytes)", **fields)
+                    return _row(path, Status.SKIPPED, ErrorKind.EMPTY, "empty file (0 bytes), not media", **fields)
+                return _row(path, Status.ERROR, ErrorKind.EMPTY, "empty file (0 bytes)", **fields)
 
             head = _read_head(f, SNIFF_BYTES)
             if not head:  # shrank to nothing since fstat
-                return _row(path, "error", "empty", "empty file (0 bytes)", **fields)
+                return _row(path, Status.ERROR, ErrorKind.EMPTY, "empty file (0 bytes)", **fields)
             sniffed = sniff(head, ext)
+            if sniffed is None and ext:
+                sniffed = sniff_with_decoder(path, ext)  # image formats without a magic number
             outcome = _classify(name, ext, claimed, sniffed)
             if outcome is not None:
                 status, error_kind, error = outcome
                 return _row(path, status, error_kind, error, **fields)
 
             kind, mime = sniffed  # type: ignore[misc]
+            mime = refine_tiff(path, mime)
             digest = None
             if hash_files:
                 digest = cache.get(path, st.st_size, st.st_mtime_ns) if cache is not None else None
@@ -261,9 +274,9 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                     digest = _hash_rest(f, head, st.st_size)
                     if cache is not None:
                         cache.put(path, st.st_size, st.st_mtime_ns, digest)
-            return _row(path, "pending", kind=kind, mime=mime, content_hash=digest, **fields)
+            return _row(path, Status.PENDING, kind=kind, mime=mime, content_hash=digest, **fields)
         except OSError as exc:
-            return _row(path, "error", "unreadable", f"read error: {_oserror_text(exc)}", **_lstat_fields(path))
+            return _row(path, Status.ERROR, ErrorKind.UNREADABLE, f"read error: {_oserror_text(exc)}", **_lstat_fields(path))
 
 
 def _read_head(f, n: int) -> bytes:
@@ -306,20 +319,20 @@ def _classify(
     if sniffed is None:
         if claimed is not None:
             return (
-                "error",
-                "mislabelled",
+                Status.ERROR,
+                ErrorKind.MISLABELLED,
                 f"named {shown_ext} but content is not {describe_mime(claimed)} "
                 "(unrecognised or corrupt data)",
             )
-        return "skipped", "not_media", "not a media file (unrecognised content)"
+        return Status.SKIPPED, ErrorKind.NOT_MEDIA, "not a media file (unrecognised content)"
     kind, mime = sniffed
     if kind == "document" and mime.startswith("text/"):
         if ext in TEXT_DOCUMENT_EXTENSIONS:
             return None
         if claimed is not None:  # a .png/.pdf/.mp3 that holds text
-            return "error", "mislabelled", f"named {shown_ext} but content is {describe_mime(mime)}"
+            return Status.ERROR, ErrorKind.MISLABELLED, f"named {shown_ext} but content is {describe_mime(mime)}"
         # Text under other names (.json/.xmp sidecars, code, logs) is not a document to describe.
-        return "skipped", "not_media", f"text file with extension {shown_ext} is not a document type"
+        return Status.SKIPPED, ErrorKind.NOT_MEDIA, f"text file with extension {shown_ext} is not a document type"
     # Real media content: accepted with the sniffed mime, whatever the name claims.
     return None
 
@@ -350,24 +363,24 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
         st = os.stat(root_abs)
     except FileNotFoundError:
         if os.path.islink(root_abs):
-            yield _row(root_abs, "error", "broken_link", f"broken symlink: {root_abs} -> {os.readlink(root_abs)}")
+            yield _row(root_abs, Status.ERROR, ErrorKind.BROKEN_LINK, f"broken symlink: {root_abs} -> {os.readlink(root_abs)}")
         else:
-            yield _row(root_abs, "error", "not_found", f"no such file or directory: {root_abs}")
+            yield _row(root_abs, Status.ERROR, ErrorKind.NOT_FOUND, f"no such file or directory: {root_abs}")
         return
     except PermissionError as exc:
-        yield _row(root_abs, "error", "unreadable", f"cannot access: {_oserror_text(exc)}")
+        yield _row(root_abs, Status.ERROR, ErrorKind.UNREADABLE, f"cannot access: {_oserror_text(exc)}")
         return
     except OSError as exc:
         kind = "symlink_loop" if exc.errno == errno.ELOOP else "unreadable"
         what = "symlink loop" if kind == "symlink_loop" else _oserror_text(exc)
-        yield _row(root_abs, "error", kind, f"{what}: {root_abs}")
+        yield _row(root_abs, Status.ERROR, kind, f"{what}: {root_abs}")
         return
 
     if stat.S_ISREG(st.st_mode):
         yield _Probe(root_abs)
         return
     if not stat.S_ISDIR(st.st_mode):
-        yield _row(root_abs, "skipped", "not_media", f"not a regular file ({_special_kind(st.st_mode)})")
+        yield _row(root_abs, Status.SKIPPED, ErrorKind.NOT_MEDIA, f"not a regular file ({_special_kind(st.st_mode)})")
         return
 
     root_real = os.path.realpath(root_abs)
@@ -383,7 +396,7 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
             try:
                 tst = os.stat(link_path)
             except OSError as exc:  # changed since we saw it
-                yield _row(link_path, "error", "broken_link", f"broken symlink: {_oserror_text(exc)}")
+                yield _row(link_path, Status.ERROR, ErrorKind.BROKEN_LINK, f"broken symlink: {_oserror_text(exc)}")
                 continue
             key = (tst.st_dev, tst.st_ino)
             if key in visited:
@@ -394,7 +407,7 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
                     msg = f"symlink loop: {rel_link} -> {rel_target}"
                 else:
                     msg = f"symlink loop: {rel_link} -> {rel_target} (directory already scanned)"
-                yield _row(link_path, "error", "symlink_loop", msg, **_lstat_fields(link_path))
+                yield _row(link_path, Status.ERROR, ErrorKind.SYMLINK_LOOP, msg, **_lstat_fields(link_path))
                 continue
             stack.append((link_path, key))
             continue
@@ -409,8 +422,8 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
         except PermissionError:
             yield _row(
                 _printable_path(dir_path),
-                "error",
-                "unreadable",
+                Status.ERROR,
+                ErrorKind.UNREADABLE,
                 "cannot list directory: permission denied",
                 **_lstat_fields(dir_path),
             )
@@ -418,8 +431,8 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
         except OSError as exc:
             yield _row(
                 _printable_path(dir_path),
-                "error",
-                "unreadable",
+                Status.ERROR,
+                ErrorKind.UNREADABLE,
                 f"cannot list directory: {_oserror_text(exc)}",
                 **_lstat_fields(dir_path),
             )
@@ -456,14 +469,14 @@ def _visit_entry(
             est = entry.stat(follow_symlinks=False)
             yield _row(
                 _printable_path(path),
-                "skipped",
-                "not_media",
+                Status.SKIPPED,
+                ErrorKind.NOT_MEDIA,
                 f"not a regular file ({_special_kind(est.st_mode)})",
                 mtime_ns=est.st_mtime_ns,
             )
             return
     except OSError as exc:
-        yield _row(_printable_path(path), "error", "unreadable", f"cannot stat: {_oserror_text(exc)}", **_lstat_fields(path))
+        yield _row(_printable_path(path), Status.ERROR, ErrorKind.UNREADABLE, f"cannot stat: {_oserror_text(exc)}", **_lstat_fields(path))
         return
 
     # A symlink: never follow it out of the root.
@@ -478,8 +491,8 @@ def _visit_entry(
     if not _within(target_real, root_real):
         yield _row(
             shown,
-            "skipped",
-            "outside_root",
+            Status.SKIPPED,
+            ErrorKind.OUTSIDE_ROOT,
             f"symlink points outside the scanned folder: {rel_link} -> {link_text}",
             **fields,
         )
@@ -487,16 +500,16 @@ def _visit_entry(
     try:
         tst = os.stat(path)
     except FileNotFoundError:
-        yield _row(shown, "error", "broken_link", f"broken symlink: {rel_link} -> {link_text} (target missing)", **fields)
+        yield _row(shown, Status.ERROR, ErrorKind.BROKEN_LINK, f"broken symlink: {rel_link} -> {link_text} (target missing)", **fields)
         return
     except PermissionError as exc:
-        yield _row(shown, "error", "unreadable", f"cannot follow symlink {rel_link}: {_oserror_text(exc)}", **fields)
+        yield _row(shown, Status.ERROR, ErrorKind.UNREADABLE, f"cannot follow symlink {rel_link}: {_oserror_text(exc)}", **fields)
         return
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            yield _row(shown, "error", "symlink_loop", f"symlink loop: {rel_link} -> {link_text}", **fields)
+            yield _row(shown, Status.ERROR, ErrorKind.SYMLINK_LOOP, f"symlink loop: {rel_link} -> {link_text}", **fields)
         else:
-            yield _row(shown, "error", "unreadable", f"cannot follow symlink {rel_link}: {_oserror_text(exc)}", **fields)
+            yield _row(shown, Status.ERROR, ErrorKind.UNREADABLE, f"cannot follow symlink {rel_link}: {_oserror_text(exc)}", **fields)
         return
 
     if stat.S_ISDIR(tst.st_mode):
@@ -506,7 +519,7 @@ def _visit_entry(
     if stat.S_ISREG(tst.st_mode):
         yield _Probe(path)
         return
-    yield _row(shown, "skipped", "not_media", f"symlink to a {_special_kind(tst.st_mode)}, not a regular file", **fields)
+    yield _row(shown, Status.SKIPPED, ErrorKind.NOT_MEDIA, f"symlink to a {_special_kind(tst.st_mode)}, not a regular file", **fields)
 
 
 def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:

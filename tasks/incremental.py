@@ -17,6 +17,13 @@ file, in walk order (the main thread of the run, so decisions are deterministic)
   Outcomes that say nothing about the bytes (interrupted, over budget, rate limited, server errors, the run
   aborted) are always retried, so a rerun picks up exactly where committed work ended.
 
+- **pair** -> a camera RAW with a JPEG of the same stem in the same folder (`IMG_0001.CR2` beside
+  `IMG_0001.JPG`) is one shot: the JPEG is described and the RAW's row copies its outcome (cost 0,
+  `reused_from` = the JPEG's path). The RAW waits until the end of the walk, when the JPEG's fate is known:
+  sent in this run (the RAW copies its row once committed), already described (copied now), or not
+  described (a bad JPEG, not media): then the RAW is described itself, as it is when the JPEG's description
+  fails. `PAIR_RAW_WITH_JPEG` (below) turns this off.
+
 After the walk, paths under the scanned roots whose latest row is not `gone` and that were not seen get a
 `gone` row (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
 view hides them, `results` keeps their history. Nothing is marked gone under a root or folder the walk
@@ -29,29 +36,20 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from enrich.errors import UsageError
-from enrich.schemas.parquet import NO_OUTCOME_STATUSES
+from enrich.errors import ConfigError
+from enrich.schemas.vocab import ErrorKind, MediaKind, Status, retried_next_run
 from enrich.tasks.discover import DiscoveredFile
+from enrich.tasks.sniff import EXTENSION_MIMES, RAW_MIMES
 from enrich.tasks.records import mtime_of
 from enrich.warehouse.state import Described, PathState, WarehouseState, epoch_us
 
 REPROCESS_CHOICES = ("stale", "failed", "all")
 
-# Outcomes that say nothing about the bytes: always retried.
-RETRY_STATUSES = NO_OUTCOME_STATUSES
-RETRY_ERROR_KINDS = frozenset({
-    "rate_limited", "timeout", "connection", "garbage_response", "transient", "slow",
-    "run_aborted", "endpoint_down", "endpoint", "endpoint_unreachable", "auth", "unknown_model", "fatal",
-    "interrupted", "over_budget", "unreadable",
-})
-
-
-def always_retried(status: str, error_kind: str | None) -> bool:
-    if status in RETRY_STATUSES:
-        return True
-    if status != "error" or error_kind is None:
-        return False
-    return error_kind in RETRY_ERROR_KINDS or error_kind.startswith("http_5")
+# A RAW and a JPEG with the same stem in one folder are one shot: describe the JPEG, copy it to the RAW.
+# Module-level for now; read when a Planner is created.
+PAIR_RAW_WITH_JPEG = True
+_RAW_EXTENSIONS = frozenset(ext for ext, mime in EXTENSION_MIMES.items() if mime in RAW_MIMES)
+_JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
 
 
 def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
@@ -62,7 +60,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
             if not part or part == "none":
                 continue
             if part not in REPROCESS_CHOICES:
-                raise UsageError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
+                raise ConfigError(f"--reprocess takes {', '.join(REPROCESS_CHOICES)}, not {part!r}")
             chosen.add(part)
     return frozenset(chosen)
 
@@ -71,6 +69,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
 class CopyFrom:
     run_id: str
     path: str
+    pair: bool = False  # the RAW of a RAW+JPEG pair: copy only an `ok` row, else describe the RAW itself
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -100,10 +99,14 @@ class Planner:
     _committing: threading.Condition = field(default_factory=threading.Condition)
     _duplicates: list[DiscoveredFile] = field(default_factory=list)
     _unreadable_dirs: list[str] = field(default_factory=list)
+    pair_raw_with_jpeg: bool = field(default_factory=lambda: PAIR_RAW_WITH_JPEG)
+    _pairs: list[tuple[DiscoveredFile, str]] = field(default_factory=list)  # (RAW waiting, its JPEG's path)
+    _jpeg_fate: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # JPEGs with a RAW sibling
+    _dir_stems: tuple[str, dict[str, list[str]]] | None = None  # the last folder's {stem: [extensions]}
 
     def __post_init__(self) -> None:
         self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
-                                       if s.content_hash and s.status != "gone")
+                                       if s.content_hash and s.status != Status.GONE)
 
     # -- the walk ---------------------------------------------------------------------------------------
     def admit(self, file: DiscoveredFile) -> bool:
@@ -111,9 +114,9 @@ class Planner:
         last = self.state.by_path.get(file.path)
         if last is not None:
             self._seen.add(file.path)
-        if file.status != "pending":
-            if file.status == "error" and file.error_kind in ("unreadable", "not_found", "symlink_loop",
-                                                              "broken_link"):
+        if file.status != Status.PENDING:
+            if file.status == Status.ERROR and file.error_kind in (ErrorKind.UNREADABLE, ErrorKind.NOT_FOUND, ErrorKind.SYMLINK_LOOP,
+                                                              ErrorKind.BROKEN_LINK):
                 self._unreadable_dirs.append(file.path)  # maybe a folder: nothing under it is gone
             # Discovery re-examines these every run; a row is only worth writing when the outcome changed.
             if "all" not in self.reprocess and last is not None and self._same_rejection(file, last):
@@ -126,24 +129,89 @@ class Planner:
         if h in self._known_hashes:
             self._hash_seen_at.setdefault(h, file.path)
         version = self.version_of(file.kind)
+        role, partner = self._pair_role(file)
         if "all" not in self.reprocess and last is not None and last.content_hash == h \
                 and self._final(last, version):
             self.unchanged += 1
+            if role == "jpeg" and last.status == Status.OK:
+                self._jpeg_fate[file.path] = ("described", h)
+            return False
+        if role == "raw":  # waits for the walk to tell what became of its JPEG
+            self._pairs.append((file, partner))
             return False
         if h in self._leaders:  # the same bytes are already being sent in this run
             self.copies[file.path] = CopyFrom(self.run_id, self._leaders[h])
             self._duplicates.append(file)
+            if role == "jpeg":
+                self._jpeg_fate[file.path] = ("run", self._leaders[h])
             return False
         if "all" not in self.reprocess:
             source = self._described(h, version)
             if source is not None:
                 self.copies[file.path] = CopyFrom(source.run_id, source.path)
+                if role == "jpeg":  # its copied row is written in its chunk: the RAW waits for that
+                    self._jpeg_fate[file.path] = ("run", file.path)
+                    with self._committing:
+                        self._uncommitted.add(file.path)
                 return True
         if file.kind is not None and version is not None:
             self._leaders[h] = file.path
             with self._committing:
                 self._uncommitted.add(file.path)
+            if role == "jpeg":
+                self._jpeg_fate[file.path] = ("run", file.path)
         return True
+
+    # -- RAW+JPEG pairs ----------------------------------------------------------------------------------
+    def _pair_role(self, file: DiscoveredFile) -> tuple[str | None, str | None]:
+        """("raw", the JPEG's path) for a RAW with a JPEG sibling, ("jpeg", None) for a JPEG with a RAW
+        sibling, else (None, None). One directory listing per folder (the walk goes folder by folder)."""
+        if not self.pair_raw_with_jpeg or file.kind != MediaKind.IMAGE:
+            return None, None
+        folder, name = os.path.split(file.path)
+        stem, ext = os.path.splitext(name)
+        ext = ext.lower()
+        if ext not in _RAW_EXTENSIONS and ext not in _JPEG_EXTENSIONS:
+            return None, None
+        if file.mime not in RAW_MIMES and file.mime != "image/jpeg":
+            return None, None
+        siblings = self._stems(folder).get(stem.lower(), ())
+        if file.mime in RAW_MIMES:
+            for other in siblings:
+                if os.path.splitext(other)[1].lower() in _JPEG_EXTENSIONS:
+                    return "raw", os.path.join(folder, other)
+        elif any(os.path.splitext(other)[1].lower() in _RAW_EXTENSIONS for other in siblings):
+            return "jpeg", None
+        return None, None
+
+    def _stems(self, folder: str) -> dict[str, list[str]]:
+        if self._dir_stems is None or self._dir_stems[0] != folder:
+            stems: dict[str, list[str]] = {}
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                names = []
+            for name in names:
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in _RAW_EXTENSIONS or ext.lower() in _JPEG_EXTENSIONS:
+                    stems.setdefault(stem.lower(), []).append(name)
+            self._dir_stems = (folder, stems)
+        return self._dir_stems[1]
+
+    def _paired_files(self) -> Iterator[DiscoveredFile]:
+        """The RAWs of RAW+JPEG pairs, each planned as a copy of its JPEG's row where there will be one."""
+        pairs, self._pairs = self._pairs, []
+        for raw, jpeg in pairs:
+            fate = self._jpeg_fate.get(jpeg)
+            if fate is not None and fate[0] == "run":
+                self.copies[raw.path] = CopyFrom(self.run_id, fate[1] or jpeg, pair=True)
+            elif fate is not None and fate[0] == "described":
+                done = self.state.ok_by_hash.get(fate[1] or "", {})
+                source = next((d for d in done.values() if d.path == jpeg), None) or next(iter(done.values()), None)
+                if source is not None:
+                    self.copies[raw.path] = CopyFrom(source.run_id, source.path, pair=True)
+            yield raw  # without a copy planned, the RAW is described itself
+        self._jpeg_fate.clear()
 
     @staticmethod
     def _same_rejection(file: DiscoveredFile, last: PathState) -> bool:
@@ -151,13 +219,13 @@ class Planner:
             file.status, file.error_kind, file.error, file.size, epoch_us(mtime_of(file.mtime_ns)))
 
     def _final(self, last: PathState, version: str | None) -> bool:
-        if last.status == "ok":
+        if last.status == Status.OK:
             return last.version == version or "stale" not in self.reprocess
-        if last.status == "gone" or always_retried(last.status, last.error_kind):
+        if last.status == Status.GONE or retried_next_run(last.status, last.error_kind):
             return False
         if last.version != version:
             return False  # a skip or failure under another model/prompt/schema says nothing about this one
-        return not ("failed" in self.reprocess and last.status in ("error", "blocked"))
+        return not ("failed" in self.reprocess and last.status in (Status.ERROR, Status.BLOCKED))
 
     def _described(self, h: str, version: str | None) -> Described | None:
         done = self.state.ok_by_hash.get(h)
@@ -193,21 +261,22 @@ class Planner:
         """Duplicates (to copy their leader's outcome) and `gone` records, once the walk is complete."""
         yield from self._duplicates
         self._duplicates = []
+        yield from self._paired_files()
         yield from self._gone(roots)
 
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
         for path, last in self.state.by_path.items():
-            if last.status == "gone" or path in self._seen or not _under(path, roots):
+            if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
             if _under(path, self._unreadable_dirs):
                 continue
             moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
             if moved_to is not None:
-                kind, error = "moved", f"moved to {moved_to}"
+                kind, error = ErrorKind.MOVED, f"moved to {moved_to}"
             else:
-                kind, error = "removed", "no longer found under the scanned folder"
+                kind, error = ErrorKind.REMOVED, "no longer found under the scanned folder"
             yield DiscoveredFile(path=path, size=last.size_bytes or 0, mtime_ns=0, kind=last.kind, mime=last.mime,
-                                 content_hash=last.content_hash, status="gone", error_kind=kind, error=error)
+                                 content_hash=last.content_hash, status=Status.GONE, error_kind=kind, error=error)
 
 
 def current_versions(settings) -> Callable[[str | None], str | None]:

@@ -32,7 +32,9 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel
 
+from enrich.schemas.vocab import ErrorKind
 from enrich.errors import MediaError
+from enrich.settings import default
 from enrich.tokens import (
     audio_tokens, image_tokens, pdf_tokens, prompt_tokens, text_chars_tokens, video_audio_tokens, video_tokens,
 )
@@ -58,12 +60,12 @@ P = TypeVar("P")
 class MediaLimits:
     """The configured maximums (settings [media]); `trim` cuts WAV audio and text instead of refusing."""
 
-    max_audio_seconds: float = 3600.0
-    max_video_seconds: float = 600.0
-    max_pdf_pages: int = 100
-    max_text_chars: int = 400_000
-    trim: bool = False
-    pdf_timeout_s: float = 10.0
+    max_audio_seconds: float = default("max_audio_seconds")
+    max_video_seconds: float = default("max_video_seconds")
+    max_pdf_pages: int = default("max_pdf_pages")
+    max_text_chars: int = default("max_text_chars")
+    trim: bool = default("trim_long_media")
+    pdf_timeout_s: float = default("pdf_timeout_s")
 
     @classmethod
     def from_settings(cls, settings: Any) -> "MediaLimits":
@@ -104,11 +106,11 @@ def _mutagen_audio(path: str, mime: str | None):
     if mime == "audio/ogg":
         found = mutagen.File(path, options=[OggOpus, OggVorbis, OggFLAC, OggSpeex])
         if found is None:
-            raise MediaError("not a readable Ogg audio stream (Opus, Vorbis, FLAC or Speex)", kind="corrupt")
+            raise MediaError("not a readable Ogg audio stream (Opus, Vorbis, FLAC or Speex)", kind=ErrorKind.CORRUPT)
         return found
     found = mutagen.File(path)
     if found is None:
-        raise MediaError(f"not a readable audio file ({mime})", kind="corrupt")
+        raise MediaError(f"not a readable audio file ({mime})", kind=ErrorKind.CORRUPT)
     return found
 
 
@@ -125,9 +127,9 @@ def read_audio(path: str | os.PathLike[str], mime: str | None = None) -> dict[st
     except MediaError:
         raise
     except Exception as exc:  # mutagen raises its own error types, and worse on odd input
-        raise MediaError(f"cannot read the audio header: {_why(exc)}", kind="corrupt") from None
+        raise MediaError(f"cannot read the audio header: {_why(exc)}", kind=ErrorKind.CORRUPT) from None
     if not seconds > 0:
-        raise MediaError("the audio has no samples (duration 0 s)", kind="empty")
+        raise MediaError("the audio has no samples (duration 0 s)", kind=ErrorKind.EMPTY)
     codec = _CODEC_BY_CLASS.get(type(audio).__name__)
     if codec is None:
         codec = str(getattr(info, "codec", "") or type(audio).__name__).lower()
@@ -194,13 +196,13 @@ def _webm_seconds(path: str, max_elements: int = 4096) -> float:
     with open(path, "rb") as fh:
         head = _ebml_element(fh)
         if head is None or head[0] != _EBML_HEADER or head[1] < 0:
-            raise MediaError("not an EBML (WebM/Matroska) file", kind="corrupt")
+            raise MediaError("not an EBML (WebM/Matroska) file", kind=ErrorKind.CORRUPT)
         header = fh.read(head[1])
         if b"webm" not in header and b"matroska" not in header:
-            raise MediaError("an EBML file that is neither WebM nor Matroska", kind="corrupt")
+            raise MediaError("an EBML file that is neither WebM nor Matroska", kind=ErrorKind.CORRUPT)
         seg = _ebml_element(fh)
         if seg is None or seg[0] != _MKV_SEGMENT:
-            raise MediaError("the WebM file has no segment", kind="corrupt")
+            raise MediaError("the WebM file has no segment", kind=ErrorKind.CORRUPT)
         seg_end = None if seg[1] < 0 else fh.tell() + seg[1]
         for _ in range(max_elements):
             if seg_end is not None and fh.tell() >= seg_end:
@@ -230,7 +232,7 @@ def _webm_seconds(path: str, max_elements: int = 4096) -> float:
                 break
             return duration * scale / 1e9
     raise MediaError("the WebM header gives no duration (e.g. a live recording): its cost cannot be known "
-                     "in advance", kind="unknown_duration")
+                     "in advance", kind=ErrorKind.UNKNOWN_DURATION)
 
 
 def read_video(path: str | os.PathLike[str], mime: str | None = None) -> dict[str, Any]:
@@ -247,9 +249,9 @@ def read_video(path: str | os.PathLike[str], mime: str | None = None) -> dict[st
     except MediaError:
         raise
     except Exception as exc:
-        raise MediaError(f"cannot read the video header: {_why(exc)}", kind="corrupt") from None
+        raise MediaError(f"cannot read the video header: {_why(exc)}", kind=ErrorKind.CORRUPT) from None
     if not seconds > 0:
-        raise MediaError("the video header gives a duration of 0 s", kind="empty")
+        raise MediaError("the video header gives a duration of 0 s", kind=ErrorKind.EMPTY)
     return {"kind": "video", "seconds": seconds, "codec": codec}
 
 
@@ -281,7 +283,7 @@ def _with_timeout(fn: Callable[[], P], timeout_s: float, what: str) -> P:
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
-        raise MediaError(f"reading {what} took longer than {timeout_s:g} s; giving up", kind="timeout")
+        raise MediaError(f"reading {what} took longer than {timeout_s:g} s; giving up", kind=ErrorKind.TIMEOUT)
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -297,11 +299,11 @@ def _pdf_page_count(path: str) -> int:
         except Exception:
             opened = 0
         if not opened:
-            raise MediaError("the PDF is encrypted (password-protected); it cannot be read", kind="encrypted")
+            raise MediaError("the PDF is encrypted (password-protected); it cannot be read", kind=ErrorKind.ENCRYPTED)
     return len(reader.pages)
 
 
-def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = 10.0,
+def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = default("pdf_timeout_s"),
              max_bytes: int = PDF_MAX_BYTES) -> dict[str, Any]:
     """Page count from the page tree. Raises MediaError: too_large, truncated, encrypted, corrupt, empty,
     timeout. pypdf runs non-strict in a guarded thread; nothing it raises escapes as anything but a MediaError.
@@ -314,28 +316,28 @@ def read_pdf(path: str | os.PathLike[str], *, timeout_s: float = 10.0,
             fh.seek(max(0, size - 2048))
             tail = fh.read()
     except OSError as exc:
-        raise MediaError(f"cannot read the PDF: {_why(exc)}", kind="unreadable") from None
+        raise MediaError(f"cannot read the PDF: {_why(exc)}", kind=ErrorKind.UNREADABLE) from None
     if size > max_bytes:
         raise MediaError(f"the PDF is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB",
-                         kind="too_large")
+                         kind=ErrorKind.TOO_LARGE)
     if not head.startswith(b"%PDF-"):
-        raise MediaError("not a PDF (no %PDF- header)", kind="corrupt")
+        raise MediaError("not a PDF (no %PDF- header)", kind=ErrorKind.CORRUPT)
     if b"%%EOF" not in tail:
-        raise MediaError("the PDF ends early (no %%EOF marker): the file is truncated", kind="truncated")
+        raise MediaError("the PDF ends early (no %%EOF marker): the file is truncated", kind=ErrorKind.TRUNCATED)
     try:
         pages = _with_timeout(lambda: _pdf_page_count(path), timeout_s, "the PDF")
     except MediaError:
         raise
     except RecursionError:
-        raise MediaError("the PDF's page tree is nested too deeply (or loops)", kind="corrupt") from None
+        raise MediaError("the PDF's page tree is nested too deeply (or loops)", kind=ErrorKind.CORRUPT) from None
     except Exception as exc:
-        raise MediaError(f"unreadable PDF: {_why(exc)}", kind="corrupt") from None
+        raise MediaError(f"unreadable PDF: {_why(exc)}", kind=ErrorKind.CORRUPT) from None
     if pages <= 0:
-        raise MediaError("the PDF has no pages", kind="empty")
+        raise MediaError("the PDF has no pages", kind=ErrorKind.EMPTY)
     return {"kind": "pdf", "pages": int(pages)}
 
 
-def pdf_pages(path: str | os.PathLike[str], timeout_s: float = 10.0) -> int | None:
+def pdf_pages(path: str | os.PathLike[str], timeout_s: float = default("pdf_timeout_s")) -> int | None:
     try:
         return read_pdf(path, timeout_s=timeout_s)["pages"]
     except Exception:
@@ -381,12 +383,12 @@ def read_text(path: str | os.PathLike[str], max_chars: int | None = None) -> tup
                 got += len(piece)
             parts.append(decoder.decode(b"", final=True))
     except OSError as exc:
-        raise MediaError(f"cannot read the text: {_why(exc)}", kind="unreadable") from None
+        raise MediaError(f"cannot read the text: {_why(exc)}", kind=ErrorKind.UNREADABLE) from None
     text = "".join(parts)
     if max_chars is not None:
         text = text[:max_chars]
     if not text.strip():
-        raise MediaError("the text file is blank", kind="empty")
+        raise MediaError("the text file is blank", kind=ErrorKind.EMPTY)
     return text, total
 
 
@@ -402,7 +404,7 @@ def text_chars(path: str | os.PathLike[str]) -> int | None:
 
 
 def probe(path: str | os.PathLike[str], kind: str | None, mime: str | None, *,
-          pdf_timeout_s: float = 10.0) -> dict[str, Any] | None:
+          pdf_timeout_s: float = default("pdf_timeout_s")) -> dict[str, Any] | None:
     """The info dict of an audio, video or document file (see the module docstring); None when the file
     cannot be read (it will become an error row) or is an image (see tasks/prepare_image.read_image_meta)."""
     try:
@@ -421,7 +423,7 @@ def probe(path: str | os.PathLike[str], kind: str | None, mime: str | None, *,
 
 def apply_limits(info: dict[str, Any], limits: MediaLimits) -> dict[str, Any]:
     """The info of what will be sent: unchanged, or trimmed (WAV audio, text) when the user opted in.
-    Raises MediaError(kind="too_long") with the reason when the file is over a limit."""
+    Raises MediaError(kind=ErrorKind.TOO_LONG) with the reason when the file is over a limit."""
     kind = info.get("kind")
     if kind == "audio" and info["seconds"] > limits.max_audio_seconds:
         limit = limits.max_audio_seconds
@@ -432,18 +434,18 @@ def apply_limits(info: dict[str, Any], limits: MediaLimits) -> dict[str, Any]:
             why += f"; only WAV can be trimmed without a decoder, this is {info.get('codec')}"
         else:
             why += "; set trim_long_media = true to send the first part of WAV files"
-        raise MediaError(why, kind="too_long")
+        raise MediaError(why, kind=ErrorKind.TOO_LONG)
     if kind == "video" and info["seconds"] > limits.max_video_seconds:
         raise MediaError(f"the video lasts {info['seconds']:.0f} s; the limit is {limits.max_video_seconds:g} s "
-                         "(max_video_seconds)", kind="too_long")
+                         "(max_video_seconds)", kind=ErrorKind.TOO_LONG)
     if kind == "pdf" and info["pages"] > limits.max_pdf_pages:
         raise MediaError(f"the PDF has {info['pages']} pages; the limit is {limits.max_pdf_pages} "
-                         "(max_pdf_pages)", kind="too_long")
+                         "(max_pdf_pages)", kind=ErrorKind.TOO_LONG)
     if kind == "text" and info["chars"] > limits.max_text_chars:
         if limits.trim:
             return {**info, "chars": limits.max_text_chars, "trimmed": True}
         raise MediaError(f"the text has {info['chars']} characters; the limit is {limits.max_text_chars} "
-                         "(max_text_chars; trim_long_media = true sends the beginning)", kind="too_long")
+                         "(max_text_chars; trim_long_media = true sends the beginning)", kind=ErrorKind.TOO_LONG)
     return info
 
 

@@ -6,48 +6,15 @@ decoding, resizing and encoding. Each kind has one preparer; a kind without one 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
+from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
-from enrich.inflight import WeightBudget
-from enrich.settings import RESOLUTION_MAX_SIDE
 from enrich.tasks.discover import DiscoveredFile
-from enrich.tasks.media_info import MediaLimits
+from enrich.tasks.prepared import PreparedItem, PrepareOptions
 
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    max_side: int = RESOLUTION_MAX_SIDE["low"]
-    keep_metadata: bool = False
-    max_pixels: int = 120_000_000
-    limits: MediaLimits = MediaLimits()  # audio, video and documents
-    # pixels decoded at once by all the threads preparing with these options (None: no bound)
-    decode_budget: WeightBudget | None = field(default=None, compare=False)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "PrepareOptions":
-        return cls(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
-                   max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings),
-                   decode_budget=WeightBudget(settings.max_decode_pixels))
-
-
-@dataclass
-class PreparedItem:
-    file: DiscoveredFile
-    media: tuple[MediaPart, ...]
-    meta: dict[str, Any] = field(default_factory=dict)  # extracted locally: width, height, taken_at, gps...
-    media_tokens_hint: dict[str, Any] = field(default_factory=dict)  # what the token rules need
-    prepare_ms: float = 0.0
-    # deletes the temporary copies the media parts point at (stripped or trimmed media); see release()
-    cleanups: list[Callable[[], Any]] = field(default_factory=list, repr=False, compare=False)
-
-    def release(self) -> None:
-        """Delete this item's temporary media copies now (idempotent). Call once its row is written; without
-        it they go when the item is garbage-collected (late when an exception's traceback holds it) or at exit."""
-        while self.cleanups:
-            self.cleanups.pop()()
+__all__ = ["PrepareOptions", "PreparedItem", "prepare_file", "supported_kinds"]
 
 
 def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem:
@@ -61,6 +28,7 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     meta = {
         "width": m.width, "height": m.height, "taken_at": taken_at, "gps_lat": m.gps_lat,
         "gps_lon": m.gps_lon, "camera_make": m.camera_make, "camera_model": m.camera_model,
+        "media_format": m.format.lower(),  # jpeg, tiff, psd, ... or the RAW's (cr2, dng, ...) when its preview was sent
     }
     return PreparedItem(
         file=file,
@@ -91,10 +59,10 @@ def _prepare_document(file: DiscoveredFile, options: PrepareOptions) -> Prepared
 # kind -> preparer. Adding a kind means adding one entry here, a schema in schemas/descriptions.py and a
 # prompt in config/prompts.toml.
 PREPARERS: dict[str, Callable[[DiscoveredFile, PrepareOptions], PreparedItem]] = {
-    "image": _prepare_image,
-    "audio": _prepare_audio,
-    "video": _prepare_video,
-    "document": _prepare_document,
+    MediaKind.IMAGE: _prepare_image,
+    MediaKind.AUDIO: _prepare_audio,
+    MediaKind.VIDEO: _prepare_video,
+    MediaKind.DOCUMENT: _prepare_document,
 }
 
 
@@ -106,15 +74,15 @@ def prepare_file(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem 
     """Never raises for bad input: a MediaError is returned so the caller records it for this item."""
     preparer = PREPARERS.get(file.kind or "")
     if preparer is None:
-        return MediaError(f"no preparer for {file.kind} files", kind="unsupported")
+        return MediaError(f"no preparer for {file.kind} files", kind=ErrorKind.UNSUPPORTED)
     started = time.perf_counter()
     try:
         item = preparer(file, options)
     except MediaError as exc:
         return exc
     except MemoryError:
-        return MediaError("out of memory while decoding", kind="too_large")
+        return MediaError("out of memory while decoding", kind=ErrorKind.TOO_LARGE)
     except Exception as exc:  # a library bug on odd input must not sink the run
-        return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind="corrupt")
+        return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind=ErrorKind.CORRUPT)
     item.prepare_ms = (time.perf_counter() - started) * 1000
     return item

@@ -22,16 +22,15 @@ import os
 import struct
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from enrich.schemas.vocab import ErrorKind
 from enrich.backends.base import MediaPart
 from enrich.errors import MediaError
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import MediaLimits, apply_limits, read_audio, read_pdf, read_text, read_video
 from enrich.tasks.strip_metadata import new_temp_file, strip_metadata, unlink_quietly
-
-if TYPE_CHECKING:
-    from enrich.tasks.prepare import PrepareOptions, PreparedItem
+from enrich.tasks.prepared import PreparedItem, PrepareOptions
 
 _COPY_BLOCK = 1 << 20
 
@@ -45,8 +44,6 @@ def _limited(info: dict[str, Any], limits: MediaLimits, meta: dict[str, Any]) ->
 
 
 def _item(file: DiscoveredFile, media: MediaPart, meta: dict[str, Any], hint: dict[str, Any]) -> "PreparedItem":
-    from enrich.tasks.prepare import PreparedItem
-
     return PreparedItem(file=file, media=(media,), meta=meta, media_tokens_hint=hint)
 
 
@@ -117,7 +114,7 @@ def _riff_chunks(fh) -> list[tuple[bytes, int, int]]:
     """(id, data offset, size) of each top-level chunk of a RIFF/WAVE file."""
     head = fh.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise MediaError("not a RIFF/WAVE file", kind="corrupt")
+        raise MediaError("not a RIFF/WAVE file", kind=ErrorKind.CORRUPT)
     chunks = []
     end = os.fstat(fh.fileno()).st_size
     pos = 12
@@ -137,16 +134,16 @@ def trim_wav(path: str | os.PathLike[str], seconds: float) -> Path:
     with open(path, "rb") as src:
         chunks = {ident: (offset, size) for ident, offset, size in _riff_chunks(src)}
         if b"fmt " not in chunks or b"data" not in chunks:
-            raise MediaError("the WAV has no fmt or data chunk", kind="corrupt")
+            raise MediaError("the WAV has no fmt or data chunk", kind=ErrorKind.CORRUPT)
         fmt_offset, fmt_size = chunks[b"fmt "]
         src.seek(fmt_offset)
         fmt = src.read(fmt_size)
         if len(fmt) < 16:
-            raise MediaError("the WAV fmt chunk is too short", kind="corrupt")
+            raise MediaError("the WAV fmt chunk is too short", kind=ErrorKind.CORRUPT)
         rate, = struct.unpack_from("<I", fmt, 4)
         block_align, = struct.unpack_from("<H", fmt, 12)
         if not rate or not block_align:
-            raise MediaError("the WAV fmt chunk gives no sample rate", kind="corrupt")
+            raise MediaError("the WAV fmt chunk gives no sample rate", kind=ErrorKind.CORRUPT)
         data_offset, data_size = chunks[b"data"]
         keep = min(data_size, int(seconds * rate) * block_align)
         tmp_name = str(new_temp_file(suffix=".wav", prefix="enrich-trim-"))
@@ -161,7 +158,7 @@ def trim_wav(path: str | os.PathLike[str], seconds: float) -> Path:
                 while left > 0:
                     block = src.read(min(_COPY_BLOCK, left))
                     if not block:
-                        raise MediaError("the WAV data ends before its stated size", kind="truncated")
+                        raise MediaError("the WAV data ends before its stated size", kind=ErrorKind.TRUNCATED)
                     out.write(block)
                     left -= len(block)
                 if keep & 1:

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from enrich.errors import MediaError
+from enrich.settings import default
 
 __all__ = ["STRIP_FAILED", "strip_metadata", "media_temp_dir", "new_temp_file", "sweep_media_temp", "unlink_quietly"]
 
@@ -58,7 +59,7 @@ STRIP_FAILED = "metadata_strip_failed"
 _BLOCK = 1 << 20
 
 
-def strip_metadata(path: str | os.PathLike[str], mime: str | None, *, timeout_s: float = 10.0) -> Path | None:
+def strip_metadata(path: str | os.PathLike[str], mime: str | None, *, timeout_s: float = default("pdf_timeout_s")) -> Path | None:
     """A temporary copy of `path` without its personal metadata, or None when there is nothing to remove.
 
     The caller deletes the copy (see `unlink_quietly`). Raises MediaError(kind=`metadata_strip_failed`) when

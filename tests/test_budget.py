@@ -8,7 +8,8 @@ from decimal import Decimal
 from hypothesis import given, settings, strategies as st
 
 from enrich.backends.base import Capabilities, DescribeResult, MediaPart, Usage
-from enrich.budget import Budget, budget_for_run, budget_from_settings, reserved_input_tokens
+from enrich.budget import Budget, budget_for_run, reserved_input_tokens
+from enrich.flows.pipeline import budget_from_settings
 from enrich.errors import RetryableError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
 from enrich.settings import load_settings

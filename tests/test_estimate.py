@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from enrich.estimate import KIND_ESTIMATORS, estimate, format_estimate
+from enrich.flows.estimate import KIND_ESTIMATORS, estimate, format_estimate
 from enrich.settings import RateLimit, load_settings
 from enrich.tokens import prompt_tokens
 from enrich.schemas.descriptions import ImageDescription

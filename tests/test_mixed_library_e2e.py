@@ -154,7 +154,7 @@ def test_header_estimate_matches_billed_input_tokens_per_file(mixed_run):
 
 
 def test_enrich_estimate_counts_seconds_pages_and_matches_the_bill_within_2_percent(mixed_run, monkeypatch):
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.settings import load_settings
 
     root, expected, warehouse, stats = mixed_run

@@ -24,7 +24,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_a_run_within_budget_is_not_questioned():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     err = io.StringIO()
     confirm_spend(Decimal("0.5"), Decimal("1"), yes=False, stdin=FakeTerminal(""), stderr=err)
@@ -33,7 +33,7 @@ def test_a_run_within_budget_is_not_questioned():
 
 
 def test_over_budget_an_interactive_run_asks_and_goes_on_only_when_told():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     err = io.StringIO()
     confirm_spend(Decimal("2"), Decimal("1"), yes=False, stdin=FakeTerminal("y\n"), stderr=err)
@@ -43,7 +43,7 @@ def test_over_budget_an_interactive_run_asks_and_goes_on_only_when_told():
 
 
 def test_over_budget_a_non_interactive_run_stops_unless_yes():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     with pytest.raises(UsageError, match="--yes"):
         confirm_spend(Decimal("2"), Decimal("1"), yes=False, stdin=io.StringIO("y\n"), stderr=io.StringIO())
@@ -102,7 +102,7 @@ def run_cli(capsys, *args: str) -> dict:
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_second_run_finishes(
         tmp_path, gemini, enrich_home, capsys):
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.settings import load_settings
     from enrich.warehouse.views import connect
 
@@ -141,7 +141,7 @@ def test_a_run_capped_at_30_percent_of_its_estimate_spends_at_most_that_and_a_se
 
 def test_a_daily_cap_limits_a_run_by_what_was_spent_today(tmp_path, gemini, enrich_home, monkeypatch):
     """The rolling cap counts today's recorded spend: a second run gets only what is left of it."""
-    from enrich.estimate import estimate
+    from enrich.flows.estimate import estimate
     from enrich.settings import load_settings
     from tests.support.estimate_library import run_pipeline
     from enrich.warehouse.views import connect

@@ -39,10 +39,13 @@ def start_of_day_utc(now: datetime | None = None) -> datetime:
 
 
 def spent_since(warehouse_dir: str | Path, since: datetime) -> Decimal:
-    """Dollars recorded on every result row (all runs) that finished at or after `since`."""
+    """Dollars recorded on every result row (all runs) that finished at or after `since`, plus what
+    evaluations (`enrich eval`, kept apart under evals/) spent in that time."""
+    from enrich.warehouse.evals import eval_spent_since
+
     rows = _query(warehouse_dir, "SELECT sum(cost_usd) FROM results WHERE finished_at >= ?", [since])
     total = rows[0][0] if rows else None
-    return Decimal(total) if total is not None else Decimal(0)
+    return (Decimal(total) if total is not None else Decimal(0)) + eval_spent_since(warehouse_dir, since)
 
 
 def spent_today(warehouse_dir: str | Path, now: datetime | None = None) -> Decimal:

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from enrich.errors import UsageError
+from enrich.errors import WarehouseLocked
 from enrich.private_fs import private_dirs
 
 LOCK_NAME = ".lock"
@@ -24,8 +24,8 @@ PROBE_GRACE_S = 2.0
 POLL_S = 0.1
 
 
-class WarehouseBusy(UsageError):
-    kind = "warehouse_busy"
+# The warehouse's own error (enrich/errors.py, a low module); the CLI maps it to exit code 2.
+WarehouseBusy = WarehouseLocked
 
 
 def lock_path(root: str | Path) -> Path:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
+from enrich.schemas.vocab import RunStatus
 from enrich.warehouse.store import Warehouse
 from enrich.warehouse.views import read_snapshot
 
@@ -123,7 +124,7 @@ def mark_crashed_runs(warehouse: Warehouse, marked_by: str) -> list[str]:
         new = dict(snap)
         new.update(
             seq=int(snap["seq"]) + 1,
-            status="crashed",
+            status=RunStatus.CRASHED,
             finished_at=fig.get("last_row_at") or snap.get("started_at"),
             message=f"the process died while running; marked crashed by run {marked_by}; "
                     "its committed rows are kept and the next run carried on from them",

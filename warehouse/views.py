@@ -7,6 +7,8 @@ Views:
              records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
              bytes, so an interrupted reprocess never makes a committed description vanish from view
     runs     the latest snapshot per run
+    evals    evaluation scores (`enrich eval`): one row per item per configuration (schemas/evals.py)
+    eval_summary  one row per evaluation and configuration: items, rates and means of the scores, spend
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
+from enrich.schemas.evals import EVAL_SCHEMA
 from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
+from enrich.warehouse.evals import score_files
 from enrich.warehouse.store import Warehouse
 
 
@@ -77,7 +81,32 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _rank = 1
         """
     )
+    con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, score_files(warehouse_dir), EVAL_SCHEMA, '_empty_evals')}")
+    con.execute(f"CREATE OR REPLACE VIEW eval_summary AS {EVAL_SUMMARY_SQL}")
     return con
+
+
+# Means skip unscored (null) values; booleans count as 1/0.
+EVAL_SUMMARY_SQL = """
+SELECT eval_id, config_label, config, any_value(model) AS model, any_value(resolution) AS resolution,
+       any_value(set_name) AS set_name, min(started_at) AS started_at, count(*) AS items,
+       count(*) FILTER (WHERE status = 'ok') AS ok,
+       avg(schema_valid::INT) AS schema_valid,
+       avg(object_recall) AS object_recall, avg(object_precision) AS object_precision,
+       avg(people_count_ok::INT) AS people_count_ok, avg(setting_ok::INT) AS setting_ok,
+       avg(text_cer) AS text_cer, avg(transcript_wer) AS transcript_wer,
+       avg(title_ok::INT) AS title_ok, avg(date_recall) AS date_recall,
+       count(*) FILTER (WHERE len(boilerplate) > 0) AS boilerplate_items,
+       count(*) FILTER (WHERE refusal) AS refusals,
+       count(*) FILTER (WHERE canary IS NOT NULL) AS canaries,
+       count(*) FILTER (WHERE injection_followed) AS injections_followed,
+       avg(judge_score) AS judge_score,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cost_usd) AS cost_usd, sum(cost_usd) / count(*) AS cost_per_item_usd,
+       sum(judge_cost_usd) AS judge_cost_usd,
+       median(latency_ms) AS latency_median_ms
+FROM evals GROUP BY eval_id, config_label, config
+"""
 
 
 T = TypeVar("T")

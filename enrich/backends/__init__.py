@@ -33,7 +33,7 @@ def _gemini(spec: str, settings: Settings) -> Backend:
 def _mlx(spec: str, settings: Settings) -> Backend:
     from enrich.backends.mlx_local import MlxBackend
 
-    return MlxBackend(spec.split(":", 1)[1])
+    return MlxBackend(spec.split(":", 1)[1], max_inline_bytes=settings.max_inline_bytes)
 
 
 def _openai(spec: str, settings: Settings) -> Backend:
@@ -51,6 +51,7 @@ def _openai(spec: str, settings: Settings) -> Backend:
                           "ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
     key = settings.openai_api_key
     return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s,
+                               max_inline_bytes=settings.max_inline_bytes,
                                api_key=key.get_secret_value() if key is not None else None)
 
 

@@ -17,10 +17,12 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import SecretStr, ValidationError
 
+from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.redact import register_secret, scrub
+from enrich.settings import default
 
 GEMINI_MIME_TYPES = frozenset(
     {
@@ -116,10 +118,10 @@ class GeminiBackend:
         *,
         api_key: SecretStr | None,
         base_url: str | None = None,
-        api_version: str = "v1beta",
-        timeout_s: float = 60.0,
-        max_inline_bytes: int = 20 * 1024 * 1024,
-        file_active_timeout_s: float = 600.0,
+        api_version: str = default("api_version"),
+        timeout_s: float = default("request_timeout_s"),
+        max_inline_bytes: int = default("max_inline_bytes"),
+        file_active_timeout_s: float = default("file_active_timeout_s"),
         max_connections: int | None = None,
     ) -> None:
         if api_key is None or not api_key.get_secret_value():
@@ -154,15 +156,15 @@ class GeminiBackend:
         if code == 429:
             if _daily_quota(exc):
                 return FatalRunError(f"the daily request quota is used up ({message}); try again tomorrow",
-                                     kind="quota_exhausted")
-            return RetryableError(message, kind="rate_limited", retry_after=retry_after_from(exc))
+                                     kind=ErrorKind.QUOTA_EXHAUSTED)
+            return RetryableError(message, kind=ErrorKind.RATE_LIMITED, retry_after=retry_after_from(exc))
         if code in RETRYABLE_CODES:
-            return RetryableError(message, kind=f"http_{code}", retry_after=retry_after_from(exc))
+            return RetryableError(message, kind=ErrorKind.for_http_status(code), retry_after=retry_after_from(exc))
         if code in (401, 403) or "API_KEY_INVALID" in details or "API key not valid" in (exc.message or ""):
-            return FatalRunError(f"the API key was rejected ({message})", kind="auth")
+            return FatalRunError(f"the API key was rejected ({message})", kind=ErrorKind.AUTH)
         if code == 404:
-            return FatalRunError(f"model {self.model!r} not found at the endpoint ({message})", kind="unknown_model")
-        return ItemRequestError(message, kind=f"http_{code}")
+            return FatalRunError(f"model {self.model!r} not found at the endpoint ({message})", kind=ErrorKind.UNKNOWN_MODEL)
+        return ItemRequestError(message, kind=ErrorKind.for_http_status(code))
 
     # -- the call ---------------------------------------------------------------------------------------
     def _config(self, request: DescribeRequest) -> types.GenerateContentConfig:
@@ -181,7 +183,7 @@ class GeminiBackend:
             return await self._parts(request, uploaded)
         except _MEDIA_READ_ERRORS as exc:  # the file vanished or became unreadable since it was prepared
             raise ItemRequestError(f"cannot read the media file: {exc.__class__.__name__}: {exc.strerror or exc}",
-                                   kind="unreadable") from None
+                                   kind=ErrorKind.UNREADABLE) from None
 
     async def _parts(self, request: DescribeRequest, uploaded: list[str]) -> list[Any]:
         parts: list[Any] = []
@@ -190,7 +192,7 @@ class GeminiBackend:
             size = media.size
             if size > self.capabilities.max_upload_bytes:
                 raise ItemRequestError(f"{size / 2**30:.1f} GiB is over the Files API limit of "
-                                       f"{self.capabilities.max_upload_bytes / 2**30:.0f} GiB", kind="too_large")
+                                       f"{self.capabilities.max_upload_bytes / 2**30:.0f} GiB", kind=ErrorKind.TOO_LARGE)
             if size <= inline_budget:
                 inline_budget -= size
                 parts.append(types.Part.from_bytes(data=await _bytes_of(media), mime_type=media.mime))
@@ -203,7 +205,7 @@ class GeminiBackend:
                 if isinstance(mapped, (RetryableError, ItemRequestError)):
                     raise mapped from None
                 # a 404/403 from the Files API is about the file, not the model or the key (preflight checked those)
-                raise ItemRequestError(self._scrub(f"upload failed: {mapped}"), kind="upload_failed") from None
+                raise ItemRequestError(self._scrub(f"upload failed: {mapped}"), kind=ErrorKind.UPLOAD_FAILED) from None
             parts.append(types.Part.from_uri(file_uri=file.uri, mime_type=file.mime_type or media.mime))
         parts.append(types.Part.from_text(text=request.prompt))
         return [types.Content(role="user", parts=parts)]
@@ -218,10 +220,10 @@ class GeminiBackend:
                 raise mapped from None
             if isinstance(mapped, RetryableError):
                 return  # reachable but busy (429/5xx): the run paces and retries; a dead endpoint aborts it
-            raise FatalRunError(f"the endpoint refused a test request: {mapped}", kind="endpoint") from None
+            raise FatalRunError(f"the endpoint refused a test request: {mapped}", kind=ErrorKind.ENDPOINT) from None
         except (*TRANSPORT_ERRORS, json.JSONDecodeError) as exc:
             raise FatalRunError(self._scrub(f"cannot reach the Gemini endpoint ({exc.__class__.__name__}: {exc})"),
-                                kind="endpoint_unreachable") from None
+                                kind=ErrorKind.ENDPOINT_UNREACHABLE) from None
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         started = time.perf_counter()
@@ -233,11 +235,11 @@ class GeminiBackend:
         except genai_errors.APIError as exc:
             raise self._map_api_error(exc) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RetryableError(f"unparseable response body: {exc.__class__.__name__}", kind="garbage_response") from None
+            raise RetryableError(f"unparseable response body: {exc.__class__.__name__}", kind=ErrorKind.GARBAGE_RESPONSE) from None
         except TIMEOUT_ERRORS:
-            raise RetryableError("request timed out", kind="timeout") from None
+            raise RetryableError("request timed out", kind=ErrorKind.TIMEOUT) from None
         except TRANSPORT_ERRORS as exc:
-            raise RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind="connection") from None
+            raise RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind=ErrorKind.CONNECTION) from None
         finally:
             if uploaded:
                 await delete_quietly(self._client, uploaded)
@@ -251,21 +253,21 @@ class GeminiBackend:
         feedback = response.prompt_feedback
         if feedback is not None and feedback.block_reason:
             reason = str(getattr(feedback.block_reason, "value", feedback.block_reason))
-            return DescribeResult(status="blocked", usage=usage, error_kind="prompt_blocked",
+            return DescribeResult(status=Status.BLOCKED, usage=usage, error_kind=ErrorKind.PROMPT_BLOCKED,
                                   error=f"prompt blocked: {reason}", finish_reason=reason, model_version=version)
         if not response.candidates:
-            return DescribeResult(status="error", usage=usage, error_kind="no_candidates",
+            return DescribeResult(status=Status.ERROR, usage=usage, error_kind=ErrorKind.NO_CANDIDATES,
                                   error="the model returned no candidates", model_version=version)
         candidate = response.candidates[0]
         finish = candidate.finish_reason
         finish_name = str(getattr(finish, "value", finish)) if finish is not None else None
         if finish_name in BLOCK_FINISH_REASONS:
-            return DescribeResult(status="blocked", usage=usage, error_kind=finish_name.lower(),
+            return DescribeResult(status=Status.BLOCKED, usage=usage, error_kind=ErrorKind.for_block_reason(finish_name),
                                   error=f"output blocked: {finish_name}", finish_reason=finish_name,
                                   model_version=version)
         text = _text_of(candidate)
         if finish_name == "MAX_TOKENS":
-            return DescribeResult(status="error", usage=usage, error_kind="max_tokens",
+            return DescribeResult(status=Status.ERROR, usage=usage, error_kind=ErrorKind.MAX_TOKENS,
                                   error=f"output cut at max_output_tokens={request.max_output_tokens}",
                                   finish_reason=finish_name, raw_text=text, model_version=version)
         parsed = response.parsed
@@ -275,10 +277,10 @@ class GeminiBackend:
             except ValidationError:
                 parsed = None
         if parsed is None:
-            return DescribeResult(status="error", usage=usage, error_kind="invalid_output",
+            return DescribeResult(status=Status.ERROR, usage=usage, error_kind=ErrorKind.INVALID_OUTPUT,
                                   error="the answer did not match the schema", finish_reason=finish_name,
                                   raw_text=text, model_version=version)
-        return DescribeResult(status="ok", description=parsed, usage=usage, finish_reason=finish_name,
+        return DescribeResult(status=Status.OK, description=parsed, usage=usage, finish_reason=finish_name,
                               model_version=version)
 
     async def aclose(self) -> None:
@@ -316,7 +318,7 @@ async def _bytes_of(media: MediaPart) -> bytes:
     if media.data is not None:
         return media.data
     if media.path is None:
-        raise ItemRequestError("a media part with neither bytes nor a path", kind="unsupported")
+        raise ItemRequestError("a media part with neither bytes nor a path", kind=ErrorKind.UNSUPPORTED)
     import asyncio
 
     return await asyncio.to_thread(media.path.read_bytes)

@@ -14,9 +14,11 @@ import time
 from google import genai
 from google.genai import types
 
+from enrich.schemas.vocab import ErrorKind
 from enrich.backends.base import MediaPart
 from enrich.errors import ItemRequestError, RetryableError
 from enrich.redact import scrubbed_logger
+from enrich.settings import default
 
 log = scrubbed_logger("enrich.gemini.files")
 
@@ -26,7 +28,7 @@ POLL_MAX_S = 5.0
 
 
 async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[str], *,
-                        active_timeout_s: float = 600.0) -> types.File:
+                        active_timeout_s: float = default("file_active_timeout_s")) -> types.File:
     """Upload one media part (its file, or its bytes) and return it once the service says ACTIVE."""
     # From an open file object, never a path: given a path the SDK sends its base name
     # (X-Goog-Upload-File-Name), and a file's name is personal data. The display name is neutral.
@@ -43,16 +45,16 @@ async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[s
     while _state(file) == "PROCESSING":
         if time.monotonic() + delay > deadline:
             raise RetryableError(f"the uploaded file was still PROCESSING after {active_timeout_s:g} s",
-                                 kind="file_processing_timeout")
+                                 kind=ErrorKind.FILE_PROCESSING_TIMEOUT)
         await asyncio.sleep(delay)
         delay = min(POLL_MAX_S, delay * 2)
         file = await client.aio.files.get(name=file.name)
     state = _state(file)
     if state == "FAILED":
         why = file.error.message if file.error is not None and file.error.message else "no reason given"
-        raise ItemRequestError(f"the Files API could not process the file: {why}", kind="file_processing_failed")
+        raise ItemRequestError(f"the Files API could not process the file: {why}", kind=ErrorKind.FILE_PROCESSING_FAILED)
     if state not in ("ACTIVE", "STATE_UNSPECIFIED", None):
-        raise ItemRequestError(f"the uploaded file is in state {state}", kind="file_processing_failed")
+        raise ItemRequestError(f"the uploaded file is in state {state}", kind=ErrorKind.FILE_PROCESSING_FAILED)
     return file
 
 

@@ -34,9 +34,11 @@ from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
 
+from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import ConfigError, FatalRunError, ItemRequestError, MediaError
+from enrich.settings import default
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 # Model types whose batched vision path is known to be wrong in mlx-vlm 0.7.10 (see module docstring).
@@ -236,7 +238,7 @@ class MlxBackend:
         logits_processors: Sequence[LogitsProcessor] | None = None,
         retry_invalid: bool = True,
         constrained: bool = False,
-        max_inline_bytes: int = 20 * 1024 * 1024,
+        max_inline_bytes: int = default("max_inline_bytes"),
         force_batch: bool = False,
     ) -> None:
         path = str(model_path)
@@ -273,7 +275,7 @@ class MlxBackend:
         try:
             await self.load()
         except ConfigError as e:
-            raise FatalRunError(str(e), kind="config") from None
+            raise FatalRunError(str(e), kind=ErrorKind.CONFIG) from None
 
     async def aclose(self) -> None:
         # The model stays cached for the process: other backends on the same path share it.
@@ -292,7 +294,7 @@ class MlxBackend:
         images = []
         for part in request.media:
             if not self.capabilities.accepts(part.mime):
-                raise ItemRequestError(f"mlx backend does not accept {part.mime}", kind="unsupported_media")
+                raise ItemRequestError(f"mlx backend does not accept {part.mime}", kind=ErrorKind.UNSUPPORTED_MEDIA)
             images.append(_pil_image(part))
         return images
 
@@ -329,7 +331,7 @@ class MlxBackend:
             except (MediaError, ItemRequestError, FatalRunError):
                 raise
             except Exception as e:
-                raise ItemRequestError(f"mlx generate failed: {type(e).__name__}: {e}", kind="model_error") from e
+                raise ItemRequestError(f"mlx generate failed: {type(e).__name__}: {e}", kind=ErrorKind.MODEL_ERROR) from e
             wall = time.perf_counter() - t0
         return _Attempt(
             text=res.text or "",
@@ -381,9 +383,9 @@ class MlxBackend:
         try:
             desc = parse_or_repair(last.text, request.schema)
         except InvalidOutput as e:
-            kind = "max_tokens" if last.finish_reason == "length" else "invalid_output"
-            return DescribeResult(status="error", error_kind=kind, error=str(e), raw_text=last.text, **base)
-        return DescribeResult(status="ok", description=desc, **base)
+            kind = ErrorKind.MAX_TOKENS if last.finish_reason == "length" else ErrorKind.INVALID_OUTPUT
+            return DescribeResult(status=Status.ERROR, error_kind=kind, error=str(e), raw_text=last.text, **base)
+        return DescribeResult(status=Status.OK, description=desc, **base)
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         return await MLX_THREAD.run(self._describe_sync, request)
@@ -406,7 +408,7 @@ class MlxBackend:
             return [self._describe_sync(r) for r in requests]
         images_per_req = [self._images(r) for r in requests]
         if any(len(imgs) != 1 for imgs in images_per_req):
-            raise ItemRequestError("describe_many needs exactly one image per request", kind="unsupported_media")
+            raise ItemRequestError("describe_many needs exactly one image per request", kind=ErrorKind.UNSUPPORTED_MEDIA)
         # Per-row processors (a list of lists), each ending with a counter for exact per-row token counts.
         counters = [_CountTokens() for _ in requests]
         procs = [self._processors(loaded, r.schema) + [c] for r, c in zip(requests, counters)]
@@ -424,7 +426,7 @@ class MlxBackend:
                     verbose=False,
                 )
             except Exception as e:
-                raise ItemRequestError(f"mlx batch_generate failed: {type(e).__name__}: {e}", kind="model_error") from e
+                raise ItemRequestError(f"mlx batch_generate failed: {type(e).__name__}: {e}", kind=ErrorKind.MODEL_ERROR) from e
             wall = time.perf_counter() - t0
         stats = resp.stats
         n = len(requests)

@@ -26,10 +26,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel
 
+from enrich.schemas.vocab import ErrorKind, Status
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.redact import register_secret, scrub
+from enrich.settings import default
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -121,7 +123,7 @@ class OpenAICompatBackend:
         structured_output: bool = False,
         timeout_s: float = 120.0,
         default_concurrency: int = 4,
-        max_inline_bytes: int = 20 * 1024 * 1024,
+        max_inline_bytes: int = default("max_inline_bytes"),
         retry_invalid: bool = True,
         temperature: float = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -177,25 +179,26 @@ class OpenAICompatBackend:
         snippet = self._body_snippet(response)
         msg = f"{what}: HTTP {status}" + (f": {snippet}" if snippet else "")
         if status == 429 or status == 408 or status >= 500:
-            kind = "rate_limited" if status == 429 else ("timeout" if status == 408 else "server_error")
+            kind = (ErrorKind.RATE_LIMITED if status == 429
+                    else ErrorKind.TIMEOUT if status == 408 else ErrorKind.SERVER_ERROR)
             return RetryableError(msg, kind=kind, retry_after=_retry_after_s(response.headers.get("Retry-After")))
         if status in (401, 403):
-            return FatalRunError(msg, kind="auth")
+            return FatalRunError(msg, kind=ErrorKind.AUTH)
         if status == 404:
             return FatalRunError(
                 msg + f" (is {self.base_url!r} the /v1 base URL, and is model {self.server_model!r} served?)",
-                kind="model_not_found",
+                kind=ErrorKind.MODEL_NOT_FOUND,
             )
         if status in (400, 422) and _MODEL_MISSING_RE.search(snippet):
-            return FatalRunError(msg, kind="model_not_found")
+            return FatalRunError(msg, kind=ErrorKind.MODEL_NOT_FOUND)
         if status == 413:
-            return ItemRequestError(msg, kind="too_large")
-        return ItemRequestError(msg, kind="request_rejected")
+            return ItemRequestError(msg, kind=ErrorKind.TOO_LARGE)
+        return ItemRequestError(msg, kind=ErrorKind.REQUEST_REJECTED)
 
     def _transport_error(self, exc: Exception) -> RetryableError:
         if isinstance(exc, httpx.TimeoutException):
-            return RetryableError("request timed out", kind="timeout")
-        return RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind="connection")
+            return RetryableError("request timed out", kind=ErrorKind.TIMEOUT)
+        return RetryableError(self._scrub(f"connection error: {exc.__class__.__name__}: {exc}"), kind=ErrorKind.CONNECTION)
 
     def build_prompt(self, request: DescribeRequest, *, repair: bool = False) -> str:
         if self._structured:
@@ -210,7 +213,7 @@ class OpenAICompatBackend:
         for part in request.media:
             if not self.capabilities.accepts(part.mime):
                 raise ItemRequestError(f"{self.server_model} via OpenAI API: {part.mime} not supported",
-                                       kind="unsupported_media")
+                                       kind=ErrorKind.UNSUPPORTED_MEDIA)
             content.append({"type": "image_url", "image_url": {"url": _data_uri(part)}})
         content.append({"type": "text", "text": self.build_prompt(request, repair=repair)})
         body: dict[str, Any] = {
@@ -241,10 +244,10 @@ class OpenAICompatBackend:
         except httpx.HTTPError as exc:
             raise FatalRunError(
                 self._scrub(f"cannot reach {self.base_url} ({exc.__class__.__name__}: {exc})"),
-                kind="endpoint_unreachable",
+                kind=ErrorKind.ENDPOINT_UNREACHABLE,
             ) from None
         if response.status_code in (401, 403):
-            raise FatalRunError(f"{self.base_url} refused the API key: HTTP {response.status_code}", kind="auth")
+            raise FatalRunError(f"{self.base_url} refused the API key: HTTP {response.status_code}", kind=ErrorKind.AUTH)
         # 404 (no /models route), 429/5xx (busy): reachable; the run paces and retries.
 
     async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -261,14 +264,14 @@ class OpenAICompatBackend:
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             raise RetryableError(
                 f"unparseable response body (HTTP {response.status_code}): {self._body_snippet(response)[:100]}",
-                kind="garbage_response",
+                kind=ErrorKind.GARBAGE_RESPONSE,
             ) from None
         if not isinstance(payload, dict):
-            raise RetryableError("response body is not a JSON object", kind="garbage_response")
+            raise RetryableError("response body is not a JSON object", kind=ErrorKind.GARBAGE_RESPONSE)
         if "error" in payload and not payload.get("choices"):  # some servers answer 200 with an error object
             err = payload["error"]
             message = err.get("message") if isinstance(err, dict) else str(err)
-            raise RetryableError(self._scrub(f"server error in a 200 reply: {message}"), kind="server_error")
+            raise RetryableError(self._scrub(f"server error in a 200 reply: {message}"), kind=ErrorKind.SERVER_ERROR)
         return payload, latency
 
     @staticmethod
@@ -294,7 +297,7 @@ class OpenAICompatBackend:
             extra["tokens_per_second"] = timings["predicted_per_second"]
         choices = last.get("choices") or []
         if not choices:
-            return DescribeResult(status="error", usage=usage, error_kind="no_candidates",
+            return DescribeResult(status=Status.ERROR, usage=usage, error_kind=ErrorKind.NO_CANDIDATES,
                                   error="the server returned no choices", model_version=version, extra=extra)
         choice = choices[0] or {}
         finish = choice.get("finish_reason")
@@ -302,21 +305,21 @@ class OpenAICompatBackend:
         text = _content_text(message.get("content"))
         base = dict(usage=usage, finish_reason=finish, model_version=version, extra=extra)
         if finish == "content_filter":
-            return DescribeResult(status="blocked", error_kind="safety", error="output blocked: content_filter",
+            return DescribeResult(status=Status.BLOCKED, error_kind=ErrorKind.SAFETY, error="output blocked: content_filter",
                                   raw_text=text or None, **base)
         refusal = message.get("refusal")
         if refusal and not text:
-            return DescribeResult(status="blocked", error_kind="refusal", error=f"refused: {refusal}"[:300],
+            return DescribeResult(status=Status.BLOCKED, error_kind=ErrorKind.REFUSAL, error=f"refused: {refusal}"[:300],
                                   raw_text=refusal, **base)
         try:
             desc = parse_or_repair(text, request.schema)
         except InvalidOutput as e:
             if finish == "length":
-                return DescribeResult(status="error", error_kind="max_tokens",
+                return DescribeResult(status=Status.ERROR, error_kind=ErrorKind.MAX_TOKENS,
                                       error=f"output cut at max_tokens={request.max_output_tokens}: {e}",
                                       raw_text=text, **base)
-            return DescribeResult(status="error", error_kind="invalid_output", error=str(e), raw_text=text, **base)
-        return DescribeResult(status="ok", description=desc, **base)
+            return DescribeResult(status=Status.ERROR, error_kind=ErrorKind.INVALID_OUTPUT, error=str(e), raw_text=text, **base)
+        return DescribeResult(status=Status.OK, description=desc, **base)
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         payload, latency = await self._post(self.build_body(request))

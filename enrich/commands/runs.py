@@ -8,6 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from enrich.commands._common import WAREHOUSE_HELP, format_table, jsonable
+
 COLUMNS = ["run_id", "status", "started_at", "duration", "items", "unchanged", "reused", "ok", "errors",
            "spent_usd", "model"]
 
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interrupted, failed, crashed), rows written (items), files that needed nothing (unchanged), rows "
         "copied without a model call (reused), outcomes, and spend.",
     )
-    p.add_argument("--warehouse", help="warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
+    p.add_argument("--warehouse", help=WAREHOUSE_HELP)
     p.add_argument("--limit", type=int, default=20, help="show at most N runs (default 20; 0 for all)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=main)
@@ -55,7 +57,6 @@ def list_runs(warehouse: str, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enrich.commands.query import _jsonable, format_table
     from enrich.settings import load_settings
 
     settings = load_settings()
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(warehouse=args.warehouse)
     rows = list_runs(str(settings.warehouse), args.limit)
     if args.format == "json":
-        json.dump([{c: _jsonable(r.get(c)) for c in COLUMNS} for r in rows], sys.stdout)
+        json.dump([{c: jsonable(r.get(c)) for c in COLUMNS} for r in rows], sys.stdout)
         sys.stdout.write("\n")
         return 0
     if not rows:

@@ -18,33 +18,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from enrich.commands._common import add_media_flags, overrides_from, resolve_paths, start_emulator
+
 NEEDS_SERVER = (
     "a schedule needs a persistent Prefect server. Start one in another terminal with "
     "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api, or pass --start-server "
     "to let enrich serve start one (its data lives in $ENRICH_HOME/prefect)"
 )
-# `run` flags that make no sense for a scheduled run (given their defaults so run's helpers still work).
-NOT_FOR_SERVE = {"paths", "help", "json", "yes", "wait"}
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """The flags of `enrich run` (model, budget, warehouse, reprocess, ...), taken from its parser so a
-    scheduled run accepts exactly what a manual one does."""
-    from enrich.commands import run as run_cmd
-
-    holder = argparse.ArgumentParser(add_help=False).add_subparsers()
-    run_cmd.register(holder)
-    group = p.add_argument_group("run options (as for enrich run)")
-    skipped = {}
-    for action in holder.choices["run"]._actions:
-        if action.dest in NOT_FOR_SERVE or not action.option_strings:
-            if action.dest != "help":
-                skipped[action.dest] = action.default
-            continue
-        group._add_action(action)
-    p.set_defaults(**skipped)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -54,14 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "PREFECT_API_URL, or --start-server. Each run is incremental. See the runs in the Prefect UI "
         "(the server's address without /api) or with `enrich runs`.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to describe on each run")
+    add_media_flags(p, "serve")
     p.add_argument("--cron", required=True, help='when to run, a cron expression, e.g. "0 2 * * *" (02:00 daily)')
     p.add_argument("--timezone", help="time zone of the cron expression (default: this machine's, else UTC)")
     p.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
     p.add_argument("--start-server", action="store_true",
                    help="start a local Prefect server (UI included) when PREFECT_API_URL is not set")
     p.add_argument("--port", type=int, default=4200, help="port for --start-server (default 4200)")
-    _add_run_options(p)
     p.set_defaults(handler=main)
 
 
@@ -155,29 +134,25 @@ def prefect_server_env(port: int, base: dict[str, str] | None = None) -> dict[st
 
 def main(args: argparse.Namespace) -> int:
     from enrich.errors import UsageError
+    from enrich.prefect_env import configure_prefect_env
     from enrich.settings import load_settings
 
-    missing = [p for p in args.paths if not os.path.lexists(p)]
-    if missing:
-        raise UsageError(f"path not found: {missing[0]}")
-    roots = [str(Path(p).expanduser().resolve()) for p in args.paths]
+    roots = resolve_paths(args.paths)
     settings = load_settings()
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
+    start_server = not os.environ.get("PREFECT_API_URL")
+    if start_server:
         if not args.start_server:
             raise UsageError(NEEDS_SERVER)
-        from enrich.prefect_env import configure_prefect_env
-
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"  # before Prefect settings load
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "true")  # the server checks CSRF tokens
-        configure_prefect_env()
+    configure_prefect_env()  # before Prefect is imported; the runs this process starts inherit it
+    server = None
+    if start_server:
         print(f"starting a Prefect server on port {args.port} (first start takes a while)...", file=sys.stderr)
         server, _ = start_prefect_server(args.port, settings.home)
     emu = None
     try:
-        if getattr(args, "emulator", False):
-            from enrich.commands.run import start_emulator
-
+        if args.emulator:
             emu, url = start_emulator()
             print(f"Using the local Gemini emulator at {url} (answers are fake; nothing is billed).",
                   file=sys.stderr)

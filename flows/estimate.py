@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.backends.base import Usage
 from enrich.budget import reserved_input_tokens
 from enrich.errors import MediaError
@@ -77,7 +78,7 @@ def estimate_media(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
     limits = opts.limits or MediaLimits()
     info = probe(file.path, file.kind, file.mime, pdf_timeout_s=limits.pdf_timeout_s)
     if info is None:
-        raise MediaError(f"cannot read the {file.kind} header", kind="corrupt")
+        raise MediaError(f"cannot read the {file.kind} header", kind=ErrorKind.CORRUPT)
     info = apply_limits(info, limits)  # raises MediaError(too_long) for a file the run would refuse
     tokens, audio = media_tokens(info, opts.model, opts.resolution)
     # only audio files are billed at the audio rate; a video's soundtrack is part of its video tokens
@@ -86,10 +87,10 @@ def estimate_media(file: DiscoveredFile, opts: EstimateOptions) -> MediaTokens:
 
 # kind -> header probe. A probe raises MediaError for a file the pipeline would refuse (not billed).
 KIND_ESTIMATORS: dict[str, KindEstimator] = {
-    "image": estimate_image,
-    "audio": estimate_media,
-    "video": estimate_media,
-    "document": estimate_media,
+    MediaKind.IMAGE: estimate_image,
+    MediaKind.AUDIO: estimate_media,
+    MediaKind.VIDEO: estimate_media,
+    MediaKind.DOCUMENT: estimate_media,
 }
 
 
@@ -209,7 +210,7 @@ def _probe_batch(batch: list[tuple[DiscoveredFile, KindEstimator]],
         except MediaError as exc:
             out.append((file, exc))
         except Exception as exc:  # an odd header must not end the estimate: the run would record it too
-            out.append((file, MediaError(f"{exc.__class__.__name__}: {exc}", kind="corrupt")))
+            out.append((file, MediaError(f"{exc.__class__.__name__}: {exc}", kind=ErrorKind.CORRUPT)))
     return out
 
 
@@ -347,6 +348,18 @@ def estimate(
         k.cost_usd = cost_usd(usage, price, batch=batch_mode)
     _estimate_time(est, settings, history)
     return est
+
+
+def skip_done_filter(settings: Settings, reprocess: Iterable[str] | None) -> Callable[[DiscoveredFile], bool] | None:
+    """The run's skip-already-done rules for a header-only scan (tasks/incremental.would_send): what `enrich
+    run` would leave out. None when the warehouse holds no results yet (nothing to leave out)."""
+    from enrich.tasks.incremental import current_versions, would_send
+    from enrich.warehouse.state import load_state
+    from enrich.warehouse.store import Warehouse
+
+    if not Warehouse(settings.warehouse).result_files():
+        return None
+    return would_send(load_state(Warehouse(settings.warehouse)), current_versions(settings), list(reprocess or []))
 
 
 def _history_medians(settings: Settings, history: bool) -> dict:
