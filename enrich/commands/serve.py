@@ -93,7 +93,6 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
 
 def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """The deployment's parameters: the safe run options only (see flows/run_options.py)."""
-    from enrich.commands.run import overrides_from
     from enrich.flows.run_options import split_overrides
 
     options, _ = split_overrides(overrides_from(args))
@@ -104,7 +103,6 @@ def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any
 def process_environment(args: argparse.Namespace) -> dict[str, str]:
     """What serve's own flags set that a flow parameter may not (the warehouse, --keep-metadata, an endpoint
     or local model): put into the serving process's environment, which every scheduled run inherits."""
-    from enrich.commands.run import overrides_from
     from enrich.flows.run_options import split_overrides
 
     from enrich.flows.run_options import ALLOWED_ROOTS_ENV
