@@ -582,6 +582,17 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
     return RunStatus.FINISHED, None
 
 
+def refresh_search_index(root) -> None:
+    """Bring `enrich search`'s index, if there is one, up to date with what the run wrote (while the run
+    still holds the warehouse lock). Never fails the run: `enrich search` rebuilds it when it finds it stale."""
+    try:
+        from enrich.warehouse.search_index import ensure_fresh
+
+        ensure_fresh(root, only_if_present=True)
+    except Exception as exc:  # noqa: BLE001 - the index is derived data; the run's rows are committed
+        log.warning("search index not updated: %r", exc)
+
+
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
     """Record the run's end. Returns its final status."""
     try:
@@ -590,6 +601,7 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
         message = scrub(message)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
+        refresh_search_index(ctx.warehouse.root)
     finally:
         try:
             ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)

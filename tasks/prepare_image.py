@@ -171,14 +171,7 @@ def _formats_for(mime: str | None) -> list[str]:
 def _open(path: str | os.PathLike[str], max_pixels: int, mime: str | None = None) -> Image.Image:
     """Open lazily (header only), enforce the pixel limit; every failure is a MediaError."""
     path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
-    except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
-    if size == 0:
-        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
+    _open_checks(path)
     try:
         img = Image.open(path, formats=_formats_for(mime or _sniffed_mime(path)))
     except Image.DecompressionBombError as exc:
