@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from pydantic import SecretStr
 
 from enrich.errors import ConfigError
+from enrich.schemas.money import check_budget_usd
 
 import enrich.config
 
@@ -116,6 +117,7 @@ class Spec:
     optional: bool = False  # None is a valid value (unset)
     check: Callable[[Any], str | None] | None = None  # returns what is wrong with a value, or None
     secret: bool = False
+    flag: str | None = None  # the command-line option that sets it, for error messages
 
     def where(self) -> str:
         """The TOML key as people write it: `[run] model`."""
@@ -127,11 +129,12 @@ class Spec:
 
 def setting(default: Any, *, help: str, type: Any = None, env: str | tuple[str, ...] | None = "",
             toml: str | None = None, optional: bool = False, check: Callable[[Any], str | None] | None = None,
-            secret: bool = False) -> Any:
+            secret: bool = False, flag: str | None = None) -> Any:
     """Declare a setting as a Settings field. env "" means ENRICH_<NAME>; None means no variable."""
     kind = type if type is not None else builtins_type(default)
     meta = {"setting": dict(default=default, type=kind, env=env, toml=tuple(toml.split(".")) if toml else None,
-                            help=help, optional=optional or default is None, check=check, secret=secret)}
+                            help=help, optional=optional or default is None, check=check, secret=secret,
+                            flag=flag)}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta, repr=not secret)
@@ -151,8 +154,54 @@ def _positive(v: Any) -> str | None:
     return None if v is None or v > 0 else "must be positive"
 
 
+def _usd_amount(v: Any) -> str | None:
+    """A budget: finite, positive, and an amount the warehouse's money columns can hold (schemas/money.py)."""
+    try:
+        check_budget_usd(v, "")
+    except ValueError as exc:
+        return str(exc).strip()
+    return None
+
+
 def _fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be a fraction in [0, 1)"
+
+
+CONTEXT_FIELDS = ("date", "place", "folder", "keywords")
+MEDIA_KINDS = ("image", "audio", "video", "document")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated setting as a list (blanks dropped)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in `50MB`, `1.5 GiB`, `800k` or a plain number (decimal units: 1 MB = 1,000,000 bytes)."""
+    if isinstance(text, int):
+        return text
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (try 50MB, 2GiB or a number of bytes)")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def _size_problem(v: Any) -> str | None:
+    try:
+        parse_size(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _known_words(value: str, known: tuple[str, ...]) -> str | None:
+    unknown = [w for w in split_list(value) if w not in known]
+    return f"has {', '.join(unknown)}: the choices are {', '.join(known)}" if unknown else None
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -211,8 +260,30 @@ class Settings:
                                       "(one larger file goes alone)")
     prepare_workers: int = setting(0, toml="run.prepare_workers", check=_at_least(0),
                                    help="threads for image preparation; 0 = all cores")
-    budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_at_least(0),
+    budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_usd_amount, flag="--budget",
                                        help="a run's spending cap in USD (--budget)")
+    context: str = setting("", toml="run.context", check=lambda v: _known_words(v, CONTEXT_FIELDS),
+                           help="what goes into the prompt as text, comma-separated: date, place (offline, "
+                           "from GPS; never the coordinates), folder, keywords (XMP/IPTC); empty = none")
+    sample_seed: int = setting(17, toml="run.sample_seed",
+                               help="seed of --sample: the same seed draws the same files")
+    sample: int | None = setting(None, type=int, env=None, check=_at_least(1),
+                                 help="describe only N files drawn at random from what the run would send (--sample)")
+    limit: int | None = setting(None, type=int, env=None, check=_at_least(1),
+                                help="describe only the first N files, in walk order, of what the run would send")
+    # [select]: which files a run (and an estimate) looks at
+    kinds: str = setting("", toml="select.kinds", check=lambda v: _known_words(v, MEDIA_KINDS),
+                         help="media kinds to send, comma-separated (image, audio, video, document); empty = all")
+    include: str = setting("", toml="select.include",
+                           help="only paths matching one of these globs (gitignore syntax, relative to the root; "
+                           "comma-separated)")
+    exclude: str = setting("", toml="select.exclude",
+                           help="leave out paths matching these globs (gitignore syntax, relative to the root; "
+                           "comma-separated)")
+    hidden: bool = setting(False, toml="select.hidden",
+                           help="also look at hidden files and folders (names starting with a dot)")
+    max_file_size: str | None = setting(None, type=str, toml="select.max_file_size", check=lambda v: _size_problem(v),
+                                        help="leave out files larger than this (e.g. 50MB, 2GiB)")
     # [media]: audio, video, documents
     max_inline_bytes: int = setting(20 * 1024 * 1024, toml="media.max_inline_bytes", check=_at_least(0),
                                     help="media larger than this goes through the Files API, then is deleted")
@@ -231,7 +302,7 @@ class Settings:
     file_active_timeout_s: float = setting(600.0, toml="media.file_active_timeout_s", check=_positive,
                                            help="how long to wait for an uploaded file to become ACTIVE")
     # [budget]
-    daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_at_least(0),
+    daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_usd_amount,
                                              help="rolling cap per UTC day over all runs, from the warehouse's spend")
     # [gemini]
     base_url: str | None = setting(None, type=str, env="GOOGLE_GEMINI_BASE_URL", toml="gemini.base_url",
@@ -339,7 +410,7 @@ def default(name: str) -> Any:
 def _origin(spec: Spec, source: str) -> str:
     """Where a value came from, for error messages."""
     if source == FLAG:
-        return "command line"
+        return spec.flag or "command line"
     if source == DEFAULT:
         return "built-in default"
     return source  # "env NAME" or "<file> [section] key"

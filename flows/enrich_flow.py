@@ -36,7 +36,8 @@ from enrich.flows.pipeline import (
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from enrich.tasks.discover import count_files, iter_batches
+from enrich.tasks.discover import count_files, iter_batches, own_state_dirs
+from enrich.tasks.selection import Selection
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
@@ -85,7 +86,11 @@ def _signal_handler(ctx: RunContext) -> Callable[[int], None]:
 def _count_in_background(ctx: RunContext) -> None:
     def count() -> None:
         try:
-            ctx.progress.total = count_files(independent_roots(ctx.roots))
+            if ctx.settings.sample is not None or ctx.settings.limit is not None:
+                ctx.progress.total = min(n for n in (ctx.settings.sample, ctx.settings.limit) if n is not None)
+                return
+            ctx.progress.total = count_files(independent_roots(ctx.roots), Selection.from_settings(ctx.settings),
+                                             own_state_dirs(ctx.settings.home, ctx.settings.warehouse))
         except Exception:  # only progress needs it
             pass
 
@@ -172,7 +177,7 @@ def run_chunks(ctx: RunContext) -> None:
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
-                wait_for_lock: bool = False) -> dict[str, Any]:
+                wait_for_lock: bool = False, allow_mass_removal: bool = False) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect, and anyone who can reach Prefect's API can
@@ -181,13 +186,18 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     run before anything is opened or sent. Settings, and the API key with them, are loaded inside the flow
     from the environment and config/ (or taken from `trusted_settings` of an in-process CLI call).
     `reprocess`: any of stale, failed, all. `wait_for_lock`: queue behind another run on the same warehouse.
+    `allow_mass_removal`: mark paths gone even under a root that yielded nothing or lost most of its files
+    (otherwise withheld there, as for an unplugged disk; the summary's `gone_withheld` says where).
     """
     options = RunOptions.from_parameters(overrides)
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError("refused flow parameters (roots must be a list of paths)")
+    if not isinstance(allow_mass_removal, bool) or not isinstance(wait_for_lock, (bool, int, float)):
+        raise ConfigError("refused flow parameters (allow_mass_removal and wait_for_lock are true or false)")
     check_roots(roots)
     settings = options.apply(current_trusted_settings() or load_settings())
-    ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
+    ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock,
+                   allow_mass_removal=allow_mass_removal)
     status = RunStatus.FAILED
     message = None
     try:

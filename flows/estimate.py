@@ -29,7 +29,8 @@ from enrich.errors import MediaError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
 from enrich.settings import Settings
 from enrich.tokens import family_of, image_tokens, prompt_tokens
-from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
+from enrich.tasks.selection import Selection, trial_pick
 
 if TYPE_CHECKING:
     from enrich.tasks.media_info import MediaLimits
@@ -281,20 +282,33 @@ def estimate(
     errors: Counter[str] = Counter()
     not_estimated: Counter[str] = Counter()
 
-    def to_probe() -> Iterator[list[tuple[DiscoveredFile, KindEstimator]]]:
-        batch: list[tuple[DiscoveredFile, KindEstimator]] = []
-        source = files if files is not None else discover([os.fspath(r) for r in roots], hash_files=False)
+    root_paths = [os.fspath(r) for r in roots]
+    trial = settings.sample is not None or settings.limit is not None
+
+    def candidates() -> Iterator[DiscoveredFile]:
+        source = files if files is not None else discover(root_paths, hash_files=False,
+                                                          selection=Selection.from_settings(settings),
+                                                          skip=own_state_dirs(settings.home, settings.warehouse))
         for f in _unique(source):
             est.files += 1
             if f.status == "skipped":
-                est.skipped += 1
+                if not trial:  # a trial run writes rows for the files it describes only
+                    est.skipped += 1
                 continue
             if f.status != "pending":
-                errors[f.error_kind or "error"] += 1
+                if not trial:
+                    errors[f.error_kind or "error"] += 1
                 continue
             if include is not None and not include(f):
                 est.excluded += 1
                 continue
+            yield f
+
+    def to_probe() -> Iterator[list[tuple[DiscoveredFile, KindEstimator]]]:
+        batch: list[tuple[DiscoveredFile, KindEstimator]] = []
+        picked = trial_pick(candidates(), lambda f: f.path, roots=[os.path.abspath(r) for r in root_paths],
+                            limit=settings.limit, sample=settings.sample, seed=settings.sample_seed)
+        for f in picked:
             kind = f.kind or ""
             estimator = KIND_ESTIMATORS.get(kind)
             if estimator is None or kind not in DESCRIPTION_SCHEMAS:

@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,13 +45,16 @@ from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
-from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.strip_metadata import sweep_media_temp
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.context import context_fields
+from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
+from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
@@ -118,6 +122,13 @@ class RunContext:
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
     pair_copies: set[tuple[str, str]] = field(default_factory=set)  # RAWs copying a JPEG in the same chunk
+    ledger: SpendLedger | None = None  # every billed request, recorded before its chunk commits
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """What this run has been billed: its committed rows, or more when billed requests are not committed."""
+        billed = self.ledger.total if self.ledger is not None else Decimal(0)
+        return max(self.stats.spent_usd, billed)
 
     @property
     def unchanged(self) -> int:
@@ -164,7 +175,8 @@ def make_limiter(settings: Settings) -> RateLimiter:
 
 
 def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
-             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False) -> RunContext:
+             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False,
+             allow_mass_removal: bool = False) -> RunContext:
     """Take the warehouse, create the backend, check it can work (preflight), clean up after a dead run,
     load what is already done, record the run as running."""
     run_id = run_id or new_run_id()
@@ -172,14 +184,14 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
     sweep_media_temp()  # temporary copies a killed run left behind, whatever this run will strip
     lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
-        return _open_locked(roots, settings, run_id, reprocess_set, lock)
+        return _open_locked(roots, settings, run_id, reprocess_set, lock, allow_mass_removal)
     except BaseException:
         lock.release()
         raise
 
 
 def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: frozenset[str],
-                 lock: WarehouseLock) -> RunContext:
+                 lock: WarehouseLock, allow_mass_removal: bool = False) -> RunContext:
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # fails before any spend if the model has no price
     backend = create_backend(settings.model, settings)
@@ -193,6 +205,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         price_date=prices.date,
         prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
         schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
+        context=",".join(context_fields(settings.context)),
     )
     concurrency = settings.concurrency
     if backend.capabilities.local:
@@ -216,7 +229,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         roots=[str(r) for r in roots],
         info=info,
         describer=describer,
-        warehouse=Warehouse(settings.warehouse),
+        warehouse=Warehouse(settings.warehouse, guard=lock.verify),
         prepare_pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare"),
         prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),
@@ -227,7 +240,12 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
-        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
+        ctx.ledger = SpendLedger(ctx.warehouse.root, run_id)
+        ledger = ctx.ledger
+        # the row of a billed request exists the moment its answer is priced: record its cost at once
+        describer.on_outcome = lambda row: ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
+        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess,
+                              roots=tuple(ctx.roots), allow_mass_removal=allow_mass_removal)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
@@ -235,6 +253,8 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         describer.close()
         if ctx.hash_cache is not None:
             ctx.hash_cache.close()
+        if ctx.ledger is not None:
+            ctx.ledger.close(discard=True)  # nothing was sent yet
         raise
     ACTIVE_RUNS[run_id] = ctx
     return ctx
@@ -259,13 +279,28 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
-    independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
-        if ctx.planner is None or ctx.planner.admit(file):
-            yield file
+    independent ones), less what the selection leaves out (tasks/selection.py: no row at all); after the walk,
+    the duplicates of files sent in this run and the paths now gone.
+
+    A trial run (`--sample N`, `--limit N`) keeps N of the media files the run would send or copy, and writes
+    nothing else: no rows for files that are not media, no duplicates, no `gone` rows. What it leaves out keeps
+    whatever row it had; a later full run takes up the rest."""
+    settings = ctx.settings
+    roots = independent_roots(ctx.roots)
+    files = discover(roots, hash_cache=ctx.hash_cache, selection=Selection.from_settings(settings),
+                     skip=own_state_dirs(settings.home, settings.warehouse))
+    admitted = (f for f in files if ctx.planner is None or ctx.planner.admit(f))
+    trial = settings.sample is not None or settings.limit is not None
+    if trial:
+        candidates = (f for f in admitted if f.status == Status.PENDING)
+        yield from trial_pick(candidates, lambda f: f.path, roots=roots, limit=settings.limit,
+                              sample=settings.sample, seed=settings.sample_seed)
+        files.close()  # a limit may stop before the walk's end
+    else:
+        yield from admitted
     if ctx.hash_cache is not None:
         ctx.hash_cache.flush()
-    if ctx.planner is not None:
+    if ctx.planner is not None and not trial:
         yield from ctx.planner.late_files(ctx.roots)
 
 
@@ -490,12 +525,35 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         work.wait()
     final = [r for r in work.rows if r is not None]
     assert len(final) == len(files), "every file gets exactly one row"
-    ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
+    if ctx.ledger is not None:
+        ctx.ledger.sync()  # what this chunk was billed is on disk before the chunk commits
+    write_chunk(ctx, final)
     stats = RunStats()
     stats.add_rows(final)
     with ctx.lock:
         ctx.stats.merge(stats)
     return stats
+
+
+PART_WRITE_ATTEMPTS = 3
+PART_WRITE_BACKOFF_S = 0.5
+
+
+def write_chunk(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+    """Commit a chunk's rows as one part, retrying a failed write (a full disk that frees up, a flaky network
+    folder) a couple of times. If it still fails the error goes up and the run fails, saying why: the rows
+    are lost, but what their requests cost is in the spend ledger and still counts against the budgets."""
+    seq = ctx.next_seq()
+    for attempt in range(1, PART_WRITE_ATTEMPTS + 1):
+        try:
+            ctx.warehouse.write_results(rows, ctx.run_id, seq)
+            return
+        except OSError as exc:
+            if attempt == PART_WRITE_ATTEMPTS:
+                raise OSError(exc.errno, f"could not write a part of {len(rows)} rows after {attempt} "
+                              f"attempt(s): {exc.strerror or exc}") from exc
+            log.warning("writing a part failed (%s); trying again", exc)
+            time.sleep(PART_WRITE_BACKOFF_S * attempt)
 
 
 # -- stopping -----------------------------------------------------------------------------------------------
@@ -555,7 +613,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
-            "spent_usd": s.spent_usd,
+            "spent_usd": ctx.spent_usd,  # the ledger's total when billed requests are not committed
             "budget_usd": budget.run_cap,  # what this run may spend: min(--budget, daily cap left)
             "reserved_peak_usd": budget.reserved_peak,
             "price_date": ctx.info.price_date,
@@ -579,7 +637,13 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
         return RunStatus.FAILED, f"{d.fatal}{tail}"
     if ctx.failure is not None:
         return RunStatus.FAILED, f"{ctx.failure}{tail}"
-    return RunStatus.FINISHED, None
+    return RunStatus.FINISHED, "; ".join(w.message() for w in withheld_removals(ctx)) or None
+
+
+def withheld_removals(ctx: RunContext) -> list:
+    """Roots where most known files were missing and nothing was marked gone (unless allowed)."""
+    planner = ctx.planner
+    return [] if planner is None or planner.allow_mass_removal else list(planner.withheld)
 
 
 def refresh_search_index(root) -> None:
@@ -601,6 +665,9 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
         message = scrub(message)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
+        if ctx.ledger is not None:
+            # every billed request has its committed row: the rows say it all and the ledger can go
+            ctx.ledger.close(discard=ctx.ledger.error is None and ctx.ledger.total == ctx.stats.spent_usd)
         refresh_search_index(ctx.warehouse.root)
     finally:
         try:
@@ -608,6 +675,8 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
             ctx.describer.close()
             if ctx.hash_cache is not None:
                 ctx.hash_cache.close()
+            if ctx.ledger is not None:
+                ctx.ledger.close()  # kept, unless discarded above
         finally:
             ACTIVE_RUNS.pop(ctx.run_id, None)
             if ctx.warehouse_lock is not None:
@@ -632,7 +701,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "by_status": dict(sorted(s.by_status.items())),
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
-        "spent_usd": str(s.spent_usd),
+        "spent_usd": str(ctx.spent_usd),
         "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
@@ -648,5 +717,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "inflight_bytes": {"limit": ctx.inflight_bytes.limit, "peak": ctx.inflight_bytes.peak},
         "fatal": str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
+        "gone_withheld": [{"root": w.root, "missing": w.missing, "known": w.known, "message": w.message()}
+                          for w in withheld_removals(ctx)],
         "message": ctx.final_message,
     }

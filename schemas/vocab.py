@@ -99,6 +99,7 @@ class ErrorKind(StrEnum):
     OVER_BUDGET = "over_budget", Retry.TRANSIENT
     # -- reading the file failed, maybe for a moment (a disk asleep, a lock): retried --------------------
     UNREADABLE = "unreadable", Retry.TRANSIENT
+    CHANGED_DURING_RUN = "changed_during_run", Retry.TRANSIENT  # replaced between hashing and sending
     # -- the file itself: the same bytes fail the same way -----------------------------------------------
     BAD_MEDIA = "bad_media", Retry.FINAL  # MediaError's default
     CORRUPT = "corrupt", Retry.FINAL

@@ -258,7 +258,7 @@ class Describer:
         kind = item.file.kind or ""
         request = DescribeRequest(
             key=item.file.content_hash or item.file.path,
-            prompt=opts.prompts[kind],
+            prompt=opts.prompts[kind] + (f"\n\n{item.context}" if item.context else ""),
             schema=opts.schemas[kind],
             media=item.media,
             max_output_tokens=opts.max_output_tokens,

@@ -12,7 +12,9 @@ Every regular file under a root ends in exactly one `DiscoveredFile`:
 Nothing here raises for a bad file or directory: the scan goes on and the problem becomes a row.
 
 Walk rules: iterative `os.scandir`, entries sorted by name; directories named `.git` or `__pycache__`
-and directories holding a `.enrichignore` file are left out silently. Symlinks are never followed out
+are left out silently. What a `Selection` (tasks/selection.py) leaves out gets no row at all: `.enrichignore`
+rules (always obeyed; one without patterns leaves its whole folder out), hidden names, include/exclude globs
+(in the walk), files above a size (once opened), other kinds (once sniffed, before hashing). Symlinks are never followed out
 of their root. Real directories are walked first; directory symlinks inside the root are followed
 afterwards and only to directories not seen yet (by (st_dev, st_ino)), so no file is reported twice
 through a link and link loops end as a `symlink_loop` row.
@@ -30,10 +32,10 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterable, TypeVar
 
 from enrich.schemas.vocab import ErrorKind, Status
 from enrich.tasks.sniff import (
@@ -42,10 +44,12 @@ from enrich.tasks.sniff import (
     TEXT_DOCUMENT_EXTENSIONS,
     companion_of,
     describe_mime,
+    kind_of_mime,
     sniff,
     refine_tiff,
     sniff_with_decoder,
 )
+from enrich.tasks.selection import IGNORE_MARKER, IgnoreRules, Selection, load_ignore_file
 
 __all__ = [
     "DiscoveredFile",
@@ -59,7 +63,7 @@ __all__ = [
 ]
 
 SKIP_DIR_NAMES = frozenset({".git", "__pycache__"})
-IGNORE_MARKER = ".enrichignore"
+ALL = Selection()  # nothing left out but what .enrichignore files say
 HASH_BLOCK = 1 << 20
 PROBE_CHUNK = 8  # files per thread-pool task
 
@@ -97,6 +101,7 @@ class DiscoveredFile:
     status: Status  # PENDING, SKIPPED or ERROR
     error_kind: str | None
     error: str | None
+    inode: int | None = field(default=None, compare=False)  # of the file read: still the one hashed?
 
 
 def hash_file(path: str | os.PathLike[str], block: int = HASH_BLOCK) -> str:
@@ -134,6 +139,7 @@ def _row(
     kind: str | None = None,
     mime: str | None = None,
     content_hash: str | None = None,
+    inode: int | None = None,
 ) -> DiscoveredFile:
     return DiscoveredFile(
         path=path,
@@ -145,6 +151,7 @@ def _row(
         status=status,
         error_kind=error_kind,
         error=error,
+        inode=inode,
     )
 
 
@@ -196,9 +203,13 @@ def _rel(path: str, base: str) -> str:
 # probing one file: open, sniff, classify, hash (runs in the thread pool)
 
 
-def _probe(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
+def _probe(path: str, hash_files: bool, cache=None, sel: Selection = ALL) -> DiscoveredFile | None:
+    """The file's row; None when the selection leaves it out (too large, another kind)."""
     try:
-        return _probe_file(path, hash_files, cache)
+        row = _probe_file(path, hash_files, cache, sel)
+        if row is not None and sel.kinds and row.status != Status.PENDING and not _claimed_kind_kept(row, sel):
+            return None
+        return row
     except Exception as exc:  # a bug or an exotic filesystem error must not end the scan
         return _row(
             _printable_path(path),
@@ -209,7 +220,16 @@ def _probe(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
         )
 
 
-def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
+def _claimed_kind_kept(row: DiscoveredFile, sel: Selection) -> bool:
+    """With --kinds, a file that is not pending media keeps its row only when its name claims a chosen kind
+    (`broken.jpg` under `--kinds image`); not-media and companion files have no kind."""
+    if row.status == Status.SKIPPED:
+        return False
+    claimed = EXTENSION_MIMES.get(os.path.splitext(row.path)[1].lower())
+    return claimed is not None and sel.keeps_kind(kind_of_mime(claimed))
+
+
+def _probe_file(path: str, hash_files: bool, cache=None, sel: Selection = ALL) -> DiscoveredFile | None:
     name = os.path.basename(path)
     if _has_bad_name(path):
         return _row(
@@ -242,7 +262,9 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                     f"not a regular file ({_special_kind(st.st_mode)})",
                     mtime_ns=st.st_mtime_ns,
                 )
-            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+            if not sel.keeps_size(st.st_size):
+                return None
             companion = companion_of(name)
             if companion is not None:
                 return _row(path, Status.SKIPPED, ErrorKind.COMPANION, f"companion file: {companion}", **fields)
@@ -266,6 +288,8 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                 return _row(path, status, error_kind, error, **fields)
 
             kind, mime = sniffed  # type: ignore[misc]
+            if not sel.keeps_kind(kind):
+                return None
             mime = refine_tiff(path, mime)
             digest = None
             if hash_files:
@@ -357,7 +381,21 @@ def _within(target: str, root_real: str) -> bool:
     return target.startswith(prefix)
 
 
-def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe]:
+def folder_ids(paths: Iterable[str | os.PathLike[str]]) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of the folders among `paths` that exist (for `discover(skip=...)`)."""
+    ids = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
+
+
+def _walk_root(root: str | os.PathLike[str], sel: Selection = ALL, skip: frozenset[tuple[int, int]] = frozenset()
+               ) -> Iterator[DiscoveredFile | _Probe]:
     root_abs = os.path.abspath(os.fspath(root))
     try:
         st = os.stat(root_abs)
@@ -384,21 +422,24 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
         return
 
     root_real = os.path.realpath(root_abs)
-    visited: set[tuple[int, int]] = set()
-    # Directories to list: (walked path, (st_dev, st_ino)).
-    stack: list[tuple[str, tuple[int, int]]] = [(root_abs, (st.st_dev, st.st_ino))]
-    # Directory symlinks inside the root, followed after the real tree: (link path, target real path).
-    deferred: deque[tuple[str, str]] = deque()
+    # folders never walked, silently: enrich's own state (its home, warehouse, caches, temp copies)
+    visited: set[tuple[int, int]] = set(skip)
+    # Directories to list: (walked path, (st_dev, st_ino), the .enrichignore rules in force there).
+    stack: list[tuple[str, tuple[int, int], IgnoreRules]] = [(root_abs, (st.st_dev, st.st_ino), IgnoreRules())]
+    # Directory symlinks inside the root, followed after the real tree: (link path, target real path, rules).
+    deferred: deque[tuple[str, str, IgnoreRules]] = deque()
 
     while stack or deferred:
         if not stack:
-            link_path, target_real = deferred.popleft()
+            link_path, target_real, link_rules = deferred.popleft()
             try:
                 tst = os.stat(link_path)
             except OSError as exc:  # changed since we saw it
                 yield _row(link_path, Status.ERROR, ErrorKind.BROKEN_LINK, f"broken symlink: {_oserror_text(exc)}")
                 continue
             key = (tst.st_dev, tst.st_ino)
+            if key in skip:
+                continue  # a link to enrich's own state: left out silently, like the folder itself
             if key in visited:
                 rel_link = _rel(link_path, root_abs)
                 rel_target = _rel(target_real, root_real)
@@ -409,10 +450,10 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
                     msg = f"symlink loop: {rel_link} -> {rel_target} (directory already scanned)"
                 yield _row(link_path, Status.ERROR, ErrorKind.SYMLINK_LOOP, msg, **_lstat_fields(link_path))
                 continue
-            stack.append((link_path, key))
+            stack.append((link_path, key, link_rules))
             continue
 
-        dir_path, key = stack.pop()
+        dir_path, key, rules = stack.pop()
         if key in visited:
             continue
         visited.add(key)
@@ -439,12 +480,33 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
             continue
 
         if any(e.name == IGNORE_MARKER for e in entries):
-            continue
+            spec = load_ignore_file(dir_path)
+            if spec is None:  # no pattern: the whole folder is left out
+                continue
+            rules = rules.plus(dir_path, spec)
         entries.sort(key=lambda e: e.name)
         subdirs: list[tuple[str, tuple[int, int]]] = []
+        dir_links: deque[tuple[str, str]] = deque()
         for entry in entries:
-            yield from _visit_entry(entry, root_abs, root_real, subdirs, deferred)
-        stack.extend(reversed(subdirs))
+            if entry.name == IGNORE_MARKER or not _selected(entry, root_abs, rules, sel):
+                continue
+            yield from _visit_entry(entry, root_abs, root_real, subdirs, dir_links)
+        deferred.extend((link, target, rules) for link, target in dir_links)
+        stack.extend((path, k, rules) for path, k in reversed(subdirs))
+
+
+def _selected(entry: os.DirEntry[str], root_abs: str, rules: IgnoreRules, sel: Selection) -> bool:
+    """False when .enrichignore rules or the selection's path filters leave the entry out (no row)."""
+    if not rules.chain and not sel.filters_paths:
+        return True
+    try:
+        is_dir = entry.is_dir()
+    except OSError:
+        is_dir = False
+    if rules.chain and rules.ignores(entry.path, is_dir):
+        return False
+    rel = entry.path[len(root_abs) + 1:] if entry.path.startswith(root_abs + os.sep) else entry.name
+    return sel.keeps_path(entry.name, rel, is_dir)
 
 
 def _visit_entry(
@@ -522,11 +584,12 @@ def _visit_entry(
     yield _row(shown, Status.SKIPPED, ErrorKind.NOT_MEDIA, f"symlink to a {_special_kind(tst.st_mode)}, not a regular file", **fields)
 
 
-def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:
+def _walk(roots: Sequence[str | Path], sel: Selection = ALL, skip: frozenset[tuple[int, int]] = frozenset()
+          ) -> Iterator[DiscoveredFile | _Probe]:
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     for root in roots:
-        yield from _walk_root(root)
+        yield from _walk_root(root, sel, skip)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,17 +597,27 @@ def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:
 
 
 def discover(
-    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8, hash_cache=None
+    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8, hash_cache=None,
+    selection: Selection | None = None,
+    skip: Iterable[str | os.PathLike[str]] = (),
 ) -> Iterator[DiscoveredFile]:
-    """Walk `roots` and yield one `DiscoveredFile` per file, in walk order (sorted by name).
+    """Walk `roots` and yield one `DiscoveredFile` per file, in walk order (sorted by name), leaving out what
+    `selection` (and .enrichignore files) leave out.
+
+    `skip`: folders left out silently wherever they appear under a root (compared by device and inode, so
+    another path to the same folder is skipped too): enrich passes its own state (tasks/discover.py
+    `own_state_dirs`), so `enrich run ~` does not index its warehouse, caches or temporary copies.
 
     Sniffing/hashing run on `workers` threads with a bounded lookahead, so memory stays flat for
     any number of files. Closing the iterator early stops the pool.
     """
-    walk = _walk(roots)
+    sel = selection or ALL
+    walk = _walk(roots, sel, folder_ids(skip))
     if workers <= 1:
         for item in walk:
-            yield _probe(item.path, hash_files, hash_cache) if isinstance(item, _Probe) else item
+            row = _probe(item.path, hash_files, hash_cache, sel) if isinstance(item, _Probe) else item
+            if row is not None:
+                yield row
         return
 
     # Probes go to the pool in small chunks (a future per file costs more than sniffing a small
@@ -556,7 +629,7 @@ def discover(
 
     def flush() -> None:
         if chunk:
-            pending.append(pool.submit(_probe_many, list(chunk), hash_files, hash_cache))
+            pending.append(pool.submit(_probe_many, list(chunk), hash_files, hash_cache, sel))
             chunk.clear()
 
     try:
@@ -580,14 +653,35 @@ def discover(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def count_files(roots: Sequence[str | Path]) -> int:
+def count_files(roots: Sequence[str | Path], selection: Selection | None = None,
+                skip: Iterable[str | os.PathLike[str]] = ()) -> int:
     """How many rows `discover(roots)` will yield, from the walk alone (no opening, sniffing or hashing):
-    cheap enough to run beside a discovery to give progress a total."""
-    return sum(1 for _ in _walk(roots))
+    cheap enough to run beside a discovery to give progress a total (an upper bound when the selection
+    leaves out sizes or kinds)."""
+    return sum(1 for _ in _walk(roots, selection or ALL, folder_ids(skip)))
 
 
-def _probe_many(paths: list[str], hash_files: bool, cache=None) -> list[DiscoveredFile]:
-    return [_probe(p, hash_files, cache) for p in paths]
+def own_state_dirs(home: str | os.PathLike[str], warehouse: str | os.PathLike[str],
+                   extra: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """The folders holding enrich's own state, never to be described: ENRICH_HOME (caches, Prefect's home
+    by default), the warehouse, Prefect's home wherever PREFECT_HOME puts it, and the temporary copies of
+    stripped media ($TMPDIR/enrich-media-<uid>)."""
+    import tempfile
+
+    dirs = [os.fspath(home), os.fspath(warehouse)]
+    tmp = tempfile.gettempdir()
+    try:  # enrich-media-<uid>, or a private enrich-media-XXXX when that name was taken
+        dirs += [os.path.join(tmp, name) for name in os.listdir(tmp) if name.startswith("enrich-media-")]
+    except OSError:
+        pass
+    if os.environ.get("PREFECT_HOME"):
+        dirs.append(os.path.expanduser(os.environ["PREFECT_HOME"]))
+    dirs.extend(os.fspath(p) for p in extra)
+    return dirs
+
+
+def _probe_many(paths: list[str], hash_files: bool, cache=None, sel: Selection = ALL) -> list[DiscoveredFile]:
+    return [row for p in paths if (row := _probe(p, hash_files, cache, sel)) is not None]
 
 
 def _result(item: Future[list[DiscoveredFile]] | list[DiscoveredFile]) -> list[DiscoveredFile]:

@@ -24,14 +24,15 @@ file, in walk order (the main thread of the run, so decisions are deterministic)
   described (a bad JPEG, not media): then the RAW is described itself, as it is when the JPEG's description
   fails. `PAIR_RAW_WITH_JPEG` (below) turns this off.
 
-After the walk, paths under the scanned roots whose latest row is not `gone` and that were not seen get a
-`gone` row (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
+After the walk, paths under the scanned roots whose latest row is not `gone`, that were not seen and where no
+file is any more get a `gone` row (a file still there that a filter left out keeps its row) (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
 view hides them, `results` keeps their history. Nothing is marked gone under a root or folder the walk
 could not read (its error row says why), so an unplugged disk does not empty the library.
 """
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -50,6 +51,24 @@ REPROCESS_CHOICES = ("stale", "failed", "all")
 PAIR_RAW_WITH_JPEG = True
 _RAW_EXTENSIONS = frozenset(ext for ext, mime in EXTENSION_MIMES.items() if mime in RAW_MIMES)
 _JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+
+# A root that yields nothing while the warehouse knows files under it, or that lost more than half of them
+# (and at least this many), looks like an empty mount point, not a clean-up: nothing under it is marked gone
+# unless the run is told (--allow-mass-removal).
+MASS_REMOVAL_MIN = 10
+
+
+@dataclass(frozen=True)
+class WithheldRemoval:
+    root: str
+    missing: int  # known paths not found now (moved ones aside)
+    known: int  # paths the warehouse knew under the root
+    walked: int | None  # files found under the root in this walk (None: not counted)
+
+    def message(self) -> str:
+        found = "the folder yielded no files" if self.walked == 0 else f"{self.missing} of {self.known} known files are missing"
+        return (f"{self.root}: {found} (an empty or unmounted folder?); nothing under it was marked gone. If "
+                "they were really deleted, run again with --allow-mass-removal")
 
 
 def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
@@ -79,13 +98,27 @@ def _under(path: str, roots: list[str]) -> bool:
     return False
 
 
+def _still_there(path: str) -> bool:
+    """A regular file (or a symlink) is still at `path`: the walk did not report it because a filter
+    (--include/--exclude, .enrichignore, hidden, --kinds, --max-file-size) left it out."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
 @dataclass
 class Planner:
     state: WarehouseState
     run_id: str
     version_of: Callable[[str | None], str | None]  # kind -> current enrichment version
     reprocess: frozenset[str] = frozenset()
+    roots: tuple[str, ...] = ()  # the run's roots, to count what the walk found under each
+    allow_mass_removal: bool = False
     unchanged: int = 0
+    withheld: list[WithheldRemoval] = field(default_factory=list)  # roots where nothing was marked gone
+    _walked: dict[str, int] = field(default_factory=dict)
     copies: dict[str, CopyFrom] = field(default_factory=dict)  # path -> row to copy (set before its chunk)
     # What is held for the whole run grows with the library, so it is kept to what is needed: the paths the
     # warehouse knows (to find the gone ones) and, for bytes the warehouse knows, where they are now (moves).
@@ -114,6 +147,9 @@ class Planner:
         last = self.state.by_path.get(file.path)
         if last is not None:
             self._seen.add(file.path)
+        for root in self.roots:
+            if _under(file.path, [root]):
+                self._walked[root] = self._walked.get(root, 0) + 1
         if file.status != Status.PENDING:
             if file.status == Status.ERROR and file.error_kind in (ErrorKind.UNREADABLE, ErrorKind.NOT_FOUND, ErrorKind.SYMLINK_LOOP,
                                                               ErrorKind.BROKEN_LINK):
@@ -264,12 +300,33 @@ class Planner:
         yield from self._paired_files()
         yield from self._gone(roots)
 
+    def _mass_removals(self, roots: list[str]) -> list[str]:
+        """The roots under which marking paths gone is withheld (see MASS_REMOVAL_MIN); records why."""
+        withheld = []
+        for root in roots:
+            known = lost = 0
+            for path, last in self.state.by_path.items():
+                if last.status == Status.GONE or not _under(path, [root]) or _under(path, self._unreadable_dirs):
+                    continue
+                known += 1
+                if path not in self._seen and not (last.content_hash and last.content_hash in self._hash_seen_at) \
+                        and not _still_there(path):  # left out by a filter, a sample or a limit: not lost
+                    lost += 1
+            walked = self._walked.get(root, 0) if root in self.roots else None
+            # walked == 0 alone is not enough: files a filter left out are still there (not counted as lost)
+            if lost and ((walked == 0 and lost == known) or (2 * lost > known and lost >= MASS_REMOVAL_MIN)):
+                self.withheld.append(WithheldRemoval(root, lost, known, walked))
+                if not self.allow_mass_removal:
+                    withheld.append(root)
+        return withheld
+
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
+        held_back = self._mass_removals(roots)
         for path, last in self.state.by_path.items():
             if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
-            if _under(path, self._unreadable_dirs):
-                continue
+            if _under(path, self._unreadable_dirs) or _under(path, held_back) or _still_there(path):
+                continue  # a file still there was left out by a filter, a sample or a limit: not gone
             moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
             if moved_to is not None:
                 kind, error = ErrorKind.MOVED, f"moved to {moved_to}"
@@ -282,13 +339,16 @@ class Planner:
 def current_versions(settings) -> Callable[[str | None], str | None]:
     """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
     from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.tasks.context import context_fields
     from enrich.tasks.records import enrichment_version, schema_hash, short_hash
+
+    context = ",".join(context_fields(settings.context))
 
     versions: dict[str, str | None] = {}
     for kind, schema in DESCRIPTION_SCHEMAS.items():
         prompt = settings.prompts.get(kind)
         versions[kind] = enrichment_version(settings.model, short_hash(prompt) if prompt else None,
-                                            schema_hash(schema), settings.resolution)
+                                            schema_hash(schema), settings.resolution, context)
     return lambda kind: versions.get(kind or "")
 
 

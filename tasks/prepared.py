@@ -23,12 +23,16 @@ class PrepareOptions:
     limits: MediaLimits = MediaLimits()  # audio, video and documents
     # pixels decoded at once by all the threads preparing with these options (None: no bound)
     decode_budget: WeightBudget | None = field(default=None, compare=False)
+    context: tuple[str, ...] = ()  # --context fields to put into the prompt (tasks/context.py)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "PrepareOptions":
+        from enrich.tasks.context import context_fields
+
         return cls(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
                    max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings),
-                   decode_budget=WeightBudget(settings.max_decode_pixels))
+                   decode_budget=WeightBudget(settings.max_decode_pixels),
+                   context=context_fields(settings.context))
 
 
 @dataclass
@@ -38,6 +42,7 @@ class PreparedItem:
     meta: dict[str, Any] = field(default_factory=dict)  # extracted locally: width, height, taken_at, gps...
     media_tokens_hint: dict[str, Any] = field(default_factory=dict)  # what the token rules need
     prepare_ms: float = 0.0
+    context: str | None = None  # text added to the prompt (--context): never coordinates, never the bytes' metadata
     # deletes the temporary copies the media parts point at (stripped or trimmed media); see release()
     cleanups: list[Callable[[], Any]] = field(default_factory=list, repr=False, compare=False)
 

@@ -36,6 +36,7 @@ class RunInfo:
     batch: bool = False
     prompt_hashes: tuple[tuple[str, str], ...] = ()  # (kind, hash)
     schema_hashes: tuple[tuple[str, str], ...] = ()
+    context: str = ""  # the --context fields, canonical order, comma-separated ("" = none)
 
     def version_of(self, kind: str | None) -> tuple[str | None, str | None, str | None]:
         """(prompt hash, schema hash, enrichment version) for items of `kind` in this run."""
@@ -47,11 +48,13 @@ def _version_of(run: RunInfo, kind: str | None) -> tuple[str | None, str | None,
     """The same for every row of a run, so cached (it is computed per row)."""
     prompt = dict(run.prompt_hashes).get(kind or "")
     schema = dict(run.schema_hashes).get(kind or "")
-    return prompt, schema, enrichment_version(run.model, prompt, schema, run.resolution)
+    return prompt, schema, enrichment_version(run.model, prompt, schema, run.resolution, run.context)
 
 
-def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | None, resolution: str) -> str | None:
-    """What a description depends on besides the bytes: model id, prompt, output schema, media resolution.
+def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | None, resolution: str,
+                       context: str = "") -> str | None:
+    """What a description depends on besides the bytes: model id, prompt, output schema, media resolution, and
+    the context fields put into the prompt (`--context`; without any, the version is what it always was).
 
     Results are keyed by (content_hash, enrichment_version): an `ok` row at the current version means the
     bytes need no model call; one at another version is *stale* (`enrich run --reprocess stale`).
@@ -61,7 +64,8 @@ def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | N
     """
     if prompt_hash is None or schema_hash is None:
         return None
-    return short_hash(f"{model}|{prompt_hash}|{schema_hash}|{resolution}")
+    tail = f"|context={context}" if context else ""
+    return short_hash(f"{model}|{prompt_hash}|{schema_hash}|{resolution}{tail}")
 
 
 def mtime_of(mtime_ns: int) -> datetime | None:

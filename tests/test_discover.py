@@ -160,7 +160,7 @@ def test_sniff_never_raises_on_odd_iso_boxes(brand, size):
 # --------------------------------------------------------------------------------------------------
 # the photo library: one row per file, the expected outcome for each
 
-DISCOVERY_OUTCOME = {"ok": "pending", "truncated": "pending", "too_large": "pending"}
+DISCOVERY_OUTCOME = {"ok": "pending", "truncated": "pending", "too_large": "pending", "hidden": "skipped"}
 
 
 def test_photo_library_yields_one_row_per_file_with_expected_outcome(tmp_path):

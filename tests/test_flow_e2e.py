@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from enrich.settings import RESOLUTION_MAX_SIDE
-from tests.media_factory import make_photo_library
+from tests.media_factory import in_a_run, make_photo_library
 from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -23,7 +23,7 @@ def run_flow(roots, **overrides):
 @pytest.fixture
 def library(tmp_path) -> tuple[Path, dict[str, str]]:
     root = tmp_path / "library"
-    return root, make_photo_library(root)
+    return root, in_a_run(make_photo_library(root))
 
 
 def test_every_file_ends_in_exactly_one_row_with_a_readable_outcome(library, gemini, enrich_home):

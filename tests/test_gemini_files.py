@@ -93,3 +93,48 @@ def test_the_backend_declares_its_limits_as_data(gemini):
     assert backend.capabilities.max_upload_bytes == 2 * 1024**3
     assert backend.capabilities.accepts("audio/ogg") and backend.capabilities.accepts("application/pdf")
     asyncio.run(backend.aclose())
+
+
+@pytest.mark.parametrize("status", [413, 400])
+def test_a_body_refused_as_too_large_is_retried_through_the_files_api(gemini, tmp_path, status):
+    """A proxy (or the provider) refuses bodies far below max_inline_bytes: 413, or the API's 400 "Request
+    payload size exceeds the limit". The item goes through the Files API instead of failing, and the next
+    request of that size goes there at once."""
+    wav = make_wav(tmp_path / "a.wav", 4)  # 32 KB (43 KB as base64 JSON), inline by max_inline_bytes
+    gemini.set_config(max_request_bytes=20_000, too_large_status=status)
+    try:
+        backend = GeminiBackend(MODEL, api_key=SecretStr("test-key-123"), base_url=gemini.base_url,
+                                max_inline_bytes=1_000_000)
+        request = DescribeRequest(key="k", prompt="Describe it.", schema=AudioDescription,
+                                  media=(MediaPart(mime="audio/wav", path=wav),), max_output_tokens=512)
+
+        async def go():
+            try:
+                return [await backend.describe(request), await backend.describe(request)]
+            finally:
+                await backend.aclose()
+
+        first, second = asyncio.run(go())
+    finally:
+        gemini.set_config(max_request_bytes=None, too_large_status=413)
+    assert first.status == second.status == "ok"
+    assert first.usage.input_by_modality["AUDIO"] == 32 * 4
+    stats = gemini.stats()
+    # the refused request, then two by file URI: the second item went through the Files API directly
+    assert stats["requests"] == 3 and stats["billed_requests"] == 2
+    assert (stats["uploads"], stats["deletes"], stats["files_stored"]) == (2, 2, 0)
+    assert stats["by_status"] == {str(status): 1, "200": 2}
+    sizes = [len(body) for body in gemini.received_requests()]
+    assert sizes[0] > 20_000 and all(n < 20_000 for n in sizes[1:])  # no inline media after the refusal
+
+
+def test_a_too_large_refusal_without_inline_media_is_an_item_error(gemini):
+    """Nothing to move to the Files API (a text-only request): the refusal is the item's error, not a loop."""
+    gemini.set_config(max_request_bytes=10)
+    try:
+        with pytest.raises(ItemRequestError) as err:
+            describe(gemini, MediaPart(mime="text/plain", data=b"hello"), schema=DocumentDescription,
+                     max_inline_bytes=0)
+    finally:
+        gemini.set_config(max_request_bytes=None)
+    assert gemini.stats()["billed_requests"] == 0 and "413" in str(err.value)

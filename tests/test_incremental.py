@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media_factory import make_jpeg, make_photo_library, make_png
+from tests.media_factory import in_a_run, make_jpeg, make_photo_library, make_png
 from enrich.warehouse.views import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -43,7 +43,7 @@ def small_library(root: Path, n: int = 4) -> Path:
 
 def test_an_unchanged_library_bills_nothing_and_leaves_items_identical(tmp_path, gemini, enrich_home):
     root = tmp_path / "library"
-    expected = make_photo_library(root)
+    expected = in_a_run(make_photo_library(root))
     first = run_flow([root], chunk_size=4)
     billed = gemini.stats()
     before = items(enrich_home)

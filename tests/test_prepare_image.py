@@ -440,7 +440,7 @@ def test_photo_library_outcomes_for_image_prep(tmp_path):
     expected = make_photo_library(tmp_path)
     for rel, want in expected.items():
         path = tmp_path / rel
-        if want in ("skipped", "symlink_loop", "empty", "mislabelled"):
+        if want in ("skipped", "hidden", "symlink_loop", "empty", "mislabelled"):
             continue  # decided by discovery
         try:
             out = prepare_image(path)

@@ -7,6 +7,7 @@ whether to retry, record or stop; the key is scrubbed from every message that le
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -18,6 +19,8 @@ from google.genai import types
 from pydantic import SecretStr, ValidationError
 
 from enrich.schemas.vocab import ErrorKind, Status
+from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
@@ -38,6 +41,7 @@ RESOLUTIONS = {
     "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
     "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
 }
+log = logging.getLogger("enrich.gemini")
 RETRYABLE_CODES = {408, 429, 500, 502, 503, 504}
 MAX_UPLOAD_BYTES = 2 * 1024**3  # Files API: 2 GB per file
 _MEDIA_READ_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
@@ -143,6 +147,9 @@ class GeminiBackend:
         )
         self._client = genai.Client(api_key=self._secret, http_options=http_options)
         self._file_active_timeout_s = file_active_timeout_s
+        # Inline media above this many bytes was refused as too large (HTTP 413, or the 400 "request payload
+        # size exceeds the limit") by the provider or a proxy in between: it goes through the Files API.
+        self._inline_refused_above = max_inline_bytes
 
     # -- errors ---------------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -171,23 +178,26 @@ class GeminiBackend:
         return types.GenerateContentConfig(
             response_mime_type="application/json",
             response_schema=request.schema,
+            # the files are data: text inside them must not pose as instructions
+            system_instruction=UNTRUSTED_CONTENT_INSTRUCTION,
             max_output_tokens=request.max_output_tokens,
             media_resolution=RESOLUTIONS.get(request.resolution),
             temperature=0.2,
         )
 
-    async def _contents(self, request: DescribeRequest, uploaded: list[str]) -> list[Any]:
-        """Inline parts up to max_inline_bytes (all media of the request together), Files API parts above it.
-        Names of uploaded files go into `uploaded` as soon as they exist, for the caller to delete."""
+    async def _contents(self, request: DescribeRequest, uploaded: list[str], *, inline: bool = True) -> list[Any]:
+        """Inline parts up to max_inline_bytes (all media of the request together; lower once a request of some
+        size was refused as too large), Files API parts above it; `inline=False`: every media part through the
+        Files API. Names of uploaded files go into `uploaded` as soon as they exist, for the caller to delete."""
         try:
-            return await self._parts(request, uploaded)
+            return await self._parts(request, uploaded, inline=inline)
         except _MEDIA_READ_ERRORS as exc:  # the file vanished or became unreadable since it was prepared
             raise ItemRequestError(f"cannot read the media file: {exc.__class__.__name__}: {exc.strerror or exc}",
                                    kind=ErrorKind.UNREADABLE) from None
 
-    async def _parts(self, request: DescribeRequest, uploaded: list[str]) -> list[Any]:
+    async def _parts(self, request: DescribeRequest, uploaded: list[str], *, inline: bool = True) -> list[Any]:
         parts: list[Any] = []
-        inline_budget = self.capabilities.max_inline_bytes
+        inline_budget = min(self.capabilities.max_inline_bytes, self._inline_refused_above) if inline else -1
         for media in request.media:
             size = media.size
             if size > self.capabilities.max_upload_bytes:
@@ -229,9 +239,21 @@ class GeminiBackend:
         started = time.perf_counter()
         uploaded: list[str] = []
         try:
-            response = await self._client.aio.models.generate_content(
-                model=self.model, contents=await self._contents(request, uploaded), config=self._config(request)
-            )
+            contents = await self._contents(request, uploaded)
+            try:
+                response = await self._client.aio.models.generate_content(
+                    model=self.model, contents=contents, config=self._config(request))
+            except genai_errors.APIError as exc:
+                inline = _inline_bytes(contents)
+                if not (_refused_as_too_large(exc) and inline):
+                    raise
+                # A proxy or the provider refused the body as too large although it is under max_inline_bytes:
+                # send the media through the Files API instead, and from now on anything this big.
+                self._inline_refused_above = min(self._inline_refused_above, max(0, inline - 1))
+                log.info("request body refused as too large (%s); retrying through the Files API", exc.code)
+                contents = await self._contents(request, uploaded, inline=False)
+                response = await self._client.aio.models.generate_content(
+                    model=self.model, contents=contents, config=self._config(request))
         except genai_errors.APIError as exc:
             raise self._map_api_error(exc) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -290,6 +312,27 @@ class GeminiBackend:
             pass
 
 
+_TOO_LARGE_TEXT = ("request payload size exceeds the limit", "request entity too large", "payload too large")
+
+
+def _refused_as_too_large(exc: genai_errors.APIError) -> bool:
+    """HTTP 413, or a 400 whose message says the request body is over a size limit."""
+    code = int(exc.code or 0)
+    text = f"{exc.status or ''} {exc.message or ''}".lower()
+    return code == 413 or (code == 400 and any(t in text for t in _TOO_LARGE_TEXT))
+
+
+def _inline_bytes(contents: list[Any]) -> int:
+    """Bytes of the inline media parts of a request."""
+    total = 0
+    for content in contents:
+        for part in getattr(content, "parts", None) or []:
+            blob = getattr(part, "inline_data", None)
+            if blob is not None and blob.data:
+                total += len(blob.data)
+    return total
+
+
 def _text_of(candidate: types.Candidate) -> str | None:
     if candidate.content is None or not candidate.content.parts:
         return None
@@ -321,4 +364,4 @@ async def _bytes_of(media: MediaPart) -> bytes:
         raise ItemRequestError("a media part with neither bytes nor a path", kind=ErrorKind.UNSUPPORTED)
     import asyncio
 
-    return await asyncio.to_thread(media.path.read_bytes)
+    return await asyncio.to_thread(media.read_bytes)  # checks a file sent as is was not replaced meanwhile

@@ -30,6 +30,7 @@ POLL_MAX_S = 5.0
 async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[str], *,
                         active_timeout_s: float = default("file_active_timeout_s")) -> types.File:
     """Upload one media part (its file, or its bytes) and return it once the service says ACTIVE."""
+    media.check_unchanged()  # a file sent as is must still be the one hashed and reserved for
     # From an open file object, never a path: given a path the SDK sends its base name
     # (X-Goog-Upload-File-Name), and a file's name is personal data. The display name is neutral.
     config = types.UploadFileConfig(mime_type=media.mime, display_name=UPLOAD_DISPLAY_NAME)

@@ -53,7 +53,8 @@ MEDIA_COMMANDS = ("run", "estimate", "serve")
 
 def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Declare the flags `run`, `estimate` and `serve` share: PATH..., --model, --resolution, --warehouse,
-    --reprocess; and for the two that send requests (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
+    --reprocess, what is sent (--kinds, --include, --exclude, --hidden, --max-file-size), trial runs (--sample,
+    --limit, --seed) and --context; and for the two that send requests (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
     --progress, --chunk-size, --keep-metadata and --emulator. `overrides_from` reads them back."""
     if command not in MEDIA_COMMANDS:
         raise ValueError(f"add_media_flags is for {', '.join(MEDIA_COMMANDS)}, not {command!r}")
@@ -63,6 +64,7 @@ def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--warehouse", help=_WAREHOUSE_HELP.get(command, WAREHOUSE_HELP))
     p.add_argument("--reprocess", action="append", metavar="WHAT", choices=REPROCESS,
                    help=_REPROCESS_HELP.get(command, DEFAULT_REPROCESS_HELP))
+    _add_selection_flags(p)
     if command == "estimate":
         return
     group = p.add_argument_group("run options") if command == "serve" else p
@@ -84,9 +86,55 @@ def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
                        help="use the bundled local Gemini emulator instead of the real API (offline; fake answers)")
 
 
+def _add_selection_flags(p: argparse.ArgumentParser) -> None:
+    """What is sent (tasks/selection.py), trial runs and the context put into the prompt; `selection_overrides`
+    reads them back. Defaults come from the settings ([select], [run] context and sample_seed)."""
+    g = p.add_argument_group("choosing what is sent")
+    g.add_argument("--kinds", metavar="KINDS", help="only these media kinds, comma-separated: image, audio, video, "
+                   "document (default: all)")
+    g.add_argument("--include", action="append", metavar="GLOB",
+                   help="only paths matching this glob (gitignore syntax, relative to the root, ** for any depth); "
+                   "repeatable")
+    g.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="leave out paths matching this glob (gitignore syntax; `raw/` is a folder); repeatable. "
+                   ".enrichignore files in the folders are always obeyed")
+    g.add_argument("--hidden", action="store_true", default=None,
+                   help="also look at hidden files and folders (names starting with a dot; left out by default)")
+    g.add_argument("--max-file-size", metavar="SIZE", help="leave out files larger than SIZE (50MB, 2GiB, bytes)")
+    g.add_argument("--sample", type=int, metavar="N",
+                   help="a trial: describe N files drawn at random from what a full run would send (see --seed); "
+                   "a later full run describes the rest")
+    g.add_argument("--limit", type=int, metavar="N", help="a trial: describe the first N files, in walk order, of "
+                   "what a full run would send")
+    g.add_argument("--seed", type=int, metavar="N", help="seed of --sample (default 17: reruns draw the same files)")
+    g.add_argument("--context", metavar="WHAT",
+                   help="put into the prompt as text, comma-separated: date (taken), place (city, region, country "
+                   "looked up offline from GPS; coordinates are never sent), folder (its name), keywords "
+                   "(XMP/IPTC keywords and caption). Off by default; part of the enrichment version")
+
+
+def selection_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings overrides from the flags `_add_selection_flags` declared (None: not given)."""
+    def joined(values: list[str] | None) -> str | None:
+        return None if values is None else ",".join(values)
+
+    return {
+        "kinds": getattr(args, "kinds", None),
+        "include": joined(getattr(args, "include", None)),
+        "exclude": joined(getattr(args, "exclude", None)),
+        "hidden": getattr(args, "hidden", None),
+        "max_file_size": getattr(args, "max_file_size", None),
+        "sample": getattr(args, "sample", None),
+        "limit": getattr(args, "limit", None),
+        "sample_seed": getattr(args, "seed", None),
+        "context": getattr(args, "context", None),
+    }
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """Settings overrides from the flags `add_media_flags` declared (None: not given, keep the setting)."""
     return {
+        **selection_overrides(args),
         "model": args.model,
         "budget_usd": getattr(args, "budget", None),
         "warehouse": args.warehouse,

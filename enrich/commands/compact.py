@@ -32,9 +32,11 @@ def main(args: argparse.Namespace) -> int:
     target = args.target_rows or DEFAULT_TARGET_ROWS
     if target < 1:
         raise UsageError("--target-rows must be at least 1")
+    from enrich.warehouse.store import check_readable, check_writable
+
     wh = Warehouse(settings.warehouse)
-    if not wh.root.is_dir():
-        raise UsageError(f"no warehouse at {wh.root}")
+    check_readable(wh.root)
+    check_writable(wh.root)
     with WarehouseLock(wh.root, "enrich compact").acquire(wait=args.wait):
         before = {"results": len(wh.result_files()), "runs": len(wh.run_files())}
         report = compact(wh, target)

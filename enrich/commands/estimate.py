@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from enrich.commands._common import add_media_flags, resolve_paths
+from enrich.commands._common import add_media_flags, resolve_paths, selection_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
 
     roots = resolve_paths(args.paths)
     settings = load_settings().with_overrides(warehouse=args.warehouse, model=args.model,
-                                              resolution=args.resolution)
+                                              resolution=args.resolution, **selection_overrides(args))
     est = estimate(roots, settings, mode=args.mode, include=skip_done_filter(settings, args.reprocess))
     if args.json:
         print(json.dumps(est.as_json(), indent=2))

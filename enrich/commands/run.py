@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "warehouse. Runs as a Prefect flow.",
     )
     add_media_flags(p, "run")
+    p.add_argument("--allow-mass-removal", action="store_true",
+                   help="mark files gone even when a folder yielded nothing or lost most of its files since the "
+                   "last run (by default that looks like an empty or unmounted disk and nothing is marked gone)")
     p.add_argument("--wait", action="store_true",
                    help="if another run is using the warehouse, wait for it instead of refusing")
     p.add_argument("--yes", "-y", action="store_true",
@@ -88,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        from enrich.warehouse.store import check_writable
+
+        check_writable(settings.warehouse)  # a file, a read-only folder: one line, before anything starts
         if not args.wait:
             from enrich.warehouse.lock import refuse_if_locked
 
@@ -105,12 +111,18 @@ def main(args: argparse.Namespace) -> int:
         from enrich.flows.enrich_flow import enrich_flow
         from enrich.flows.run_options import split_overrides, trusted_settings
 
+        from enrich.warehouse.lock import WarehouseChanged
+
         # Prefect records the safe run options as the flow's parameters; the rest (warehouse,
         # --keep-metadata, an endpoint model) reaches the flow in-process, never as a parameter.
         options, _ = split_overrides(overrides)
-        with trusted_settings(settings):
-            summary = enrich_flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
-                                  wait_for_lock=args.wait)
+        try:
+            with trusted_settings(settings):
+                summary = enrich_flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
+                                      wait_for_lock=args.wait, allow_mass_removal=args.allow_mass_removal)
+        except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
+            print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
+            return 1
     finally:
         if emu is not None:
             emu.stop()
@@ -131,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
                   f"${Decimal(summary['reserved_peak_usd']).normalize():f} at once"
                   + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
+        for withheld in summary.get("gone_withheld", []):
+            print(f"note: {withheld['message']}", file=sys.stderr)
         if summary["status"] != "finished" and summary.get("message"):
             from enrich.terminal import safe_text
 

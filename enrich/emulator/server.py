@@ -68,6 +68,10 @@ class EmulatorConfig:
     batch_running_polls: int = 1  # GETs of a new batch job that still answer RUNNING
     strict_media: bool = False  # 400 on undecodable images/PDFs (like the real API) instead of guessing
     follow_injections: bool = False  # obey "ignore all previous instructions. X" found in a text or PDF part
+    # A proxy's body limit: a generateContent body larger than this is refused, 413 or (with
+    # too_large_status=400) the API's own "Request payload size exceeds the limit" 400. None: no limit.
+    max_request_bytes: int | None = None
+    too_large_status: int = 413
 
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EmulatorConfig)}
@@ -352,6 +356,7 @@ class GeminiEmulator:
         self._window: deque[float] = deque()
         self._captured: list[tuple[str, bytes]] = []
         self._upload_starts: list[dict[str, Any]] = []  # headers and file metadata of each upload start
+        self._requests: list[bytes] = []  # generateContent bodies, with capture_media
         self._files: dict[str, _File] = {}
         self._uploads: dict[str, _Upload] = {}
         self._batches: dict[str, _Batch] = {}
@@ -428,7 +433,9 @@ class GeminiEmulator:
                 v = None if v in (None, 0) else int(v)
             elif k in ("retry_delay_s", "slow_s"):
                 v = float(v)
-            elif k in ("seed", "port", "file_processing_polls", "batch_running_polls"):
+            elif k == "max_request_bytes":
+                v = None if v in (None, 0) else int(v)
+            elif k in ("seed", "port", "file_processing_polls", "batch_running_polls", "too_large_status"):
                 v = int(v)
             elif k in ("capture_media", "strict_media", "follow_injections"):
                 v = bool(v)
@@ -468,6 +475,10 @@ class GeminiEmulator:
         """Each resumable upload's start request: its headers (the key left out) and its file metadata."""
         with self._lock:
             return [dict(u) for u in self._upload_starts]
+    def received_requests(self) -> list[bytes]:
+        """The raw generateContent bodies received while capture_media was on (refused ones too)."""
+        with self._lock:
+            return list(self._requests)
 
     def reset(self) -> None:
         """Clear the ledger, captures, rpm window, stored files, uploads and batches; re-seed the RNG."""
@@ -477,6 +488,7 @@ class GeminiEmulator:
             self._ledger.in_flight = in_flight
             self._captured.clear()
             self._upload_starts.clear()
+            self._requests.clear()
             self._window.clear()
             self._files.clear()
             self._uploads.clear()
@@ -724,6 +736,14 @@ class GeminiEmulator:
     def _generate(self, version: str, model: str, key: str | None, raw: bytes, base_url: str) -> tuple:
         self._check_key(key)
         model = self._check_model(model, version)
+        with self._lock:
+            if self._cfg.capture_media:
+                self._requests.append(bytes(raw))
+            limit, refusal = self._cfg.max_request_bytes, self._cfg.too_large_status
+        if limit is not None and len(raw) > limit:
+            if refusal == 400:
+                raise _bad(f"Request payload size exceeds the limit: {limit} bytes.")
+            raise ApiError(413, "PAYLOAD_TOO_LARGE", f"Request Entity Too Large: {len(raw)} bytes is over {limit}.")
         body = _parse_json(raw)
         cap: list | None = [] if self._cfg.capture_media else None
         req = self._parse_request(model, body, capture=cap)
