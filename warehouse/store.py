@@ -77,7 +77,7 @@ def check_writable(root: str | Path) -> None:
     if problem:
         raise WarehouseUnusable(problem)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        private_dirs(root)
         probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
@@ -156,7 +156,7 @@ def quarantine(part: Path, problem: str) -> None:
     dest = dest_dir / f"{part.parent.name}-{part.name}"
     where = ""
     try:
-        dest_dir.mkdir(exist_ok=True)
+        own_state_dir(dest_dir)
         n = 1
         while dest.exists():
             n += 1
