@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"enrich: error: {message}", file=sys.stderr)
+    from enrich.terminal import safe_text
+
+    print(f"enrich: error: {safe_text(message)}", file=sys.stderr)
     return code
 
 

@@ -35,4 +35,12 @@ def configure_prefect_env(env: dict[str, str] | None = None) -> None:
         env.setdefault(key, value)
     # Prefect creates its home without parents and then fails to open its database ("unable to open
     # database file") after spinning until the start-up timeout: create it here.
-    Path(env["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    # Private (0700): it holds the run parameters, logs and state of every flow run.
+    from enrich.private_fs import own_state_dir, private_dirs
+
+    prefect_home = Path(env["PREFECT_HOME"]).expanduser()
+    if prefect_home == home / "prefect":
+        private_dirs(home)
+        own_state_dir(prefect_home)
+    else:  # a home the user chose: created private, an existing one left as it is
+        private_dirs(prefect_home)

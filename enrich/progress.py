@@ -172,7 +172,9 @@ class ProgressReporter:
         notice = self._notice()
         if self.mode == "bar" and self._bar is not None:
             if notice:
-                self._bar.console.print(notice)
+                from enrich.terminal import safe_text
+
+                self._bar.console.print(safe_text(notice, keep_newlines=True), markup=False, highlight=False)
             self._update_bar(self._figures())
             if final:
                 self._bar.refresh()
@@ -187,8 +189,10 @@ class ProgressReporter:
             self._write(self.line())
 
     def _write(self, text: str) -> None:
+        from enrich.terminal import safe_text
+
         try:
-            self.stream.write(text + "\n")
+            self.stream.write(safe_text(text, keep_newlines=True) + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass

@@ -253,6 +253,11 @@ class Settings:
                                    help="remove GPS, camera serials, EXIF, tags, PDF Info/XMP before upload")
     max_image_pixels: int = setting(120_000_000, toml="run.max_image_pixels", check=_at_least(1),
                                     help="images with more pixels are refused (decompression bombs)")
+    max_decode_pixels: int = setting(150_000_000, toml="run.max_decode_pixels", check=_at_least(1),
+                                     help="pixels decoded at once by all preparation threads together")
+    max_inflight_bytes: int = setting(256 * 1024 * 1024, toml="run.max_inflight_bytes", check=_at_least(1),
+                                      help="media bytes held by prepared and in-flight requests together "
+                                      "(one larger file goes alone)")
     prepare_workers: int = setting(0, toml="run.prepare_workers", check=_at_least(0),
                                    help="threads for image preparation; 0 = all cores")
     budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_usd_amount, flag="--budget",
@@ -327,6 +332,9 @@ class Settings:
     api_version: str = setting("v1beta", toml="gemini.api_version", help="Gemini API version")
     api_key: SecretStr | None = setting(None, type=SecretStr, env=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
                                         secret=True, help="API key for Gemini (environment only; never stored or shown)")
+    openai_api_key: SecretStr | None = setting(None, type=SecretStr, env=("ENRICH_OPENAI_API_KEY", "OPENAI_API_KEY"),
+                                               secret=True, help="API key for openai: servers, sent as a Bearer "
+                                               "token (environment only; never stored or shown)")
     # [estimate]: used until the warehouse has history for a kind and model
     expected_latency_s: float = setting(3.0, toml="estimate.latency_s", check=_positive,
                                         help="seconds per request, until the warehouse knows better")
@@ -397,6 +405,13 @@ class Settings:
         if self.resolution not in self.resolution_max_side:
             raise ConfigError(f"{_origin(SETTINGS['resolution'], self.source('resolution'))}: resolution must be "
                               f"one of {', '.join(sorted(self.resolution_max_side))}, not {self.resolution!r}")
+        if self.model.startswith("openai:") and "@" in self.model:
+            from enrich.urls import credentials_in_url
+
+            why = credentials_in_url(self.model.split("@", 1)[1])
+            if why:
+                raise ConfigError(f"refusing the openai: endpoint URL because {why}: URLs are stored and printed; "
+                                  "put the key in ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ConfigError(f"need backoff_initial_s ({self.backoff_initial_s}) <= backoff_max_s "
                               f"({self.backoff_max_s})")

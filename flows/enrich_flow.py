@@ -28,8 +28,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from enrich.progress import ProgressReporter
+from enrich.errors import ConfigError
 from enrich.schemas.vocab import RunStatus
 from enrich.settings import load_settings
+from enrich.flows.run_options import RunOptions, check_roots, current_trusted_settings
 from enrich.flows.pipeline import (
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, finish_batch, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
@@ -179,15 +181,24 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
                 deadline_s: float | None = None) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
-    Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
-    are loaded inside the flow from the environment and config/. `reprocess`: any of stale, failed, all.
-    `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
+    Parameters are plain values only (they are stored by Prefect, and anyone who can reach Prefect's API can
+    set them): `overrides` is validated as a `RunOptions` (model id, budget, concurrency, rpm, tpm,
+    resolution, chunk size, progress); any other key (an endpoint, a folder, the metadata switch) refuses the
+    run before anything is opened or sent. Settings, and the API key with them, are loaded inside the flow
+    from the environment and config/ (or taken from `trusted_settings` of an in-process CLI call).
+    `reprocess`: any of stale, failed, all. `wait_for_lock`: queue behind another run on the same warehouse.
     `allow_mass_removal`: mark paths gone even under a root that yielded nothing or lost most of its files
     (otherwise withheld there, as for an unplugged disk; the summary's `gone_withheld` says where).
     Batch mode (settings.mode): `until_done` polls the jobs until each has ended; `deadline_s` (with it)
     sends what is still pending then interactively.
     """
-    settings = load_settings().with_overrides(**(overrides or {}))
+    options = RunOptions.from_parameters(overrides)
+    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+        raise ConfigError("refused flow parameters (roots must be a list of paths)")
+    if not isinstance(allow_mass_removal, bool) or not isinstance(wait_for_lock, (bool, int, float)):
+        raise ConfigError("refused flow parameters (allow_mass_removal and wait_for_lock are true or false)")
+    check_roots(roots)
+    settings = options.apply(current_trusted_settings() or load_settings())
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock,
                    allow_mass_removal=allow_mass_removal)
     status = RunStatus.FAILED

@@ -128,6 +128,7 @@ def run_eval(eval_set: EvalSet, configs: list[tuple[str, EvalConfig]], *, overri
     """Run `eval_set` with each (label, configuration), score, judge, store. `overrides`: settings for every
     run (warehouse, budget_usd, concurrency, progress, ...); a configuration's keys win over them."""
     from enrich.flows.enrich_flow import enrich_flow
+    from enrich.flows.run_options import split_overrides, trusted_settings
 
     eval_id = eval_id or new_eval_id()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -147,7 +148,11 @@ def run_eval(eval_set: EvalSet, configs: list[tuple[str, EvalConfig]], *, overri
                          "budget_usd": _remaining(cap, spent), "daily_budget_usd": None}
         started_at = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        summary = enrich_flow(files, run_overrides, reprocess=["all"])
+        # settings a flow parameter may not carry (the scratch warehouse, an endpoint model) travel
+        # in-process, as with `enrich run`; the safe run options are the flow run's parameters
+        options, _ = split_overrides(run_overrides)
+        with trusted_settings(load_settings().with_overrides(**run_overrides)):
+            summary = enrich_flow(files, options.as_parameters(), reprocess=["all"])
         wall = time.perf_counter() - t0
         rows_by_path = _read_run_rows(scratch, summary["run_id"])
         rows_by_item = {by_file[p].path: r for p, r in rows_by_path.items() if p in by_file}

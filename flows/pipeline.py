@@ -37,8 +37,10 @@ from typing import Any, Iterable, Iterator, Sequence
 from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
 from enrich.budget import ZERO, Budget, budget_for_run
+from enrich.inflight import WeightBudget
 from enrich.limiter import RateLimiter
 from enrich.pricing import load_prices
+from enrich.redact import scrub, scrubbed_logger
 from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
@@ -47,6 +49,7 @@ from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+from enrich.tasks.strip_metadata import sweep_media_temp
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
 from enrich.tasks.context import context_fields
 from enrich.tasks.selection import Selection, trial_pick
@@ -57,7 +60,7 @@ from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
 
-log = logging.getLogger("enrich.run")
+log = scrubbed_logger("enrich.run")
 
 STATUSES = (Status.OK, Status.ERROR, Status.BLOCKED, Status.SKIPPED, Status.OVER_BUDGET, Status.INTERRUPTED, Status.GONE)
 MAX_CHUNKS_IN_FLIGHT = 32  # the flow's task runner has this many threads
@@ -105,6 +108,7 @@ class RunContext:
     started_at: datetime
     ready: threading.Semaphore  # prepared items alive at once (bounded queue between prepare and describe)
     ready_capacity: int
+    inflight_bytes: WeightBudget  # media bytes held by prepared items and requests, beside their count
     progress: RunProgress = field(default_factory=RunProgress)
     stats: RunStats = field(default_factory=RunStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -186,6 +190,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
     load what is already done, record the run as running."""
     run_id = run_id or new_run_id()
     reprocess_set = parse_reprocess(reprocess)
+    sweep_media_temp()  # temporary copies a killed run left behind, whatever this run will strip
     lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
         return _open_locked(roots, settings, run_id, reprocess_set, lock, allow_mass_removal)
@@ -249,6 +254,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ready_capacity=ready_capacity,
         collector=collector,
         collected=collected,
+        inflight_bytes=WeightBudget(settings.max_inflight_bytes),
     )
     try:
         if collector is not None:
@@ -598,9 +604,19 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
                     work.skip(i)
                     return
             elif isinstance(prepared, PreparedItem):
-                future = ctx.describer.submit(prepared)
-                future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared))
-                return
+                # the bytes its request will hold: wait (on this preparation thread) for room in the budget
+                held = ctx.inflight_bytes.acquire(request_bytes(prepared, ctx), cancelled=lambda: ctx.stopping)
+                if held is None:
+                    prepared.release()
+                    row = ctx.describer.not_sent_row(file, prepared.meta)
+                else:
+                    try:
+                        future = ctx.describer.submit(prepared)
+                    except BaseException:
+                        ctx.inflight_bytes.release(held)
+                        raise
+                    future.add_done_callback(lambda fut: _described(ctx, work, i, file, fut, prepared, held))
+                    return
             else:
                 row = status_row(file, ctx.info, Status.ERROR, prepared.kind, str(prepared),
                                  getattr(prepared, "meta", None))
@@ -611,14 +627,32 @@ def _prepare_and_send(ctx: RunContext, work: _ChunkWork, i: int, file: Discovere
     work.complete(i, row)
 
 
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # the Files API path streams the file in chunks of this size
+
+
+def request_bytes(item: PreparedItem, ctx: RunContext) -> int:
+    """Media bytes a request for `item` holds in memory: inline parts whole (read at send time when they are
+    a file), uploads one chunk at a time."""
+    inline = ctx.describer.backend.capabilities.max_inline_bytes
+    total = 0
+    for media in item.media:
+        try:
+            size = media.size
+        except OSError:
+            continue  # vanished: the send reports it
+        total += size if size <= inline else min(size, UPLOAD_CHUNK_BYTES)
+    return total
+
+
 def _described(ctx: RunContext, work: _ChunkWork, i: int, file: DiscoveredFile, future: Future,
-               prepared: PreparedItem) -> None:
+               prepared: PreparedItem, held: int | None = None) -> None:
     try:
         row = future.result()
     except BaseException as exc:  # the describer was shut down under it
         row = status_row(file, ctx.info, Status.INTERRUPTED, Status.INTERRUPTED,
                          f"not finished: the describer stopped ({exc.__class__.__name__})")
     finally:
+        ctx.inflight_bytes.release(held)
         prepared.release()  # temporary copies (stripped or trimmed media) go as soon as the item is done
     ctx.ready.release()
     work.complete(i, row)
@@ -725,7 +759,7 @@ def interrupt_run(ctx: RunContext, signum: int) -> None:
 def fail_run(ctx: RunContext, reason: str) -> None:
     """Something outside the describer broke (a chunk could not be written): stop like a fatal error."""
     if ctx.failure is None:
-        ctx.failure = reason
+        ctx.failure = scrub(reason)
     ctx.describer.stop(f"the run stopped: {reason}")
 
 
@@ -817,6 +851,7 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
     try:
         if status is None:
             status, message = final_status(ctx)
+        message = scrub(message)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
         if ctx.ledger is not None:
@@ -868,6 +903,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "request_window_s": d.stats.window_s(),
         "concurrency": {"max": d.concurrency.maximum, "final": d.concurrency.current,
                         "decreases": d.concurrency.decreases},
+        "inflight_bytes": {"limit": ctx.inflight_bytes.limit, "peak": ctx.inflight_bytes.peak},
         "fatal": str(d.fatal) if d.fatal else None,
         "mode": ctx.settings.mode,
         "batch": batch_summary(ctx),

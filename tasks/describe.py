@@ -44,12 +44,13 @@ from enrich.concurrency import AdaptiveConcurrency
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.limiter import RateLimiter
 from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
+from enrich.redact import scrub, scrub_value, scrubbed_logger
 from enrich.tasks.media_info import input_tokens_for
 from enrich.tasks.prepare import PreparedItem
 from enrich.tasks.records import RunInfo, now_utc, result_row, status_row
 from enrich.settings import default
 
-log = logging.getLogger("enrich.describe")
+log = scrubbed_logger("enrich.describe")
 
 ERROR_TEXT_MAX = 500
 
@@ -180,7 +181,7 @@ class Describer:
         (default options.grace_s), then are cancelled. Safe from any thread and from a signal handler;
         a second call with grace_s=0 cancels what is still in flight."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason = scrub(reason)
         self.stopping.set()
         grace = self.options.grace_s if grace_s is None else grace_s
         try:
@@ -224,6 +225,8 @@ class Describer:
 
     def _abort(self, exc: FatalRunError) -> None:
         if self.fatal is None:
+            if scrub(str(exc)) != str(exc):
+                exc = FatalRunError(scrub(str(exc)), kind=exc.kind)
             self.fatal = exc
             log.error("stopping the run: %s", exc)
             self.stop(f"the run stopped: {exc}")
@@ -244,6 +247,8 @@ class Describer:
             row = self._error_row(item, "internal", f"unexpected error: {exc.__class__.__name__}: {exc}", state)
         finally:
             self._items.pop(task, None)
+        # every string of the row may come from the answer (the model's text, raw_text, an error quoting it)
+        row = scrub_value(row)
         if self.on_outcome is not None:
             self.on_outcome(row)
         return row

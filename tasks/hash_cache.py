@@ -13,13 +13,17 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from enrich.private_fs import create_private_file, own_state_dir, private_dirs
+
 FLUSH_EVERY = 500
 
 
 class HashCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.path.parent.parent)
+        own_state_dir(self.path.parent)
+        create_private_file(self.path)  # SQLite gives its -wal and -shm files the database file's mode
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

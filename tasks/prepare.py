@@ -22,7 +22,7 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     from enrich.tasks.prepare_image import prepare_image
 
     img = prepare_image(file.path, max_side=options.max_side, keep_metadata=options.keep_metadata,
-                        max_pixels=options.max_pixels)
+                        max_pixels=options.max_pixels, decode_budget=options.decode_budget)
     m = img.meta
     # taken_at is stored as the clock time on the camera (naive): most photos carry no UTC offset
     taken_at = m.taken_at.replace(tzinfo=None) if m.taken_at is not None else None

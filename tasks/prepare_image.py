@@ -31,6 +31,7 @@ import struct
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -692,15 +693,20 @@ def prepare_image(
     max_side: int = RESOLUTION_MAX_SIDE["low"],
     keep_metadata: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_budget: Any = None,
 ) -> PreparedImage:
     """Decode, orient, downscale (long side <= `max_side`), re-encode as metadata-free JPEG q=85.
 
     JPEGs (and RAW previews) are decoded with DCT scaling (draft mode) straight to about the target size,
     which is what makes a 12 MP photo cheap. Raises MediaError (see module docstring for kinds).
+    `decode_budget` (an enrich.inflight.WeightBudget shared by the preparation threads): the pixels this
+    decode produces (after draft scaling, from the header) are held in it until the image is encoded, so
+    the threads together never decode more than its limit at once (one image larger than it goes alone).
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     img, meta, orientation = _open_any(path, max_pixels)
+    held = None
     try:
         exif_bytes = _exif_to_keep(img) if keep_metadata else None
         icc = img.info.get("icc_profile")
@@ -716,6 +722,9 @@ def prepare_image(
                 elif img.format == "JPEG2000":
                     # OpenJPEG decodes a lower resolution level directly: 1/2^n of each side
                     img.reduce = _j2k_reduce(stored_w, stored_h, target)  # type: ignore[method-assign]
+            if decode_budget is not None:  # img.size is now the size the decode will produce (JPEG 2000
+                # reduces while decoding: counted at full size, which errs on the safe side)
+                held = decode_budget.acquire(img.size[0] * img.size[1])
             img.load()
         except Image.DecompressionBombError as exc:
             if stored_w * stored_h > max_pixels:
@@ -744,6 +753,8 @@ def prepare_image(
         return PreparedImage(mime="image/jpeg", data=data, width=work.size[0], height=work.size[1], meta=meta)
     finally:
         img.close()
+        if decode_budget is not None:
+            decode_budget.release(held)
 
 
 def _j2k_reduce(w: int, h: int, target: tuple[int, int]):

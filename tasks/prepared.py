@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from enrich.backends.base import MediaPart
+from enrich.inflight import WeightBudget
 from enrich.settings import RESOLUTION_MAX_SIDE, default
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import MediaLimits
@@ -20,6 +21,8 @@ class PrepareOptions:
     keep_metadata: bool = False
     max_pixels: int = default("max_image_pixels")
     limits: MediaLimits = MediaLimits()  # audio, video and documents
+    # pixels decoded at once by all the threads preparing with these options (None: no bound)
+    decode_budget: WeightBudget | None = field(default=None, compare=False)
     context: tuple[str, ...] = ()  # --context fields to put into the prompt (tasks/context.py)
 
     @classmethod
@@ -28,6 +31,7 @@ class PrepareOptions:
 
         return cls(max_side=settings.max_side, keep_metadata=not settings.strip_metadata,
                    max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings),
+                   decode_budget=WeightBudget(settings.max_decode_pixels),
                    context=context_fields(settings.context))
 
 

@@ -21,27 +21,31 @@ then sent as it is). Samples and frames are never decoded; each format is handle
 - PDF: rewritten by pypdf without the document information dictionary (/Info: Author, Creator, Producer,
   dates), without XMP metadata streams (/Metadata on the catalog, pages, images, fonts) and private
   application data (/PieceInfo); earlier revisions of an incrementally saved file are dropped with them.
+  Embedded JPEGs (/DCTDecode: a scan or a photo made into a PDF carries the camera's JPEG) lose their APPn
+  segments (EXIF with GPS and serials, XMP, ICC, maker notes) and comments, byte for byte otherwise (JFIF and
+  Adobe segments stay: CMYK colours need the latter); annotations lose their authors and dates (/T, /M,
+  /CreationDate; a form field's /T is its name and stays). Whether a PDF needs this is decided by parsing it.
 
 Not removed: subtitle tracks (some drones write their GPS as subtitles: they are content to this module),
 metadata samples of fragmented MP4 (moof) files, what is in the picture or the sound, the text and
-annotations of a PDF (content, not metadata).
+annotation contents of a PDF (content, not metadata).
 
 A copy that cannot be made is a `MediaError` with kind `metadata_strip_failed`: the item is not sent, since
 sending personal data silently would be worse than one error row. Copies live in this process's folder
 (`media_temp_dir()`), readable by the user only; the caller deletes each copy once its item is done, the
-folder goes at exit, and folders of processes that were killed are removed by the next run that makes one.
+folder goes at exit, and folders of processes that were killed are removed at the start of the next run
+(`sweep_media_temp`: by owner and a lock each live process holds, never by host name).
 """
 from __future__ import annotations
 
 import atexit
-import mmap
 import os
 import shutil
-import socket
 import stat
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -49,7 +53,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from enrich.errors import MediaError
 from enrich.settings import default
 
-__all__ = ["STRIP_FAILED", "strip_metadata", "media_temp_dir", "new_temp_file", "unlink_quietly"]
+__all__ = ["STRIP_FAILED", "strip_metadata", "media_temp_dir", "new_temp_file", "sweep_media_temp", "unlink_quietly"]
 
 STRIP_FAILED = "metadata_strip_failed"
 _BLOCK = 1 << 20
@@ -80,11 +84,18 @@ def _short(exc: BaseException, cap: int = 160) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# temporary copies: <tmp>/enrich-media-<uid>/<host>-<pid>/, mode 0700
+# temporary copies: <tmp>/enrich-media-<uid>/<pid>-<random>/, mode 0700, each held by its process's lock
 
+STALE_AFTER_S = 6 * 3600.0  # a folder without a lock file (an older enrich's) is swept after this long
+_ALIVE = ".alive"  # locked (flock) by the process that owns the folder, for as long as it lives
 
 _dirs: dict[int, Path] = {}
+_alive_fds: dict[int, int] = {}
 _dirs_lock = threading.Lock()
+
+
+def media_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"enrich-media-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def media_temp_dir() -> Path:
@@ -94,17 +105,107 @@ def media_temp_dir() -> Path:
         folder = _dirs.get(pid)
         if folder is not None and folder.is_dir():
             return folder
-        root = Path(tempfile.gettempdir()) / f"enrich-media-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-        host = socket.gethostname().replace(os.sep, "_") or "host"
+        root = media_root()
         if _private_dir(root):
-            _sweep_dead(root, host)
-            folder = root / f"{host}-{pid}"
-            folder.mkdir(mode=0o700, exist_ok=True)
+            sweep_media_temp(root)
+            folder = Path(tempfile.mkdtemp(prefix=f"{pid}-", dir=root))
         else:  # someone else owns the shared name: a fresh private folder, nothing to sweep
             folder = Path(tempfile.mkdtemp(prefix="enrich-media-"))
+        _hold(folder, pid)
         atexit.register(shutil.rmtree, folder, True)
         _dirs[pid] = folder
         return folder
+
+
+def _hold(folder: Path, pid: int) -> None:
+    """Lock the folder's `.alive` file for this process's life (the kernel releases it when the process dies,
+    however it dies), so a sweep by another run never takes a live run's copies."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: the age rule alone protects the folder
+        return
+    fd = os.open(folder / _ALIVE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    old = _alive_fds.pop(pid, None)
+    if old is not None:
+        os.close(old)
+    _alive_fds[pid] = fd
+
+
+def _held(folder: Path) -> bool | None:
+    """True: a live process holds the folder; False: its lock is free (its process died); None: no lock file."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(folder / _ALIVE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = os.lstat(folder).st_mtime
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return newest
+
+
+def sweep_media_temp(root: Path | None = None, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the copies that killed runs left behind, by owner and liveness (not by host name): every folder
+    of this user whose lock no live process holds; a folder without a lock (an older enrich's, or a lock that
+    a network file system lost) once nothing in it changed for `stale_after_s`. Called at every run's start.
+    Returns what it removed."""
+    root = media_root() if root is None else root
+    if not _private_dir(root, create=False):
+        return []
+    removed = []
+    now = time.time()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    own = _dirs.get(os.getpid())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            continue
+        if entry == own or (uid is not None and st.st_uid != uid):
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if now - st.st_mtime > stale_after_s:
+                unlink_quietly(entry)
+                removed.append(entry)
+            continue
+        held = _held(entry)
+        if held is False or (held is None and now - _newest_mtime(entry) > stale_after_s):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def new_temp_file(suffix: str = "", prefix: str = "enrich-") -> Path:
@@ -121,10 +222,11 @@ def unlink_quietly(path: str | os.PathLike[str]) -> None:
         pass
 
 
-def _private_dir(root: Path) -> bool:
+def _private_dir(root: Path, *, create: bool = True) -> bool:
     """`root` exists (or is created) as a real folder owned by this user and private to it."""
     try:
-        root.mkdir(mode=0o700, exist_ok=True)
+        if create:
+            root.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(root)
     except OSError:
         return False
@@ -133,26 +235,6 @@ def _private_dir(root: Path) -> bool:
     if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o077):
         return False
     return True
-
-
-def _sweep_dead(root: Path, host: str) -> None:
-    """Remove folders left by killed processes of this host (their pid no longer runs)."""
-    if os.name != "posix":  # os.kill(pid, 0) is only a liveness probe on POSIX
-        return
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        name_host, _, pid_text = entry.name.rpartition("-")
-        if name_host != host or not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's pid) or unknown: leave it
 
 
 def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:
@@ -642,15 +724,167 @@ def _strip_webm(src: str, timeout_s: float) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PDF: rewritten by pypdf without /Info, XMP streams and private application data
+# PDF: rewritten by pypdf without /Info, XMP streams, private application data, the EXIF/XMP of embedded
+# JPEGs and the authors and dates of annotations
 
-_PDF_MARKERS = (b"/Info", b"/Metadata", b"/PieceInfo", b"/ObjStm")  # object streams may hide the others
 _PDF_DROP_KEYS = ("/Metadata", "/PieceInfo")
+_PDF_ANNOT_DROP_KEYS = ("/T", "/M", "/CreationDate")  # author (also a popup's), modified, created
+_PDF_MAX_OBJECTS = 2_000_000
+
+
+def _pdf_walk(root: Any, *, limit: int = 1_000_000) -> Iterator[Any]:
+    """`root` and the direct (not indirect) dictionaries and arrays nested in it."""
+    from pypdf.generic import ArrayObject, DictionaryObject
+
+    stack = [root]
+    seen = 0
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        yield item
+        if isinstance(item, DictionaryObject):
+            stack.extend(v for v in item.values() if isinstance(v, (DictionaryObject, ArrayObject)))
+        elif isinstance(item, ArrayObject):
+            stack.extend(v for v in item if isinstance(v, (DictionaryObject, ArrayObject)))
+
+
+def _is_markup_annotation(obj: Any) -> bool:
+    """An annotation whose /T is a person (comments, highlights, popups); a form widget's /T is its field name."""
+    subtype = obj.get("/Subtype")
+    if subtype is None or str(subtype) in ("/Widget", "/Link"):
+        return False
+    return str(obj.get("/Type", "/Annot")) == "/Annot" and ("/Rect" in obj or "/Parent" in obj)
+
+
+def _dct_only(stream: Any) -> bool | None:
+    """True: a JPEG stream (/DCTDecode alone); None: DCTDecode in a chain of filters; False: not a JPEG."""
+    from pypdf.generic import ArrayObject
+
+    filters = stream.get("/Filter")
+    if filters is None:
+        return False
+    names = [str(f) for f in filters] if isinstance(filters, ArrayObject) else [str(filters)]
+    if "/DCTDecode" not in names and "/DCT" not in names:
+        return False
+    return True if len(names) == 1 else None
+
+
+_JPEG_KEEP_APP = {0xE0: b"JFIF\x00", 0xEE: b"Adobe"}  # JFIF density; Adobe: needed to decode CMYK/YCCK colours
+
+
+def strip_jpeg_segments(data: bytes) -> bytes | None:
+    """The JPEG without its APPn segments (EXIF, XMP, ICC, maker notes, Photoshop IRB) and comments, keeping
+    JFIF and Adobe (colour transform) segments; None when there is nothing to remove. The entropy-coded data
+    is copied as it is (no re-encoding). MediaError when the stream is not a well-framed JPEG."""
+    if data[:2] != b"\xff\xd8":
+        raise MediaError("an embedded JPEG does not start with SOI", kind=STRIP_FAILED)
+    out = bytearray(b"\xff\xd8")
+    pos, dropped = 2, False
+    n = len(data)
+    while pos < n:
+        if data[pos] != 0xFF:
+            raise MediaError("an embedded JPEG has bytes between its segments", kind=STRIP_FAILED)
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            out += bytes([0xFF, marker])
+            continue
+        if pos + 2 > n:
+            raise MediaError("an embedded JPEG ends inside a segment header", kind=STRIP_FAILED)
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        if length < 2 or pos + length > n:
+            raise MediaError("an embedded JPEG segment runs past its end", kind=STRIP_FAILED)
+        segment = data[pos - 2:pos + length]
+        if marker == 0xDA:  # start of scan: the rest is image data (and more scans), copied verbatim
+            out += data[pos - 2:]
+            break
+        keep = _JPEG_KEEP_APP.get(marker)
+        personal = marker == 0xFE or (0xE0 <= marker <= 0xEF
+                                      and not (keep and data[pos + 2:pos + length].startswith(keep)))
+        if personal:
+            dropped = True
+        else:
+            out += segment
+        pos += length
+    return bytes(out) if dropped else None
+
+
+def _pdf_objects(doc: Any) -> Iterator[Any]:
+    """Every object of a reader (through its cross-reference tables, object streams included) or writer."""
+    from pypdf import PdfReader
+
+    if isinstance(doc, PdfReader):
+        from pypdf.generic import IndirectObject
+
+        refs: dict[int, int] = {}
+        for generation, table in doc.xref.items():
+            for idnum in table:
+                refs.setdefault(idnum, generation)
+        for idnum in getattr(doc, "xref_objStm", {}):
+            refs.setdefault(idnum, 0)
+        if len(refs) > _PDF_MAX_OBJECTS:
+            raise MediaError("the PDF has too many objects to check", kind=STRIP_FAILED)
+        for idnum, generation in sorted(refs.items()):
+            try:
+                obj = IndirectObject(idnum, generation, doc).get_object()
+            except Exception:
+                continue  # a broken entry: nothing the rewrite could reach through it either
+            if obj is not None:
+                yield obj
+    else:
+        yield from (o for o in doc._objects if o is not None)
+
+
+def _pdf_personal(doc: Any, *, fix: bool) -> bool:
+    """Whether `doc` (a reader or a writer) holds what we strip; with `fix` (a writer), strip it."""
+    from pypdf.generic import DictionaryObject, StreamObject
+
+    found = False
+    for obj in _pdf_objects(doc):
+        for item in _pdf_walk(obj):
+            if not isinstance(item, DictionaryObject):
+                continue
+            keys = [k for k in _PDF_DROP_KEYS if k in item]
+            if _is_markup_annotation(item):
+                keys += [k for k in _PDF_ANNOT_DROP_KEYS if k in item]
+            if keys:
+                found = True
+                if not fix:
+                    return True
+                for key in keys:
+                    del item[key]
+        if isinstance(obj, StreamObject):
+            kind = _dct_only(obj)
+            if kind is None:
+                raise MediaError("an embedded JPEG under several filters cannot be checked for metadata",
+                                 kind=STRIP_FAILED)
+            if kind:
+                cleaned = strip_jpeg_segments(obj._data)
+                if cleaned is not None:
+                    found = True
+                    if not fix:
+                        return True
+                    obj._data = cleaned  # written with its new /Length
+    return found
 
 
 def _pdf_has_metadata(src: str) -> bool:
-    with open(src, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return any(data.find(marker) >= 0 for marker in _PDF_MARKERS)
+    """Decided by the parser (a trailer key written `/I#6efo` is `/Info`): the document information dictionary,
+    earlier revisions (an incremental update keeps the old objects' bytes), XMP streams, /PieceInfo, EXIF/XMP
+    segments of embedded JPEGs, annotation authors and dates."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(src, strict=False)
+    if reader.is_encrypted and not reader.decrypt(""):
+        raise MediaError("the PDF is encrypted", kind=STRIP_FAILED)
+    trailer = reader.trailer
+    if "/Info" in trailer or "/Prev" in trailer or "/XRefStm" in trailer:
+        return True
+    return _pdf_personal(reader, fix=False)
 
 
 def _clean_pdf(src: str) -> Any:
@@ -671,15 +905,9 @@ def _clean_pdf(src: str) -> Any:
             return list(obj)
         return []
 
-    # drop the keys everywhere: in every object and in the dictionaries nested directly in it
-    for obj in writer._objects:
-        stack = [obj]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, DictionaryObject):
-                for key in _PDF_DROP_KEYS:
-                    item.pop(key, None)
-            stack.extend(c for c in children(item) if isinstance(c, (DictionaryObject, ArrayObject)))
+    # drop the keys everywhere (in every object and the dictionaries nested directly in it), the authors and
+    # dates of annotations, the APPn segments of embedded JPEGs
+    _pdf_personal(writer, fix=True)
 
     # keep only what the catalog still reaches (the XMP streams and the old /Info are left behind)
     reachable: set[int] = set()
@@ -703,10 +931,10 @@ def _clean_pdf(src: str) -> Any:
 
 
 def _strip_pdf(src: str, timeout_s: float) -> Path | None:
-    if not _pdf_has_metadata(src):
-        return None
     from enrich.tasks.media_info import _with_timeout
 
+    if not _with_timeout(lambda: _pdf_has_metadata(src), timeout_s, "the PDF for its metadata"):
+        return None
     writer = _with_timeout(lambda: _clean_pdf(src), timeout_s, "the PDF for its metadata")
     out = new_temp_file(suffix=".pdf")
     try:

@@ -18,9 +18,9 @@ FAST = {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.02, "th
 
 
 def run_flow(roots, **overrides):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
-    return enrich_flow([str(r) for r in roots], overrides)
+    return run_enrich_flow(roots, overrides)
 
 
 @pytest.fixture

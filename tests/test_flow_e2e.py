@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def run_flow(roots, **overrides):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
-    return enrich_flow([str(r) for r in roots], overrides)
+    return run_enrich_flow(roots, overrides)
 
 
 @pytest.fixture

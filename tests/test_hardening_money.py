@@ -431,7 +431,7 @@ def test_a_root_that_lost_most_of_its_files_is_withheld_but_a_renamed_folder_is_
 def test_a_truncated_part_is_quarantined_with_a_warning_and_every_command_still_works(
         tmp_path, gemini, prefect_harness, monkeypatch, capfd):
     from tests.media_factory import make_jpeg
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
     home = tmp_path / "home"
     warehouse = home / "warehouse"
@@ -475,7 +475,7 @@ def test_a_truncated_part_is_quarantined_with_a_warning_and_every_command_still_
     check(out, bad)
     bad = plant()
     capfd.readouterr()
-    summary = enrich_flow([str(lib)], {"daily_budget_usd": 2.0})
+    summary = run_enrich_flow([lib], {"daily_budget_usd": 2.0})  # a setting, not a flow parameter
     assert summary["status"] == "finished" and summary["by_status"] == {"ok": 1}
     assert Decimal(summary["spent_today_before_usd"]) == Decimal("0.5")
     check(capfd.readouterr().err, bad)

@@ -19,9 +19,9 @@ PROJECT_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
 def run_flow(roots, reprocess=None, **overrides):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
-    return enrich_flow([str(r) for r in roots], overrides, reprocess=reprocess)
+    return run_enrich_flow(roots, overrides, reprocess=reprocess)
 
 
 def items(home: Path) -> list[tuple]:

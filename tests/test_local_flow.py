@@ -44,10 +44,10 @@ def _check_rows(warehouse, model: str):
 
 
 def test_mlx_backend_runs_through_the_flow(photos, tiny_vlm, enrich_home):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
     model = f"mlx:{tiny_vlm}"
-    summary = enrich_flow([str(photos)], {"model": model, "max_output_tokens": 24})
+    summary = run_enrich_flow([photos], {"model": model, "max_output_tokens": 24})
     assert summary["status"] == "finished" and summary["items"] == 3
     rows = _check_rows(enrich_home / "warehouse", model)
     assert rows["a.jpg"][3] == "mlx"
@@ -55,10 +55,10 @@ def test_mlx_backend_runs_through_the_flow(photos, tiny_vlm, enrich_home):
 
 
 def test_openai_compatible_server_runs_through_the_flow(photos, mlx_server, tiny_vlm, enrich_home):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
     model = f"openai:{tiny_vlm}@{mlx_server}"
-    summary = enrich_flow([str(photos)], {"model": model, "max_output_tokens": 24})
+    summary = run_enrich_flow([photos], {"model": model, "max_output_tokens": 24})
     assert summary["status"] == "finished" and summary["items"] == 3
     rows = _check_rows(enrich_home / "warehouse", model)
     assert rows["a.jpg"][3] == "openai"

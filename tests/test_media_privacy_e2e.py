@@ -36,9 +36,9 @@ def tagged_library(root: Path) -> dict[str, Path]:
 
 
 def run(root: Path, **overrides) -> dict:
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
-    return enrich_flow([str(root)], {"chunk_size": 4, "max_inline_bytes": INLINE_LIMIT, **overrides})
+    return run_enrich_flow([root], {"chunk_size": 4, "max_inline_bytes": INLINE_LIMIT, **overrides})
 
 
 def test_no_personal_metadata_reaches_the_provider_and_tokens_still_match(tmp_path, gemini, enrich_home):

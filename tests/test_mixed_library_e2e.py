@@ -18,7 +18,7 @@ INLINE_LIMIT = 100_000  # bytes: the 30 s and 10 min WAVs and the MP3 go through
 def mixed_run(tmp_path_factory, emulator, prefect_harness):
     """Run the flow once over the mixed library; returns (root, expected, warehouse, emulator stats)."""
     from enrich.emulator import Faults
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
 
     base = tmp_path_factory.mktemp("mixed")
     root = base / "library"
@@ -30,7 +30,7 @@ def mixed_run(tmp_path_factory, emulator, prefect_harness):
         mp.setenv("GEMINI_API_KEY", "test-key-123")
         emulator.reset()
         emulator.set_config(faults=Faults(), latency_ms=(0, 0), rpm_limit=None)
-        summary = enrich_flow([str(root)], {"chunk_size": 5, "max_inline_bytes": INLINE_LIMIT})
+        summary = run_enrich_flow([root], {"chunk_size": 5, "max_inline_bytes": INLINE_LIMIT})
         stats = emulator.stats()
     finally:
         mp.undo()
@@ -169,21 +169,21 @@ def test_enrich_estimate_counts_seconds_pages_and_matches_the_bill_within_2_perc
 
 
 def test_over_long_audio_is_refused_with_its_duration_or_trimmed_on_request(tmp_path, gemini, enrich_home):
-    from enrich.flows.enrich_flow import enrich_flow
+    from tests.support.flows import run_enrich_flow
     from tests.media_factory import make_mp3, make_wav
 
     lib = tmp_path / "lib"
     lib.mkdir()
     make_wav(lib / "long.wav", 70)
     make_mp3(lib / "long.mp3", 70)
-    enrich_flow([str(lib)], {"max_audio_seconds": 60})
+    run_enrich_flow([lib], {"max_audio_seconds": 60})
     refused = connect(enrich_home / "warehouse").execute(
         "SELECT status, error_kind, duration_s, error FROM items ORDER BY path").fetchall()
     assert [r[:2] for r in refused] == [("error", "too_long")] * 2
     assert refused[1][2] == 70.0 and "70 s" in refused[1][3]
     assert gemini.stats()["requests"] == 0
 
-    enrich_flow([str(lib)], {"max_audio_seconds": 60, "trim_long_media": True, "warehouse": str(tmp_path / "wh2")})
+    run_enrich_flow([lib], {"max_audio_seconds": 60, "trim_long_media": True, "warehouse": str(tmp_path / "wh2")})
     rows = {Path(r[0]).name: r[1:] for r in connect(tmp_path / "wh2").execute(
         "SELECT path, status, error_kind, trimmed, duration_s, input_audio_tokens FROM items").fetchall()}
     assert rows["long.wav"] == ("ok", None, True, 70.0, 60 * 32)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrich.private_fs import open_private, own_state_dir
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 from enrich.warehouse.store import COMPACT_PREFIX, REPLACES_KEY, Warehouse, _fsync_dir, live_parts, replaced_by
 
@@ -96,10 +97,10 @@ def _merge(group: list[tuple[Path, int]], canonical: pa.Schema, warehouse: Wareh
     unified = unified.with_metadata({REPLACES_KEY: json.dumps(replaces).encode()})
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     dest = parts[0].parent / f"{COMPACT_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    warehouse.tmp_dir.mkdir(parents=True, exist_ok=True)
+    own_state_dir(warehouse.tmp_dir)
     tmp = warehouse.tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(open_private(tmp), "wb") as fh:
             with pq.ParquetWriter(fh, unified, compression="zstd") as writer:
                 buffer: list[pa.Table] = []
                 buffered = 0

@@ -56,7 +56,10 @@ class SpendLedger:
         self.error: OSError | None = None
         self._lock = threading.Lock()
         self._dirty = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from enrich.private_fs import own_state_dir, private_dirs
+
+        private_dirs(self.path.parent.parent)
+        own_state_dir(self.path.parent)  # spend per content hash: private like every part
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                                        0o600)
 

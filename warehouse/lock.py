@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from enrich.errors import WarehouseLocked
+from enrich.private_fs import private_dirs
 
 LOCK_NAME = ".lock"
 # A reader's momentary probe (is_locked) must not make a starting run refuse: retry this long first.
@@ -63,8 +64,8 @@ class WarehouseLock:
         wait=True: wait as long as it takes; wait=<seconds>: wait at most that long."""
         if self._fd is not None:
             return self
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path(self.root), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        private_dirs(self.root)
+        fd = os.open(lock_path(self.root), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         limit = PROBE_GRACE_S if wait is False else (None if wait is True else float(wait))
         deadline = None if limit is None else time.monotonic() + limit
         told = False

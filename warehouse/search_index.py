@@ -33,6 +33,8 @@ from typing import Any, Iterable
 
 from enrich.warehouse.store import RESULTS_DIR
 
+from enrich.private_fs import create_private_file, own_state_dir, private_dirs
+
 INDEX_DIR = "index"
 INDEX_FILE = "search.sqlite"
 FORMAT_VERSION = "3"
@@ -135,10 +137,12 @@ def build(warehouse: str | Path) -> BuildReport:
     rows = _read_rows(warehouse)
     read_s = time.perf_counter() - started
     dest = index_path(warehouse)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(dest.parent.parent)
+    own_state_dir(dest.parent)  # every path and description of the library: private (enrich/private_fs.py)
     _remove_stale_temps(dest.parent)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
+        create_private_file(tmp)
         con = sqlite3.connect(tmp)
         try:
             cols = ", ".join(FIELDS)

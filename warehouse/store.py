@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
+from enrich.private_fs import open_private, own_state_dir, private_dirs
+
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
@@ -75,7 +77,7 @@ def check_writable(root: str | Path) -> None:
     if problem:
         raise WarehouseUnusable(problem)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        private_dirs(root)
         probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
@@ -96,11 +98,12 @@ def _fsync_dir(path: Path) -> None:
 
 def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
     """Write `table` to `dest` atomically: temp file in tmp_dir (same filesystem), fsync, rename."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(tmp_dir.parent)
+    own_state_dir(tmp_dir)
+    own_state_dir(dest.parent)
     tmp = tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(open_private(tmp), "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
@@ -153,7 +156,7 @@ def quarantine(part: Path, problem: str) -> None:
     dest = dest_dir / f"{part.parent.name}-{part.name}"
     where = ""
     try:
-        dest_dir.mkdir(exist_ok=True)
+        own_state_dir(dest_dir)
         n = 1
         while dest.exists():
             n += 1

@@ -45,8 +45,16 @@ def _openai(spec: str, settings: Settings) -> Backend:
     if "@" not in body:
         raise ConfigError(f"openai model spec must be openai:<model>@<base_url>, not {spec!r}")
     model, base_url = body.split("@", 1)
+    from enrich.urls import credentials_in_url
+
+    why = credentials_in_url(base_url)
+    if why:  # the URL is stored in every row's model column, in runs and in Prefect: never a credential
+        raise ConfigError(f"refusing the openai: endpoint URL because {why}: put the key in "
+                          "ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
+    key = settings.openai_api_key
     return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s,
-                               max_inline_bytes=settings.max_inline_bytes)
+                               max_inline_bytes=settings.max_inline_bytes,
+                               api_key=key.get_secret_value() if key is not None else None)
 
 
 # prefix -> factory; the empty prefix is the default (Gemini model ids)

@@ -24,6 +24,7 @@ from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+from enrich.redact import register_secret, scrub
 from enrich.settings import default
 
 GEMINI_MIME_TYPES = frozenset(
@@ -133,6 +134,7 @@ class GeminiBackend:
         self.model = model
         self.service_tier = service_tier
         self._secret = api_key.get_secret_value()
+        register_secret(self._secret)
         self.capabilities = Capabilities(
             mime_types=GEMINI_MIME_TYPES,
             max_inline_bytes=max_inline_bytes,
@@ -153,7 +155,7 @@ class GeminiBackend:
 
     # -- errors ---------------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return scrub(text, (self._secret,)) or ""
 
     def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
         code = int(exc.code or 0)

@@ -17,11 +17,13 @@ from google.genai import types
 from enrich.schemas.vocab import ErrorKind
 from enrich.backends.base import MediaPart
 from enrich.errors import ItemRequestError, RetryableError
+from enrich.redact import scrubbed_logger
 from enrich.settings import default
 
-log = logging.getLogger("enrich.gemini.files")
+log = scrubbed_logger("enrich.gemini.files")
 
 POLL_FIRST_S = 0.1
+UPLOAD_DISPLAY_NAME = "enrich-media"  # what the Files API lists: never the file's own name
 POLL_MAX_S = 5.0
 
 
@@ -29,8 +31,14 @@ async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[s
                         active_timeout_s: float = default("file_active_timeout_s")) -> types.File:
     """Upload one media part (its file, or its bytes) and return it once the service says ACTIVE."""
     media.check_unchanged()  # a file sent as is must still be the one hashed and reserved for
-    source = str(media.path) if media.data is None else io.BytesIO(media.data)
-    file = await client.aio.files.upload(file=source, config=types.UploadFileConfig(mime_type=media.mime))
+    # From an open file object, never a path: given a path the SDK sends its base name
+    # (X-Goog-Upload-File-Name), and a file's name is personal data. The display name is neutral.
+    config = types.UploadFileConfig(mime_type=media.mime, display_name=UPLOAD_DISPLAY_NAME)
+    if media.data is not None:
+        file = await client.aio.files.upload(file=io.BytesIO(media.data), config=config)
+    else:
+        with open(media.path, "rb") as source:
+            file = await client.aio.files.upload(file=source, config=config)
     if file.name:
         uploaded.append(file.name)
     deadline = time.monotonic() + active_timeout_s

@@ -31,6 +31,7 @@ from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
+from enrich.redact import register_secret, scrub
 from enrich.settings import default
 
 IMAGE_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
@@ -134,6 +135,7 @@ class OpenAICompatBackend:
         self.base_url = base_url.rstrip("/")
         self.model = f"openai:{model}@{self.base_url}"
         self._api_key = api_key or None
+        register_secret(self._api_key)
         self._structured = structured_output
         self._retry_invalid = retry_invalid
         self._temperature = temperature
@@ -161,9 +163,7 @@ class OpenAICompatBackend:
     # ------------------------------------------------------------------------------------ helpers
 
     def _scrub(self, text: str) -> str:
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "***")
-        return text
+        return scrub(text, (self._api_key,) if self._api_key else ()) or ""
 
     def _body_snippet(self, response: httpx.Response) -> str:
         try:

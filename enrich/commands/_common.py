@@ -220,11 +220,14 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> 
     def cell(v: Any) -> str:
         if isinstance(v, Decimal):
             v = f"{v.normalize():f}"  # 0.002263, not 0.002263000000 or 0E-12
-        s = "" if v is None else str(v)
+        from enrich.terminal import safe_text
+
+        s = "" if v is None else safe_text(v)  # names and model text: no control or bidi characters raw
         return s if len(s) <= max_width else s[: max_width - 1] + "…"
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    columns = [cell(c) for c in columns]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]

@@ -58,7 +58,10 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
             AND status NOT IN ('ok', 'skipped') ORDER BY path LIMIT {MAX_ERRORS_SHOWN + 1}""",
     )
     if errors:
-        lines = [f"  {status:<12} {path}: {error}" for path, status, error in errors[:MAX_ERRORS_SHOWN]]
+        from enrich.terminal import safe_text
+
+        lines = [f"  {status:<12} {safe_text(path)}: {safe_text(error)}"
+                 for path, status, error in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             lines.append(f"  ... (enrich query \"SELECT path, error FROM items WHERE status <> 'ok'\")")
         table += "\nnot described:\n" + "\n".join(lines)
@@ -116,14 +119,18 @@ def main(args: argparse.Namespace) -> int:
 
         configure_prefect_env()  # before Prefect is imported
         from enrich.flows.enrich_flow import enrich_flow
+        from enrich.flows.run_options import split_overrides, trusted_settings
 
         from enrich.warehouse.lock import WarehouseChanged
 
+        # Prefect records the safe run options as the flow's parameters; the rest (warehouse,
+        # --keep-metadata, an endpoint model) reaches the flow in-process, never as a parameter.
+        options, _ = split_overrides(overrides)
         try:
-            summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                                  reprocess=args.reprocess or [], wait_for_lock=args.wait,
-                                  allow_mass_removal=args.allow_mass_removal,
-                                  until_done=args.until_done, deadline_s=deadline_s)
+            with trusted_settings(settings):
+                summary = enrich_flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
+                                      wait_for_lock=args.wait, allow_mass_removal=args.allow_mass_removal,
+                                      until_done=args.until_done, deadline_s=deadline_s)
         except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
             print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
             return 1
@@ -153,7 +160,9 @@ def main(args: argparse.Namespace) -> int:
         if batch:
             print(batch_lines(batch))
         if summary["status"] != "finished" and summary.get("message"):
-            print(f"the run stopped early: {summary['message']}", file=sys.stderr)
+            from enrich.terminal import safe_text
+
+            print(f"the run stopped early: {safe_text(summary['message'])}", file=sys.stderr)
     return exit_code(summary)
 
 

@@ -95,8 +95,11 @@ def main(args: argparse.Namespace) -> int:
 
     hits = result.hits
     if args.format == "paths":
+        from enrich.terminal import safe_text
+
+        shown = safe_text if sys.stdout.isatty() else str  # raw for a pipe (xargs -0 style tools), escaped on a terminal
         for h in hits:
-            print(h.path)
+            print(shown(h.path))
     elif args.format == "json":
         json.dump([{"path": h.path, "kind": h.kind, "status": h.status, "date": h.date,
                     "score": round(h.score, 4), "snippet": h.snippet, "matched": result.matched} for h in hits],

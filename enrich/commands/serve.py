@@ -68,11 +68,12 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
     cmd += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "PREFECT_UI_ENABLED": "true"}
-    env.pop("PREFECT_API_URL", None)
+    env = prefect_server_env(port)
     log_path = home / "prefect" / "server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
+    from enrich.private_fs import open_private, private_dirs
+
+    private_dirs(log_path.parent)
+    log = os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 180
@@ -91,9 +92,46 @@ def start_prefect_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
 
 
 def flow_parameters(roots: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {k: v for k, v in overrides_from(args).items() if v is not None}
-    return {"roots": roots, "overrides": overrides, "reprocess": list(args.reprocess or []),
+    """The deployment's parameters: the safe run options only (see flows/run_options.py)."""
+    from enrich.flows.run_options import split_overrides
+
+    options, _ = split_overrides(overrides_from(args))
+    return {"roots": roots, "overrides": options.as_parameters(), "reprocess": list(args.reprocess or []),
             "wait_for_lock": True}
+
+
+def process_environment(args: argparse.Namespace) -> dict[str, str]:
+    """What serve's own flags set that a flow parameter may not (the warehouse, --keep-metadata, an endpoint
+    or local model, the mode, the selection, the context): put into the serving process's environment (each
+    setting's own variable), which every scheduled run inherits."""
+    from enrich.flows.run_options import split_overrides
+
+    from enrich.flows.run_options import ALLOWED_ROOTS_ENV
+
+    _, rest = split_overrides(overrides_from(args))
+    # a flow run created through Prefect's API may only describe the folders served here
+    env: dict[str, str] = {ALLOWED_ROOTS_ENV: os.pathsep.join(str(Path(p).expanduser().resolve()) for p in args.paths)}
+    from enrich.settings import SETTINGS
+
+    for name, value in rest.items():
+        spec = SETTINGS.get(name)
+        if spec is None or not spec.env:
+            continue  # --sample / --limit: a trial is for one run, not for every scheduled one
+        if name == "warehouse":
+            value = Path(value).expanduser().resolve()
+        env[spec.env[0]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return env
+
+
+def prefect_server_env(port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the Prefect server `--start-server` starts: CSRF protection on and CORS limited to
+    the server's own origin, so a web page in the user's browser cannot create flow runs on it."""
+    env = {**(os.environ if base is None else base), "PREFECT_UI_ENABLED": "true",
+           "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+           "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true"}
+    env.pop("PREFECT_API_URL", None)
+    return env
 
 
 def main(args: argparse.Namespace) -> int:
@@ -112,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.start_server:
             raise UsageError(NEEDS_SERVER)
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"  # before Prefect settings load
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "true")  # the server checks CSRF tokens
     configure_prefect_env()  # before Prefect is imported; the runs this process starts inherit it
     server = None
     if start_server:
@@ -124,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"Using the local Gemini emulator at {url} (answers are fake; nothing is billed).",
                   file=sys.stderr)
         params = flow_parameters(roots, args)
+        os.environ.update(process_environment(args))  # what scheduled runs of this process inherit
         checked = load_settings().with_overrides(**params["overrides"])
         if checked.api_key is None and not checked.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment of "

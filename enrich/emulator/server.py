@@ -395,6 +395,7 @@ class GeminiEmulator:
         self._ledger = _Ledger()
         self._window: deque[float] = deque()
         self._captured: list[tuple[str, bytes]] = []
+        self._upload_starts: list[dict[str, Any]] = []  # headers and file metadata of each upload start
         self._requests: list[bytes] = []  # generateContent bodies, with capture_media
         self._files: dict[str, _File] = {}
         self._uploads: dict[str, _Upload] = {}
@@ -520,6 +521,10 @@ class GeminiEmulator:
         with self._lock:
             return list(self._captured)
 
+    def upload_starts(self) -> list[dict[str, Any]]:
+        """Each resumable upload's start request: its headers (the key left out) and its file metadata."""
+        with self._lock:
+            return [dict(u) for u in self._upload_starts]
     def received_requests(self) -> list[bytes]:
         """The raw generateContent bodies received while capture_media was on (refused ones too)."""
         with self._lock:
@@ -532,6 +537,7 @@ class GeminiEmulator:
             self._ledger.reset()
             self._ledger.in_flight = in_flight
             self._captured.clear()
+            self._upload_starts.clear()
             self._requests.clear()
             self._window.clear()
             self._files.clear()
@@ -879,6 +885,9 @@ class GeminiEmulator:
         mime = (_get(meta, "mimeType") or headers.get("X-Goog-Upload-Header-Content-Type")
                 or "application/octet-stream")
         declared = headers.get("X-Goog-Upload-Header-Content-Length") or _get(meta, "sizeBytes")
+        with self._lock:
+            self._upload_starts.append({"headers": {k: v for k, v in headers.items()
+                                                    if k.lower() != "x-goog-api-key"}, "file": dict(meta)})
         uid = self._new_id("u")
         up = _Upload(uid, str(mime), _get(meta, "displayName"), _get(meta, "name"),
                      int(declared) if declared not in (None, "") else None)
