@@ -114,11 +114,12 @@ def process_environment(args: argparse.Namespace) -> dict[str, str]:
     from enrich.settings import SETTINGS
 
     for name, value in rest.items():
+        if name == "warehouse":
+            env["ENRICH_WAREHOUSE"] = str(Path(value).expanduser().resolve())
+            continue
         spec = SETTINGS.get(name)
         if spec is None or not spec.env:
             continue  # --sample / --limit: a trial is for one run, not for every scheduled one
-        if name == "warehouse":
-            value = Path(value).expanduser().resolve()
         env[spec.env[0]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return env
 
