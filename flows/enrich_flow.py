@@ -170,22 +170,29 @@ def run_chunks(ctx: RunContext) -> None:
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
-                wait_for_lock: bool = False) -> dict[str, Any]:
+                wait_for_lock: bool = False, runner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
     are loaded inside the flow from the environment and config/. `reprocess`: any of stale, failed, all.
     `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
+    `runner`: {"kind": "dask", "workers": N} when run through `dask_flow()` (chunks on Dask workers).
     """
     settings = load_settings().with_overrides(**(overrides or {}))
     ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
     status = RunStatus.FAILED
     message = None
+    ledger = None
     try:
         with stop_on_signals(_signal_handler(ctx)):
             _count_in_background(ctx)
             with _reporter(ctx):
-                run_chunks(ctx)
+                if (runner or {}).get("kind") == "dask":
+                    from enrich.flows.dask_runner import run_chunks_dask
+
+                    ledger = run_chunks_dask(ctx, overrides or {}, int(runner.get("workers") or 1))
+                else:
+                    run_chunks(ctx)
         status = None
     except BaseException as exc:
         ctx.describer.stop("the run failed")
@@ -193,7 +200,17 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
         raise
     finally:
         final = close_run(ctx, status, message)
-    return summary_of(ctx, final)
+    summary = summary_of(ctx, final)
+    if ledger is not None:
+        summary["coordinator"] = ledger  # allowances granted at most at once, charged for dead workers, ...
+    return summary
+
+
+def dask_flow(address: str | None = None, workers: int | None = None):
+    """`enrich_flow` with prefect-dask's task runner: call it with runner={"kind": "dask", "workers": N}."""
+    from enrich.flows.dask_runner import dask_task_runner
+
+    return enrich_flow.with_options(task_runner=dask_task_runner(address, workers))
 
 
 def summary_of(ctx: RunContext, status: str) -> dict[str, Any]:

@@ -28,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not ask when the estimate exceeds the budget: spend up to the budget and record the "
                    "rest over_budget (without it a non-interactive run stops there, exit code 2)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--runner", choices=["thread", "dask"], default="thread",
+                   help="where chunks run: threads in this process (default), or Dask workers (needs the [dask] "
+                   "extra): one budget, one rate limit and one warehouse lock for the whole run")
+    p.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                   help="with --runner dask: an existing Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --runner dask and no --dask-address: worker processes of the local cluster "
+                   "(default: the cores)")
     p.set_defaults(handler=main)
 
 
@@ -137,10 +145,21 @@ def main(args: argparse.Namespace) -> int:
         from enrich.prefect_env import configure_prefect_env
 
         configure_prefect_env()  # before Prefect is imported
-        from enrich.flows.enrich_flow import enrich_flow
+        from enrich.flows.enrich_flow import dask_flow, enrich_flow
 
-        summary = enrich_flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                              reprocess=args.reprocess or [], wait_for_lock=args.wait)
+        flow, runner = enrich_flow, None
+        if args.runner == "dask":
+            import importlib.util
+            import os
+
+            if importlib.util.find_spec("prefect_dask") is None:
+                raise UsageError("--runner dask needs the dask extra: pip install 'enrich[dask]'")
+            workers = args.workers or os.cpu_count() or 2
+            flow, runner = dask_flow(args.dask_address, workers), {"kind": "dask", "workers": workers}
+        elif args.dask_address or args.workers:
+            raise UsageError("--dask-address and --workers go with --runner dask")
+        summary = flow(roots, {k: v for k, v in overrides.items() if v is not None},
+                       reprocess=args.reprocess or [], wait_for_lock=args.wait, runner=runner)
     finally:
         if emu is not None:
             emu.stop()
