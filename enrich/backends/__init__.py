@@ -3,6 +3,7 @@
     gemini-3.1-flash-lite            Google Gemini (google-genai SDK)
     mlx:<local-dir-or-hub-repo>      a vision model run locally by mlx-vlm
     openai:<model>@<base_url>        any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio, mlx_vlm.server)
+    openai:<model>@<url1>,<url2>     a fleet of such servers (openai_fleet.py: spread, health checks, failover)
 
 Imports are lazy: choosing Gemini never imports mlx.
 """
@@ -43,6 +44,11 @@ def _openai(spec: str, settings: Settings) -> Backend:
     if "@" not in body:
         raise ConfigError(f"openai model spec must be openai:<model>@<base_url>, not {spec!r}")
     model, base_url = body.split("@", 1)
+    if "," in base_url:  # a fleet: several servers of the same model
+        from enrich.backends.openai_fleet import OpenAIFleetBackend
+
+        return OpenAIFleetBackend(model, [u for u in base_url.split(",") if u], timeout_s=settings.request_timeout_s,
+                                  max_inline_bytes=settings.max_inline_bytes)
     return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s,
                                max_inline_bytes=settings.max_inline_bytes)
 
