@@ -24,6 +24,16 @@ A worker killed mid-chunk: Dask runs the chunk again on another worker (`allowed
 first looks for the chunk's part: if the dead attempt had committed it, nothing is described again (nothing
 committed is billed twice); else the chunk is redone under a new lease. The dead attempt's lease is held, then
 charged (tasks/coordination.py).
+
+Not built yet, the design for object storage (`--warehouse s3://bucket/prefix`): keep the warehouse's layout
+and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake, mode append, one
+commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link). Exactly-once per
+chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent writes), so a redone
+chunk whose first attempt committed sees its own txn and does not append again. Runs stay snapshot rows in a
+second table. The run lock becomes a conditional write of `s3://.../_lock` (If-None-Match: *) with a lease time
+the coordinator renews; `--wait` polls it. Readers: DuckDB's `delta_scan` over the same views (a snapshot
+version per query, so never partial data). Compaction is Delta's OPTIMIZE; `gone`/current-row logic stays
+in the views. Test: moto in server mode, concurrent writers plus a reader counting rows throughout.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ def cluster(emulator_process, enrich_home):
             yield c, client
 
 
+@pytest.mark.timeout(420)  # ~150 s on the shared 2-core machine, mostly starting 3 worker processes and Prefect in each
 def test_three_workers_share_one_budget_one_rate_limit_and_survive_a_killed_worker(
         tmp_path, emulator_process, enrich_home, cluster):
     from enrich.flows.enrich_flow import dask_flow
