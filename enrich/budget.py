@@ -14,7 +14,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from enrich.schemas.money import LARGEST_USD, SMALLEST_USD, check_budget_usd  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from enrich.settings import Settings
+
 ZERO = Decimal(0)
+
 
 # A reservation must cover the real input even if our token rules undercount a little.
 INPUT_MARGIN = 1.10
@@ -98,10 +106,10 @@ def budget_for_run(run_budget: Decimal | float | str | None, daily_budget: Decim
     With a daily cap, the Budget's cap is the daily one and today's spend is `already_spent`; a run budget
     then lowers the cap to today's spend plus the run budget. `Budget.run_cap` is the effective run cap.
     """
-    run = None if run_budget is None else Decimal(str(run_budget))
+    run = None if run_budget is None else check_budget_usd(run_budget, "the run budget")
     if daily_budget is None:
         return Budget(run)
-    daily = Decimal(str(daily_budget))
+    daily = check_budget_usd(daily_budget, "the daily budget")
     cap = daily if run is None else min(daily, spent_today + run)
     budget = Budget(cap, already_spent=spent_today)
     budget.daily_cap = daily

@@ -24,6 +24,11 @@ COMMANDS: dict[str, str] = {
     "compact": "enrich.commands.compact",
     "serve": "enrich.commands.serve",
     "config": "enrich.commands.config",
+    "eval": "enrich.commands.eval",
+    "export": "enrich.commands.export",
+    "search": "enrich.commands.search",
+    "browse": "enrich.commands.browse",
+    "report": "enrich.commands.report",
 }
 
 EPILOG = """\
@@ -44,6 +49,11 @@ examples:
   enrich serve ~/Pictures --cron "0 2 * * *" --budget 1   # nightly (needs a Prefect server)
   enrich config                              # every setting, its value and where it came from
   enrich --config ~/work/enrich-config run ~/Pictures   # another user config folder
+  enrich eval --emulator                     # score a model on the bundled golden set
+  enrich search "red bicycle" --since 2023-01-01   # full-text search over every description
+  enrich export xmp ~/Pictures --dry-run           # XMP sidecars for photo managers
+  enrich browse                              # gallery, search, items, runs in a local browser
+  enrich report --out report.html            # one self-contained HTML report of the latest run
 """
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from pydantic import SecretStr
 
 from enrich.errors import ConfigError
+from enrich.schemas.money import check_budget_usd
 
 import enrich.config
 
@@ -116,6 +117,7 @@ class Spec:
     optional: bool = False  # None is a valid value (unset)
     check: Callable[[Any], str | None] | None = None  # returns what is wrong with a value, or None
     secret: bool = False
+    flag: str | None = None  # the command-line option that sets it, for error messages
 
     def where(self) -> str:
         """The TOML key as people write it: `[run] model`."""
@@ -127,11 +129,12 @@ class Spec:
 
 def setting(default: Any, *, help: str, type: Any = None, env: str | tuple[str, ...] | None = "",
             toml: str | None = None, optional: bool = False, check: Callable[[Any], str | None] | None = None,
-            secret: bool = False) -> Any:
+            secret: bool = False, flag: str | None = None) -> Any:
     """Declare a setting as a Settings field. env "" means ENRICH_<NAME>; None means no variable."""
     kind = type if type is not None else builtins_type(default)
     meta = {"setting": dict(default=default, type=kind, env=env, toml=tuple(toml.split(".")) if toml else None,
-                            help=help, optional=optional or default is None, check=check, secret=secret)}
+                            help=help, optional=optional or default is None, check=check, secret=secret,
+                            flag=flag)}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta, repr=not secret)
@@ -149,6 +152,15 @@ def _at_least(n: float) -> Callable[[Any], str | None]:
 
 def _positive(v: Any) -> str | None:
     return None if v is None or v > 0 else "must be positive"
+
+
+def _usd_amount(v: Any) -> str | None:
+    """A budget: finite, positive, and an amount the warehouse's money columns can hold (schemas/money.py)."""
+    try:
+        check_budget_usd(v, "")
+    except ValueError as exc:
+        return str(exc).strip()
+    return None
 
 
 def _fraction(v: Any) -> str | None:
@@ -206,7 +218,7 @@ class Settings:
                                     help="images with more pixels are refused (decompression bombs)")
     prepare_workers: int = setting(0, toml="run.prepare_workers", check=_at_least(0),
                                    help="threads for image preparation; 0 = all cores")
-    budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_at_least(0),
+    budget_usd: float | None = setting(None, type=float, toml="run.budget_usd", check=_usd_amount, flag="--budget",
                                        help="a run's spending cap in USD (--budget)")
     # [media]: audio, video, documents
     max_inline_bytes: int = setting(20 * 1024 * 1024, toml="media.max_inline_bytes", check=_at_least(0),
@@ -226,7 +238,7 @@ class Settings:
     file_active_timeout_s: float = setting(600.0, toml="media.file_active_timeout_s", check=_positive,
                                            help="how long to wait for an uploaded file to become ACTIVE")
     # [budget]
-    daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_at_least(0),
+    daily_budget_usd: float | None = setting(None, type=float, toml="budget.daily_usd", check=_usd_amount,
                                              help="rolling cap per UTC day over all runs, from the warehouse's spend")
     # [gemini]
     base_url: str | None = setting(None, type=str, env="GOOGLE_GEMINI_BASE_URL", toml="gemini.base_url",
@@ -324,7 +336,7 @@ def default(name: str) -> Any:
 def _origin(spec: Spec, source: str) -> str:
     """Where a value came from, for error messages."""
     if source == FLAG:
-        return "command line"
+        return spec.flag or "command line"
     if source == DEFAULT:
         return "built-in default"
     return source  # "env NAME" or "<file> [section] key"

@@ -116,4 +116,9 @@ def schema_tokens(schema: type[BaseModel]) -> int:
 
 
 def prompt_tokens(prompt: str, schema: type[BaseModel] | None) -> int:
-    return text_tokens(prompt) + (schema_tokens(schema) if schema is not None else 0)
+    """The text sent with every request: the prompt, the response schema and the system instruction that
+    marks the user's files as untrusted data (schemas/descriptions.py)."""
+    from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+
+    return (text_tokens(prompt) + text_tokens(UNTRUSTED_CONTENT_INSTRUCTION)
+            + (schema_tokens(schema) if schema is not None else 0))

@@ -53,7 +53,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from enrich.flows.pipeline import RunContext, _row_without_request, copy_rows, discover_files, fail_run
+from enrich.flows.pipeline import (
+    RunContext, _row_without_request, copy_rows, discover_files, fail_run, pair_row,
+)
 from enrich.schemas.vocab import RunStatus, Status
 from enrich.tasks.coordination import AllowanceLedger, Coordinator, LeasedBudget, SharedRateLimiter, SlotIssuer
 from enrich.tasks.discover import DiscoveredFile, iter_batches
@@ -62,7 +64,7 @@ from enrich.tasks.records import RunInfo, copied_row, status_row
 log = logging.getLogger("enrich.dask")
 
 HANDLER = "enrich_coordinator"
-SLIM_KEYS = ("path", "kind", "status", "error_kind", "reused_from", "input_tokens", "output_tokens",
+SLIM_KEYS = ("path", "content_hash", "kind", "status", "error_kind", "reused_from", "input_tokens", "output_tokens",
              "thinking_tokens", "cost_usd")
 
 
@@ -153,6 +155,7 @@ class ChunkSpec:
     files: list[DiscoveredFile]
     fixed: dict[int, dict[str, Any]] = field(default_factory=dict)  # rows the flow decided, by index
     later: dict[int, int] = field(default_factory=dict)  # same-chunk duplicate -> its leader's index
+    pairs: set[int] = field(default_factory=set)  # of `later`: RAWs of a RAW+JPEG pair (their JPEG is the leader)
     quantum: str = "0"  # allowance asked for per top-up
     tokens_limited: bool = False
     slot_batch: int = 1
@@ -260,8 +263,20 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
             pending = list(zip(todo, pool.map(one, todo)))
         for i, out in pending:
             rows[i] = out.result() if hasattr(out, "result") else out
+        describe_now = []
         for i, leader in spec.later.items():
+            if i in spec.pairs:  # the RAW of a pair: the JPEG's description, or described itself if that failed
+                if rows[leader] is not None and rows[leader].get("status") == Status.OK:
+                    rows[i] = pair_row(spec.files[i], spec.info, rows[leader])
+                else:
+                    describe_now.append(i)
+                continue
             rows[i] = copied_row(spec.files[i], spec.info, rows[leader])
+        if describe_now:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare") as pool:
+                pending = list(zip(describe_now, pool.map(one, describe_now)))
+            for i, out in pending:
+                rows[i] = out.result() if hasattr(out, "result") else out
         final = [r for r in rows if r is not None]
         assert len(final) == len(spec.files), "every file gets exactly one row"
         committed = publish_once(final, dest, Path(spec.warehouse) / ".tmp")
@@ -310,9 +325,15 @@ def _spec_for(ctx: RunContext, seq: int, files: list[DiscoveredFile], overrides:
             row = ctx.describer.not_sent_row(f)
         if row is not None:
             fixed[i] = row
+    pairs = set()
+    for i in later:
+        key = (ctx.run_id, files[i].path)
+        if key in ctx.pair_copies:
+            ctx.pair_copies.discard(key)
+            pairs.add(i)
     prompts = {kind: ctx.settings.prompt_for(kind) for kind in dict(ctx.info.prompt_hashes)}
     return ChunkSpec(ctx.run_id, seq, str(ctx.settings.warehouse), overrides, ctx.info, prompts, files, fixed,
-                     later, quantum, tokens_limited, slot_batch)
+                     later, pairs, quantum, tokens_limited, slot_batch)
 
 
 def run_chunks_dask(ctx: RunContext, overrides: dict[str, Any], workers: int) -> dict[str, Any]:
@@ -359,6 +380,10 @@ def run_chunks_dask(ctx: RunContext, overrides: dict[str, Any], workers: int) ->
             return
         for row in out["rows"]:
             ctx.progress.record(row)
+            if ctx.ledger is not None:
+                # the flow's spend ledger learns each chunk's bill when it commits (a worker that dies before
+                # committing is covered by the coordinator's held lease during the run, not by the ledger)
+                ctx.ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
         with ctx.lock:
             ctx.stats.add_rows(out["rows"])
         d = ctx.describer.stats

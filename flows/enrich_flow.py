@@ -34,7 +34,7 @@ from enrich.flows.pipeline import (
     MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from enrich.tasks.discover import count_files, iter_batches
+from enrich.tasks.discover import count_files, iter_batches, own_state_dirs
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
 
@@ -83,7 +83,8 @@ def _signal_handler(ctx: RunContext) -> Callable[[int], None]:
 def _count_in_background(ctx: RunContext) -> None:
     def count() -> None:
         try:
-            ctx.progress.total = count_files(independent_roots(ctx.roots))
+            ctx.progress.total = count_files(independent_roots(ctx.roots),
+                                             own_state_dirs(ctx.settings.home, ctx.settings.warehouse))
         except Exception:  # only progress needs it
             pass
 
@@ -170,16 +171,20 @@ def run_chunks(ctx: RunContext) -> None:
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
-                wait_for_lock: bool = False, runner: dict[str, Any] | None = None) -> dict[str, Any]:
+                wait_for_lock: bool = False, allow_mass_removal: bool = False,
+                runner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect): settings, and the API key with them,
     are loaded inside the flow from the environment and config/. `reprocess`: any of stale, failed, all.
     `wait_for_lock`: queue behind another run on the same warehouse instead of refusing.
+    `allow_mass_removal`: mark paths gone even under a root that yielded nothing or lost most of its files
+    (otherwise withheld there, as for an unplugged disk; the summary's `gone_withheld` says where).
     `runner`: {"kind": "dask", "workers": N} when run through `dask_flow()` (chunks on Dask workers).
     """
     settings = load_settings().with_overrides(**(overrides or {}))
-    ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock)
+    ctx = open_run(roots, settings, reprocess=reprocess or (), wait_for_lock=wait_for_lock,
+                   allow_mass_removal=allow_mass_removal)
     status = RunStatus.FAILED
     message = None
     ledger = None

@@ -29,7 +29,7 @@ from enrich.errors import MediaError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
 from enrich.settings import Settings
 from enrich.tokens import family_of, image_tokens, prompt_tokens
-from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 
 if TYPE_CHECKING:
     from enrich.tasks.media_info import MediaLimits
@@ -283,7 +283,8 @@ def estimate(
 
     def to_probe() -> Iterator[list[tuple[DiscoveredFile, KindEstimator]]]:
         batch: list[tuple[DiscoveredFile, KindEstimator]] = []
-        source = files if files is not None else discover([os.fspath(r) for r in roots], hash_files=False)
+        source = files if files is not None else discover(
+            [os.fspath(r) for r in roots], hash_files=False, skip=own_state_dirs(settings.home, settings.warehouse))
         for f in _unique(source):
             est.files += 1
             if f.status == "skipped":

@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,11 +43,13 @@ from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
-from enrich.tasks.discover import DiscoveredFile, discover
+from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import Planner, parse_reprocess
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.sniff import image_format_of_mime
+from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
@@ -112,6 +115,14 @@ class RunContext:
     planner: Planner | None = None
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
+    pair_copies: set[tuple[str, str]] = field(default_factory=set)  # RAWs copying a JPEG in the same chunk
+    ledger: SpendLedger | None = None  # every billed request, recorded before its chunk commits
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """What this run has been billed: its committed rows, or more when billed requests are not committed."""
+        billed = self.ledger.total if self.ledger is not None else Decimal(0)
+        return max(self.stats.spent_usd, billed)
 
     @property
     def unchanged(self) -> int:
@@ -158,21 +169,22 @@ def make_limiter(settings: Settings) -> RateLimiter:
 
 
 def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
-             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False) -> RunContext:
+             reprocess: Iterable[str] = (), wait_for_lock: bool | float = False,
+             allow_mass_removal: bool = False) -> RunContext:
     """Take the warehouse, create the backend, check it can work (preflight), clean up after a dead run,
     load what is already done, record the run as running."""
     run_id = run_id or new_run_id()
     reprocess_set = parse_reprocess(reprocess)
     lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
-        return _open_locked(roots, settings, run_id, reprocess_set, lock)
+        return _open_locked(roots, settings, run_id, reprocess_set, lock, allow_mass_removal)
     except BaseException:
         lock.release()
         raise
 
 
 def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: frozenset[str],
-                 lock: WarehouseLock) -> RunContext:
+                 lock: WarehouseLock, allow_mass_removal: bool = False) -> RunContext:
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # fails before any spend if the model has no price
     backend = create_backend(settings.model, settings)
@@ -209,7 +221,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         roots=[str(r) for r in roots],
         info=info,
         describer=describer,
-        warehouse=Warehouse(settings.warehouse),
+        warehouse=Warehouse(settings.warehouse, guard=lock.verify),
         prepare_pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare"),
         prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),
@@ -219,7 +231,12 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
-        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
+        ctx.ledger = SpendLedger(ctx.warehouse.root, run_id)
+        ledger = ctx.ledger
+        # the row of a billed request exists the moment its answer is priced: record its cost at once
+        describer.on_outcome = lambda row: ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
+        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess,
+                              roots=tuple(ctx.roots), allow_mass_removal=allow_mass_removal)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
@@ -227,6 +244,8 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         describer.close()
         if ctx.hash_cache is not None:
             ctx.hash_cache.close()
+        if ctx.ledger is not None:
+            ctx.ledger.close(discard=True)  # nothing was sent yet
         raise
     ACTIVE_RUNS[run_id] = ctx
     return ctx
@@ -252,7 +271,8 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
     independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
+    skip = own_state_dirs(ctx.settings.home, ctx.settings.warehouse)
+    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache, skip=skip):
         if ctx.planner is None or ctx.planner.admit(file):
             yield file
     if ctx.hash_cache is not None:
@@ -276,15 +296,29 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
             continue
         if ref.run_id == ctx.run_id and ref.path in index:
             same_chunk[i] = index[ref.path]
+            if ref.pair:
+                ctx.pair_copies.add((ctx.run_id, files[i].path))
         else:
             planner.wait_for_leader(ref)  # a leader in an earlier chunk (duplicates come after the walk)
             refs[i] = ref
     if not refs:
         return {}, same_chunk
     sources = load_rows(ctx.warehouse, {(r.run_id, r.path) for r in refs.values()})
-    # A source that cannot be read back (it always can) leaves the file to be described like any other.
-    return ({i: copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
-             for i, r in refs.items() if (r.run_id, r.path) in sources}, same_chunk)
+    # A source that cannot be read back (it always can) leaves the file to be described like any other; so
+    # does the JPEG of a RAW+JPEG pair that was not described (the RAW is then described itself).
+    return ({i: pair_row(files[i], ctx.info, sources[(r.run_id, r.path)]) if r.pair
+             else copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
+             for i, r in refs.items() if (r.run_id, r.path) in sources
+             and (not r.pair or sources[(r.run_id, r.path)].get("status") == Status.OK)}, same_chunk)
+
+
+def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> dict[str, Any]:
+    """The RAW of a RAW+JPEG pair: the JPEG's description at cost 0 (`reused_from` = the JPEG), with the RAW's
+    own format."""
+    row = copied_row(file, run, jpeg_row)
+    fmt = image_format_of_mime(file.mime)
+    row["media_format"] = fmt.lower() if fmt else None
+    return row
 
 
 # -- one chunk ----------------------------------------------------------------------------------------------
@@ -320,6 +354,13 @@ class _ChunkWork:
     def wait(self) -> list[dict[str, Any]]:
         self._done.wait()
         return [r for r in self.rows if r is not None]
+
+    def reopen(self, n: int) -> None:
+        """`n` more rows will arrive through complete() (items dispatched after a first wait())."""
+        with self._lock:
+            self._left = n
+            if n > 0:
+                self._done.clear()
 
 
 def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] | None:
@@ -390,13 +431,11 @@ def process_chunk(run_id: str, files: list[DiscoveredFile]) -> RunStats:
             ctx.planner.chunk_done(files)  # duplicates waiting on this chunk's rows may go on
 
 
-def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
-    work = _ChunkWork(ctx, len(files))
-    copies, later = copy_rows(ctx, files)
-    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
-    for i, f in enumerate(files):
-        if i in later:
-            continue
+def _dispatch(ctx: RunContext, work: _ChunkWork, files: list[DiscoveredFile], indices: Iterable[int],
+              copies: dict[int, dict[str, Any]]) -> None:
+    """Give each of `indices` its row: a copy, a row without a request, or prepare and send it."""
+    for i in indices:
+        f = files[i]
         row = copies.get(i) or _row_without_request(ctx, f)
         if row is None and not _take_ready_slot(ctx):
             row = ctx.describer.not_sent_row(f)
@@ -408,17 +447,60 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
         except RuntimeError:  # the pool is shut down: the run is closing
             ctx.ready.release()
             work.complete(i, ctx.describer.not_sent_row(f))
+
+
+def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
+    work = _ChunkWork(ctx, len(files))
+    copies, later = copy_rows(ctx, files)
+    work.expect(len(files) - len(later))  # same-chunk duplicates are copied once their leader's row exists
+    _dispatch(ctx, work, files, (i for i in range(len(files)) if i not in later), copies)
     work.wait()
+    describe_now = []
     for i, leader in later.items():
+        key = (ctx.run_id, files[i].path)
+        if key in ctx.pair_copies:
+            ctx.pair_copies.discard(key)
+            if work.rows[leader] is None or work.rows[leader].get("status") != Status.OK:
+                describe_now.append(i)  # the pair's JPEG was not described: describe the RAW itself
+            else:
+                work.rows[i] = pair_row(files[i], ctx.info, work.rows[leader])
+            continue
         work.rows[i] = copied_row(files[i], ctx.info, work.rows[leader])
+    if describe_now:
+        work.reopen(len(describe_now))
+        _dispatch(ctx, work, files, describe_now, {})
+        work.wait()
     final = [r for r in work.rows if r is not None]
     assert len(final) == len(files), "every file gets exactly one row"
-    ctx.warehouse.write_results(final, ctx.run_id, ctx.next_seq())
+    if ctx.ledger is not None:
+        ctx.ledger.sync()  # what this chunk was billed is on disk before the chunk commits
+    write_chunk(ctx, final)
     stats = RunStats()
     stats.add_rows(final)
     with ctx.lock:
         ctx.stats.merge(stats)
     return stats
+
+
+PART_WRITE_ATTEMPTS = 3
+PART_WRITE_BACKOFF_S = 0.5
+
+
+def write_chunk(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+    """Commit a chunk's rows as one part, retrying a failed write (a full disk that frees up, a flaky network
+    folder) a couple of times. If it still fails the error goes up and the run fails, saying why: the rows
+    are lost, but what their requests cost is in the spend ledger and still counts against the budgets."""
+    seq = ctx.next_seq()
+    for attempt in range(1, PART_WRITE_ATTEMPTS + 1):
+        try:
+            ctx.warehouse.write_results(rows, ctx.run_id, seq)
+            return
+        except OSError as exc:
+            if attempt == PART_WRITE_ATTEMPTS:
+                raise OSError(exc.errno, f"could not write a part of {len(rows)} rows after {attempt} "
+                              f"attempt(s): {exc.strerror or exc}") from exc
+            log.warning("writing a part failed (%s); trying again", exc)
+            time.sleep(PART_WRITE_BACKOFF_S * attempt)
 
 
 # -- stopping -----------------------------------------------------------------------------------------------
@@ -478,7 +560,7 @@ def write_run_snapshot(ctx: RunContext, status: str, message: str | None = None)
             "over_budget": s.by_status.get(Status.OVER_BUDGET, 0),
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
-            "spent_usd": s.spent_usd,
+            "spent_usd": ctx.spent_usd,  # the ledger's total when billed requests are not committed
             "budget_usd": budget.run_cap,  # what this run may spend: min(--budget, daily cap left)
             "reserved_peak_usd": budget.reserved_peak,
             "price_date": ctx.info.price_date,
@@ -502,7 +584,24 @@ def final_status(ctx: RunContext) -> tuple[str, str | None]:
         return RunStatus.FAILED, f"{d.fatal}{tail}"
     if ctx.failure is not None:
         return RunStatus.FAILED, f"{ctx.failure}{tail}"
-    return RunStatus.FINISHED, None
+    return RunStatus.FINISHED, "; ".join(w.message() for w in withheld_removals(ctx)) or None
+
+
+def withheld_removals(ctx: RunContext) -> list:
+    """Roots where most known files were missing and nothing was marked gone (unless allowed)."""
+    planner = ctx.planner
+    return [] if planner is None or planner.allow_mass_removal else list(planner.withheld)
+
+
+def refresh_search_index(root) -> None:
+    """Bring `enrich search`'s index, if there is one, up to date with what the run wrote (while the run
+    still holds the warehouse lock). Never fails the run: `enrich search` rebuilds it when it finds it stale."""
+    try:
+        from enrich.warehouse.search_index import ensure_fresh
+
+        ensure_fresh(root, only_if_present=True)
+    except Exception as exc:  # noqa: BLE001 - the index is derived data; the run's rows are committed
+        log.warning("search index not updated: %r", exc)
 
 
 def close_run(ctx: RunContext, status: str | None = None, message: str | None = None) -> str:
@@ -512,12 +611,18 @@ def close_run(ctx: RunContext, status: str | None = None, message: str | None = 
             status, message = final_status(ctx)
         ctx.final_message = message
         write_run_snapshot(ctx, status, message)
+        if ctx.ledger is not None:
+            # every billed request has its committed row: the rows say it all and the ledger can go
+            ctx.ledger.close(discard=ctx.ledger.error is None and ctx.ledger.total == ctx.stats.spent_usd)
+        refresh_search_index(ctx.warehouse.root)
     finally:
         try:
             ctx.prepare_pool.shutdown(wait=True, cancel_futures=True)
             ctx.describer.close()
             if ctx.hash_cache is not None:
                 ctx.hash_cache.close()
+            if ctx.ledger is not None:
+                ctx.ledger.close()  # kept, unless discarded above
         finally:
             ACTIVE_RUNS.pop(ctx.run_id, None)
             if ctx.warehouse_lock is not None:
@@ -542,7 +647,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
         "by_status": dict(sorted(s.by_status.items())),
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
-        "spent_usd": str(s.spent_usd),
+        "spent_usd": str(ctx.spent_usd),
         "budget_usd": None if budget.run_cap is None else str(budget.run_cap),
         "daily_budget_usd": None if budget.daily_cap is None else str(budget.daily_cap),
         "spent_today_before_usd": str(budget.already_spent),
@@ -557,5 +662,7 @@ def run_summary(ctx: RunContext, status: str) -> dict[str, Any]:
                         "decreases": d.concurrency.decreases},
         "fatal": str(d.fatal) if d.fatal else None,
         "signal": ctx.interrupted_by,
+        "gone_withheld": [{"root": w.root, "missing": w.missing, "known": w.known, "message": w.message()}
+                          for w in withheld_removals(ctx)],
         "message": ctx.final_message,
     }

@@ -98,6 +98,27 @@ RESULT_FIELDS: list[pa.Field] = [
 # Statuses that record no outcome for the bytes (the item was never attempted to the end): the next run
 # retries them, and the `items` view does not let them hide an earlier outcome (declared in vocab.py).
 NO_OUTCOME_STATUSES = vocab.NO_OUTCOME_STATUSES
+# Error kinds of a file that could not be read this time (permission, I/O error, vanished mid-scan): such a row
+# has no content hash and says nothing about the bytes, so, like the statuses above, it never hides an earlier
+# outcome (in `items` and to the planner) and is retried.
+TRANSIENT_ERROR_KINDS = frozenset({vocab.ErrorKind.UNREADABLE})
+
+
+def transient_sql(alias: str = "") -> str:
+    """SQL: true for a row that records no outcome for the bytes (NO_OUTCOME_STATUSES, or a transient read
+    error without a content hash)."""
+    a = f"{alias}." if alias else ""
+    statuses = ", ".join(f"'{s}'" for s in sorted(NO_OUTCOME_STATUSES))
+    kinds = ", ".join(f"'{k}'" for k in sorted(TRANSIENT_ERROR_KINDS))
+    return (f"({a}status IN ({statuses}) OR ({a}status = 'error' AND {a}error_kind IN ({kinds}) "
+            f"AND {a}content_hash IS NULL))")
+
+
+def unread_sql(alias: str = "") -> str:
+    """SQL: true for a transient read error row (no content hash): it does not even say which bytes are there."""
+    a = f"{alias}." if alias else ""
+    kinds = ", ".join(f"'{k}'" for k in sorted(TRANSIENT_ERROR_KINDS))
+    return f"({a}status = 'error' AND {a}error_kind IN ({kinds}) AND {a}content_hash IS NULL)"
 
 RESULT_SCHEMA = pa.schema(RESULT_FIELDS)
 

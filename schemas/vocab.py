@@ -99,6 +99,7 @@ class ErrorKind(StrEnum):
     OVER_BUDGET = "over_budget", Retry.TRANSIENT
     # -- reading the file failed, maybe for a moment (a disk asleep, a lock): retried --------------------
     UNREADABLE = "unreadable", Retry.TRANSIENT
+    CHANGED_DURING_RUN = "changed_during_run", Retry.TRANSIENT  # replaced between hashing and sending
     # -- the file itself: the same bytes fail the same way -----------------------------------------------
     BAD_MEDIA = "bad_media", Retry.FINAL  # MediaError's default
     CORRUPT = "corrupt", Retry.FINAL
@@ -110,6 +111,7 @@ class ErrorKind(StrEnum):
     TOO_LONG = "too_long", Retry.FINAL
     UNKNOWN_DURATION = "unknown_duration", Retry.FINAL  # a live WebM recording: no duration in its header
     UNSUPPORTED = "unsupported", Retry.FINAL
+    RAW_NO_PREVIEW = "raw_no_preview", Retry.FINAL  # a camera RAW with no embedded preview to describe
     UNSUPPORTED_MEDIA = "unsupported_media", Retry.FINAL  # the backend does not take this media type
     METADATA_STRIP_FAILED = "metadata_strip_failed", Retry.FINAL
     NOT_FOUND = "not_found", Retry.FINAL  # vanished between the walk and the read
@@ -139,6 +141,7 @@ class ErrorKind(StrEnum):
     UNSUPPORTED_KIND = "unsupported_kind", Retry.FINAL
     UNSUPPORTED_TYPE = "unsupported_type", Retry.FINAL
     OUTSIDE_ROOT = "outside_root", Retry.FINAL  # a symlink out of the scanned folder
+    COMPANION = "companion", Retry.FINAL  # a sidecar or other companion file beside the media (.xmp, .aae...)
     # -- gone (status `gone`) -------------------------------------------------------------------------------
     MOVED = "moved", Retry.FINAL
     REMOVED = "removed", Retry.FINAL

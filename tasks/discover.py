@@ -3,7 +3,9 @@
 Every regular file under a root ends in exactly one `DiscoveredFile`:
 
 - ``pending``: media (image/audio/video/document) to process; `kind`/`mime` come from the content.
-- ``skipped``: not media (`not_media`), or a symlink whose target leaves the root (`outside_root`).
+- ``skipped``: not media (`not_media`), a companion file beside the media (`companion`: XMP and other
+  sidecars, `.aae`, `.thm`, `.lrv`, catalogues, `.DS_Store`; recognised by name, see tasks/sniff.py), or a
+  symlink whose target leaves the root (`outside_root`).
 - ``error``: a bad input, with `error_kind` and a plain-words `error`:
   `empty`, `mislabelled`, `unreadable`, `broken_link`, `symlink_loop`, `bad_filename`, `not_found`.
 
@@ -28,18 +30,21 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterable, TypeVar
 
 from enrich.schemas.vocab import ErrorKind, Status
 from enrich.tasks.sniff import (
     EXTENSION_MIMES,
     SNIFF_BYTES,
     TEXT_DOCUMENT_EXTENSIONS,
+    companion_of,
     describe_mime,
     sniff,
+    refine_tiff,
+    sniff_with_decoder,
 )
 
 __all__ = [
@@ -69,6 +74,7 @@ ERROR_KINDS = frozenset(
         ErrorKind.NOT_FOUND,
         # kinds of `skipped` rows
         ErrorKind.NOT_MEDIA,
+        ErrorKind.COMPANION,
         ErrorKind.OUTSIDE_ROOT,
     }
 )
@@ -91,6 +97,7 @@ class DiscoveredFile:
     status: Status  # PENDING, SKIPPED or ERROR
     error_kind: str | None
     error: str | None
+    inode: int | None = field(default=None, compare=False)  # of the file read: still the one hashed?
 
 
 def hash_file(path: str | os.PathLike[str], block: int = HASH_BLOCK) -> str:
@@ -128,6 +135,7 @@ def _row(
     kind: str | None = None,
     mime: str | None = None,
     content_hash: str | None = None,
+    inode: int | None = None,
 ) -> DiscoveredFile:
     return DiscoveredFile(
         path=path,
@@ -139,6 +147,7 @@ def _row(
         status=status,
         error_kind=error_kind,
         error=error,
+        inode=inode,
     )
 
 
@@ -236,7 +245,10 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
                     f"not a regular file ({_special_kind(st.st_mode)})",
                     mtime_ns=st.st_mtime_ns,
                 )
-            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+            companion = companion_of(name)
+            if companion is not None:
+                return _row(path, Status.SKIPPED, ErrorKind.COMPANION, f"companion file: {companion}", **fields)
             ext = os.path.splitext(name)[1].lower()
             claimed = EXTENSION_MIMES.get(ext)
             if st.st_size == 0:
@@ -249,12 +261,15 @@ def _probe_file(path: str, hash_files: bool, cache=None) -> DiscoveredFile:
             if not head:  # shrank to nothing since fstat
                 return _row(path, Status.ERROR, ErrorKind.EMPTY, "empty file (0 bytes)", **fields)
             sniffed = sniff(head, ext)
+            if sniffed is None and ext:
+                sniffed = sniff_with_decoder(path, ext)  # image formats without a magic number
             outcome = _classify(name, ext, claimed, sniffed)
             if outcome is not None:
                 status, error_kind, error = outcome
                 return _row(path, status, error_kind, error, **fields)
 
             kind, mime = sniffed  # type: ignore[misc]
+            mime = refine_tiff(path, mime)
             digest = None
             if hash_files:
                 digest = cache.get(path, st.st_size, st.st_mtime_ns) if cache is not None else None
@@ -345,7 +360,21 @@ def _within(target: str, root_real: str) -> bool:
     return target.startswith(prefix)
 
 
-def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe]:
+def folder_ids(paths: Iterable[str | os.PathLike[str]]) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of the folders among `paths` that exist (for `discover(skip=...)`)."""
+    ids = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
+
+
+def _walk_root(root: str | os.PathLike[str], skip: frozenset[tuple[int, int]] = frozenset()
+               ) -> Iterator[DiscoveredFile | _Probe]:
     root_abs = os.path.abspath(os.fspath(root))
     try:
         st = os.stat(root_abs)
@@ -372,7 +401,8 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
         return
 
     root_real = os.path.realpath(root_abs)
-    visited: set[tuple[int, int]] = set()
+    # folders never walked, silently: enrich's own state (its home, warehouse, caches, temp copies)
+    visited: set[tuple[int, int]] = set(skip)
     # Directories to list: (walked path, (st_dev, st_ino)).
     stack: list[tuple[str, tuple[int, int]]] = [(root_abs, (st.st_dev, st.st_ino))]
     # Directory symlinks inside the root, followed after the real tree: (link path, target real path).
@@ -387,6 +417,8 @@ def _walk_root(root: str | os.PathLike[str]) -> Iterator[DiscoveredFile | _Probe
                 yield _row(link_path, Status.ERROR, ErrorKind.BROKEN_LINK, f"broken symlink: {_oserror_text(exc)}")
                 continue
             key = (tst.st_dev, tst.st_ino)
+            if key in skip:
+                continue  # a link to enrich's own state: left out silently, like the folder itself
             if key in visited:
                 rel_link = _rel(link_path, root_abs)
                 rel_target = _rel(target_real, root_real)
@@ -510,11 +542,12 @@ def _visit_entry(
     yield _row(shown, Status.SKIPPED, ErrorKind.NOT_MEDIA, f"symlink to a {_special_kind(tst.st_mode)}, not a regular file", **fields)
 
 
-def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:
+def _walk(roots: Sequence[str | Path], skip: frozenset[tuple[int, int]] = frozenset()
+          ) -> Iterator[DiscoveredFile | _Probe]:
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     for root in roots:
-        yield from _walk_root(root)
+        yield from _walk_root(root, skip)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,14 +555,19 @@ def _walk(roots: Sequence[str | Path]) -> Iterator[DiscoveredFile | _Probe]:
 
 
 def discover(
-    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8, hash_cache=None
+    roots: Sequence[str | Path], *, hash_files: bool = True, workers: int = 8, hash_cache=None,
+    skip: Iterable[str | os.PathLike[str]] = (),
 ) -> Iterator[DiscoveredFile]:
     """Walk `roots` and yield one `DiscoveredFile` per file, in walk order (sorted by name).
+
+    `skip`: folders left out silently wherever they appear under a root (compared by device and inode, so
+    another path to the same folder is skipped too): enrich passes its own state (tasks/discover.py
+    `own_state_dirs`), so `enrich run ~` does not index its warehouse, caches or temporary copies.
 
     Sniffing/hashing run on `workers` threads with a bounded lookahead, so memory stays flat for
     any number of files. Closing the iterator early stops the pool.
     """
-    walk = _walk(roots)
+    walk = _walk(roots, folder_ids(skip))
     if workers <= 1:
         for item in walk:
             yield _probe(item.path, hash_files, hash_cache) if isinstance(item, _Probe) else item
@@ -568,10 +606,29 @@ def discover(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def count_files(roots: Sequence[str | Path]) -> int:
+def count_files(roots: Sequence[str | Path], skip: Iterable[str | os.PathLike[str]] = ()) -> int:
     """How many rows `discover(roots)` will yield, from the walk alone (no opening, sniffing or hashing):
     cheap enough to run beside a discovery to give progress a total."""
-    return sum(1 for _ in _walk(roots))
+    return sum(1 for _ in _walk(roots, folder_ids(skip)))
+
+
+def own_state_dirs(home: str | os.PathLike[str], warehouse: str | os.PathLike[str],
+                   extra: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """The folders holding enrich's own state, never to be described: ENRICH_HOME (caches, Prefect's home
+    by default), the warehouse, Prefect's home wherever PREFECT_HOME puts it, and the temporary copies of
+    stripped media ($TMPDIR/enrich-media-<uid>)."""
+    import tempfile
+
+    dirs = [os.fspath(home), os.fspath(warehouse)]
+    tmp = tempfile.gettempdir()
+    try:  # enrich-media-<uid>, or a private enrich-media-XXXX when that name was taken
+        dirs += [os.path.join(tmp, name) for name in os.listdir(tmp) if name.startswith("enrich-media-")]
+    except OSError:
+        pass
+    if os.environ.get("PREFECT_HOME"):
+        dirs.append(os.path.expanduser(os.environ["PREFECT_HOME"]))
+    dirs.extend(os.fspath(p) for p in extra)
+    return dirs
 
 
 def _probe_many(paths: list[str], hash_files: bool, cache=None) -> list[DiscoveredFile]:

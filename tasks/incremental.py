@@ -17,6 +17,13 @@ file, in walk order (the main thread of the run, so decisions are deterministic)
   Outcomes that say nothing about the bytes (interrupted, over budget, rate limited, server errors, the run
   aborted) are always retried, so a rerun picks up exactly where committed work ended.
 
+- **pair** -> a camera RAW with a JPEG of the same stem in the same folder (`IMG_0001.CR2` beside
+  `IMG_0001.JPG`) is one shot: the JPEG is described and the RAW's row copies its outcome (cost 0,
+  `reused_from` = the JPEG's path). The RAW waits until the end of the walk, when the JPEG's fate is known:
+  sent in this run (the RAW copies its row once committed), already described (copied now), or not
+  described (a bad JPEG, not media): then the RAW is described itself, as it is when the JPEG's description
+  fails. `PAIR_RAW_WITH_JPEG` (below) turns this off.
+
 After the walk, paths under the scanned roots whose latest row is not `gone` and that were not seen get a
 `gone` row (`error_kind` `moved` when their bytes were seen at another path, else `removed`): the `items`
 view hides them, `results` keeps their history. Nothing is marked gone under a root or folder the walk
@@ -30,13 +37,37 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from enrich.errors import ConfigError
-from enrich.schemas.vocab import ErrorKind, Status, retried_next_run
+from enrich.schemas.vocab import ErrorKind, MediaKind, Status, retried_next_run
 from enrich.tasks.discover import DiscoveredFile
+from enrich.tasks.sniff import EXTENSION_MIMES, RAW_MIMES
 from enrich.tasks.records import mtime_of
 from enrich.warehouse.state import Described, PathState, WarehouseState, epoch_us
 
 REPROCESS_CHOICES = ("stale", "failed", "all")
 
+# A RAW and a JPEG with the same stem in one folder are one shot: describe the JPEG, copy it to the RAW.
+# Module-level for now; read when a Planner is created.
+PAIR_RAW_WITH_JPEG = True
+_RAW_EXTENSIONS = frozenset(ext for ext, mime in EXTENSION_MIMES.items() if mime in RAW_MIMES)
+_JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+
+# A root that yields nothing while the warehouse knows files under it, or that lost more than half of them
+# (and at least this many), looks like an empty mount point, not a clean-up: nothing under it is marked gone
+# unless the run is told (--allow-mass-removal).
+MASS_REMOVAL_MIN = 10
+
+
+@dataclass(frozen=True)
+class WithheldRemoval:
+    root: str
+    missing: int  # known paths not found now (moved ones aside)
+    known: int  # paths the warehouse knew under the root
+    walked: int | None  # files found under the root in this walk (None: not counted)
+
+    def message(self) -> str:
+        found = "the folder yielded no files" if self.walked == 0 else f"{self.missing} of {self.known} known files are missing"
+        return (f"{self.root}: {found} (an empty or unmounted folder?); nothing under it was marked gone. If "
+                "they were really deleted, run again with --allow-mass-removal")
 
 
 def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
@@ -56,6 +87,7 @@ def parse_reprocess(values: Iterable[str] | None) -> frozenset[str]:
 class CopyFrom:
     run_id: str
     path: str
+    pair: bool = False  # the RAW of a RAW+JPEG pair: copy only an `ok` row, else describe the RAW itself
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -71,7 +103,11 @@ class Planner:
     run_id: str
     version_of: Callable[[str | None], str | None]  # kind -> current enrichment version
     reprocess: frozenset[str] = frozenset()
+    roots: tuple[str, ...] = ()  # the run's roots, to count what the walk found under each
+    allow_mass_removal: bool = False
     unchanged: int = 0
+    withheld: list[WithheldRemoval] = field(default_factory=list)  # roots where nothing was marked gone
+    _walked: dict[str, int] = field(default_factory=dict)
     copies: dict[str, CopyFrom] = field(default_factory=dict)  # path -> row to copy (set before its chunk)
     # What is held for the whole run grows with the library, so it is kept to what is needed: the paths the
     # warehouse knows (to find the gone ones) and, for bytes the warehouse knows, where they are now (moves).
@@ -85,6 +121,10 @@ class Planner:
     _committing: threading.Condition = field(default_factory=threading.Condition)
     _duplicates: list[DiscoveredFile] = field(default_factory=list)
     _unreadable_dirs: list[str] = field(default_factory=list)
+    pair_raw_with_jpeg: bool = field(default_factory=lambda: PAIR_RAW_WITH_JPEG)
+    _pairs: list[tuple[DiscoveredFile, str]] = field(default_factory=list)  # (RAW waiting, its JPEG's path)
+    _jpeg_fate: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # JPEGs with a RAW sibling
+    _dir_stems: tuple[str, dict[str, list[str]]] | None = None  # the last folder's {stem: [extensions]}
 
     def __post_init__(self) -> None:
         self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
@@ -96,6 +136,9 @@ class Planner:
         last = self.state.by_path.get(file.path)
         if last is not None:
             self._seen.add(file.path)
+        for root in self.roots:
+            if _under(file.path, [root]):
+                self._walked[root] = self._walked.get(root, 0) + 1
         if file.status != Status.PENDING:
             if file.status == Status.ERROR and file.error_kind in (ErrorKind.UNREADABLE, ErrorKind.NOT_FOUND, ErrorKind.SYMLINK_LOOP,
                                                               ErrorKind.BROKEN_LINK):
@@ -111,24 +154,89 @@ class Planner:
         if h in self._known_hashes:
             self._hash_seen_at.setdefault(h, file.path)
         version = self.version_of(file.kind)
+        role, partner = self._pair_role(file)
         if "all" not in self.reprocess and last is not None and last.content_hash == h \
                 and self._final(last, version):
             self.unchanged += 1
+            if role == "jpeg" and last.status == Status.OK:
+                self._jpeg_fate[file.path] = ("described", h)
+            return False
+        if role == "raw":  # waits for the walk to tell what became of its JPEG
+            self._pairs.append((file, partner))
             return False
         if h in self._leaders:  # the same bytes are already being sent in this run
             self.copies[file.path] = CopyFrom(self.run_id, self._leaders[h])
             self._duplicates.append(file)
+            if role == "jpeg":
+                self._jpeg_fate[file.path] = ("run", self._leaders[h])
             return False
         if "all" not in self.reprocess:
             source = self._described(h, version)
             if source is not None:
                 self.copies[file.path] = CopyFrom(source.run_id, source.path)
+                if role == "jpeg":  # its copied row is written in its chunk: the RAW waits for that
+                    self._jpeg_fate[file.path] = ("run", file.path)
+                    with self._committing:
+                        self._uncommitted.add(file.path)
                 return True
         if file.kind is not None and version is not None:
             self._leaders[h] = file.path
             with self._committing:
                 self._uncommitted.add(file.path)
+            if role == "jpeg":
+                self._jpeg_fate[file.path] = ("run", file.path)
         return True
+
+    # -- RAW+JPEG pairs ----------------------------------------------------------------------------------
+    def _pair_role(self, file: DiscoveredFile) -> tuple[str | None, str | None]:
+        """("raw", the JPEG's path) for a RAW with a JPEG sibling, ("jpeg", None) for a JPEG with a RAW
+        sibling, else (None, None). One directory listing per folder (the walk goes folder by folder)."""
+        if not self.pair_raw_with_jpeg or file.kind != MediaKind.IMAGE:
+            return None, None
+        folder, name = os.path.split(file.path)
+        stem, ext = os.path.splitext(name)
+        ext = ext.lower()
+        if ext not in _RAW_EXTENSIONS and ext not in _JPEG_EXTENSIONS:
+            return None, None
+        if file.mime not in RAW_MIMES and file.mime != "image/jpeg":
+            return None, None
+        siblings = self._stems(folder).get(stem.lower(), ())
+        if file.mime in RAW_MIMES:
+            for other in siblings:
+                if os.path.splitext(other)[1].lower() in _JPEG_EXTENSIONS:
+                    return "raw", os.path.join(folder, other)
+        elif any(os.path.splitext(other)[1].lower() in _RAW_EXTENSIONS for other in siblings):
+            return "jpeg", None
+        return None, None
+
+    def _stems(self, folder: str) -> dict[str, list[str]]:
+        if self._dir_stems is None or self._dir_stems[0] != folder:
+            stems: dict[str, list[str]] = {}
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                names = []
+            for name in names:
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in _RAW_EXTENSIONS or ext.lower() in _JPEG_EXTENSIONS:
+                    stems.setdefault(stem.lower(), []).append(name)
+            self._dir_stems = (folder, stems)
+        return self._dir_stems[1]
+
+    def _paired_files(self) -> Iterator[DiscoveredFile]:
+        """The RAWs of RAW+JPEG pairs, each planned as a copy of its JPEG's row where there will be one."""
+        pairs, self._pairs = self._pairs, []
+        for raw, jpeg in pairs:
+            fate = self._jpeg_fate.get(jpeg)
+            if fate is not None and fate[0] == "run":
+                self.copies[raw.path] = CopyFrom(self.run_id, fate[1] or jpeg, pair=True)
+            elif fate is not None and fate[0] == "described":
+                done = self.state.ok_by_hash.get(fate[1] or "", {})
+                source = next((d for d in done.values() if d.path == jpeg), None) or next(iter(done.values()), None)
+                if source is not None:
+                    self.copies[raw.path] = CopyFrom(source.run_id, source.path, pair=True)
+            yield raw  # without a copy planned, the RAW is described itself
+        self._jpeg_fate.clear()
 
     @staticmethod
     def _same_rejection(file: DiscoveredFile, last: PathState) -> bool:
@@ -178,13 +286,33 @@ class Planner:
         """Duplicates (to copy their leader's outcome) and `gone` records, once the walk is complete."""
         yield from self._duplicates
         self._duplicates = []
+        yield from self._paired_files()
         yield from self._gone(roots)
 
+    def _mass_removals(self, roots: list[str]) -> list[str]:
+        """The roots under which marking paths gone is withheld (see MASS_REMOVAL_MIN); records why."""
+        withheld = []
+        for root in roots:
+            known = lost = 0
+            for path, last in self.state.by_path.items():
+                if last.status == "gone" or not _under(path, [root]) or _under(path, self._unreadable_dirs):
+                    continue
+                known += 1
+                if path not in self._seen and not (last.content_hash and last.content_hash in self._hash_seen_at):
+                    lost += 1
+            walked = self._walked.get(root, 0) if root in self.roots else None
+            if lost and (walked == 0 or (2 * lost > known and lost >= MASS_REMOVAL_MIN)):
+                self.withheld.append(WithheldRemoval(root, lost, known, walked))
+                if not self.allow_mass_removal:
+                    withheld.append(root)
+        return withheld
+
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
+        held_back = self._mass_removals(roots)
         for path, last in self.state.by_path.items():
             if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
-            if _under(path, self._unreadable_dirs):
+            if _under(path, self._unreadable_dirs) or _under(path, held_back):
                 continue
             moved_to = self._hash_seen_at.get(last.content_hash) if last.content_hash else None
             if moved_to is not None:

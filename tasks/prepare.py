@@ -5,6 +5,7 @@ decoding, resizing and encoding. Each kind has one preparer; a kind without one 
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -28,6 +29,7 @@ def _prepare_image(file: DiscoveredFile, options: PrepareOptions) -> PreparedIte
     meta = {
         "width": m.width, "height": m.height, "taken_at": taken_at, "gps_lat": m.gps_lat,
         "gps_lon": m.gps_lon, "camera_make": m.camera_make, "camera_model": m.camera_model,
+        "media_format": m.format.lower(),  # jpeg, tiff, psd, ... or the RAW's (cr2, dng, ...) when its preview was sent
     }
     return PreparedItem(
         file=file,
@@ -84,4 +86,22 @@ def prepare_file(file: DiscoveredFile, options: PrepareOptions) -> PreparedItem 
     except Exception as exc:  # a library bug on odd input must not sink the run
         return MediaError(f"could not prepare {file.kind}: {exc.__class__.__name__}: {exc}", kind=ErrorKind.CORRUPT)
     item.prepare_ms = (time.perf_counter() - started) * 1000
+    changed = _changed_since_discovery(file)
+    if changed:
+        item.release()
+        return MediaError(f"{changed}; not sent, it is retried by the next run", kind=ErrorKind.CHANGED_DURING_RUN)
     return item
+
+
+def _changed_since_discovery(file: DiscoveredFile) -> str | None:
+    """Why the file is not the one discovery hashed any more (then what was prepared from it is not of those
+    bytes and must not be recorded under their hash), or None."""
+    if file.inode is None:
+        return None  # not read by discovery (built by hand): nothing to compare
+    try:
+        st = os.stat(file.path)
+    except OSError as exc:
+        return f"the file changed during the run (cannot be read now: {exc.strerror})"
+    if (st.st_size, st.st_mtime_ns) != (file.size, file.mtime_ns) or (file.inode is not None and st.st_ino != file.inode):
+        return "the file was modified or replaced after it was hashed"
+    return None

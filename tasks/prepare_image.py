@@ -2,14 +2,21 @@
 
 - `read_image_meta(path)`: header-only (no pixel decode) size/EXIF facts, for cost estimates.
 - `prepare_image(path, max_side=...)`: decode (JPEG via DCT scaling / draft mode), apply the EXIF
-  orientation, downscale so the long side <= `max_side` (never upscale), convert to sRGB, composite
-  alpha on white and re-encode as JPEG q=85 with no EXIF/XMP/ICC/comments (unless the user opts in
-  to keeping EXIF with `keep_metadata=True`).
+  orientation, downscale so the long side <= `max_side` (never upscale), convert to 8-bit sRGB (16-bit and
+  float scaled, CMYK and LAB through their ICC profile or LittleCMS), composite alpha on white and re-encode
+  as JPEG q=85 with no EXIF/XMP/ICC/comments (unless the user opts in to keeping EXIF with
+  `keep_metadata=True`).
+
+Formats: every one Pillow decodes, told apart by content (tasks/sniff.py): JPEG, PNG, WebP, GIF, HEIC/HEIF,
+AVIF, TIFF (the first page), BMP, PSD (the composite), TGA, JPEG 2000, ICO/ICNS/CUR (the largest size),
+PPM/PGM/PBM/PFM, DDS, QOI, SGI, PCX, ... Camera RAW files are described from their largest embedded preview
+JPEG (tasks/raw_preview.py), oriented by the RAW's own orientation tag, with the RAW's EXIF as metadata.
 
 Bad input raises `MediaError` with `kind`:
 `too_large` (over `max_pixels`, checked from the header before any decode), `truncated` (pixel data
 ends early or is corrupt), `corrupt` (not decodable as an image at all), `unsupported` (an image
-format we do not send), `empty` (0 bytes), `unreadable` (missing / permission denied).
+format we do not send), `raw_no_preview` (a RAW file without an embedded preview), `empty` (0 bytes),
+`unreadable` (missing / permission denied).
 
 Both functions are plain top-level functions: picklable, safe in a ProcessPoolExecutor.
 Pillow's settings are left alone (LOAD_TRUNCATED_IMAGES stays False, MAX_IMAGE_PIXELS unchanged);
@@ -22,18 +29,18 @@ import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-# Importing a plugin registers its opener; only these are needed (not Pillow's full plugin list).
 from PIL import GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
-from enrich.schemas.vocab import ErrorKind
+from enrich.schemas.vocab import ErrorKind, MediaKind
 from enrich.errors import MediaError
 from enrich.settings import RESOLUTION_MAX_SIDE, default
+from enrich.tasks.sniff import RAW_FORMATS, RAW_MIMES
 
 try:  # Pillow >= 11.2 ships AVIF when built with libavif
     from PIL import AvifImagePlugin  # noqa: F401
@@ -41,6 +48,7 @@ except ImportError:  # pragma: no cover
     pass
 
 pillow_heif.register_heif_opener()
+Image.init()  # every plugin: the formats below are opened by name
 
 __all__ = [
     "ImageMeta",
@@ -61,9 +69,25 @@ JPEG_QUALITY = 85
 # Pillow format names we accept. MPO is how Pillow opens camera JPEGs with an MP (multi-picture)
 # index; it decodes like JPEG. Opening with an explicit list also stops Pillow from guessing exotic
 # formats (TGA has no magic number and "matches" random bytes).
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "AVIF")
-_OPEN_FORMATS = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+# The other formats are opened only when the content sniffer names them (tasks/sniff.py), with that one
+# format: TGA and a few others have no magic number and would "match" anything.
+_BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "AVIF")
+_OPEN_FORMATS = [f for f in _BASE_FORMATS if f in Image.OPEN]
 _JPEG_FORMATS = ("JPEG", "MPO")
+# sniffed mime -> the Pillow formats that open it
+_PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/tiff": ("TIFF",), "image/bmp": ("BMP", "DIB"), "image/vnd.adobe.photoshop": ("PSD",),
+    "image/x-tga": ("TGA",), "image/jp2": ("JPEG2000",), "image/x-jp2-codestream": ("JPEG2000",),
+    "image/x-icon": ("ICO",), "image/x-cursor": ("CUR",), "image/icns": ("ICNS",),
+    "image/x-portable-pixmap": ("PPM",), "image/x-portable-graymap": ("PPM",),
+    "image/x-portable-bitmap": ("PPM",), "image/x-portable-anymap": ("PPM",),
+    "image/x-portable-floatmap": ("PPM",), "image/x-pam": ("PPM",), "image/vnd.ms-dds": ("DDS",),
+    "image/qoi": ("QOI",), "image/sgi": ("SGI",), "image/x-sun-raster": ("SUN",), "image/x-pcx": ("PCX",),
+    "image/x-dcx": ("DCX",), "image/x-xbitmap": ("XBM",), "image/x-xpixmap": ("XPM",), "image/fits": ("FITS",),
+    "image/x-blp": ("BLP",), "image/x-flic": ("FLI",), "image/x-msp": ("MSP",), "image/x-pil-im": ("IM",),
+    "image/x-xvthumb": ("XVTHUMB",), "image/x-ftex": ("FTEX",), "image/x-gimp-gbr": ("GBR",),
+}
+SUPPORTED_FORMATS = tuple(dict.fromkeys([*_BASE_FORMATS, *(f for fs in _PILLOW_FORMATS.values() for f in fs)]))
 
 # We enforce our own pixel limit before decoding; Pillow's warning between 89 and 178 MP is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -119,19 +143,36 @@ class PreparedImage:
 # opening and guards
 
 
-def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
+def _sniffed_mime(path: str) -> str | None:
+    """The image mime tasks/sniff.py gives this file's content, or None."""
+    from enrich.tasks.sniff import SNIFF_BYTES, refine_tiff, sniff, sniff_with_decoder
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        return None
+    found = sniff(head, ext) or (sniff_with_decoder(path, ext) if ext else None)
+    return refine_tiff(path, found[1]) if found is not None and found[0] == MediaKind.IMAGE else None
+
+
+def _formats_for(mime: str | None) -> list[str]:
+    if mime is None:
+        return _OPEN_FORMATS
+    if mime in _PILLOW_FORMATS:
+        return [f for f in _PILLOW_FORMATS[mime] if f in Image.OPEN]
+    if mime.startswith("image/x-") and mime[8:].upper() in Image.OPEN:  # sniff_with_decoder's names
+        return [mime[8:].upper()]
+    return _OPEN_FORMATS
+
+
+def _open(path: str | os.PathLike[str], max_pixels: int, mime: str | None = None) -> Image.Image:
     """Open lazily (header only), enforce the pixel limit; every failure is a MediaError."""
     path = os.fspath(path)
+    _open_checks(path)
     try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
-    except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
-    if size == 0:
-        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
-    try:
-        img = Image.open(path, formats=_OPEN_FORMATS)
+        img = Image.open(path, formats=_formats_for(mime or _sniffed_mime(path)))
     except Image.DecompressionBombError as exc:
         raise _too_large_from_bomb(path, exc, max_pixels) from None
     except UnidentifiedImageError:
@@ -170,7 +211,8 @@ def _too_large_message(w: int, h: int, max_pixels: int) -> str:
 def _too_large_from_bomb(path: str, exc: Exception, max_pixels: int) -> MediaError:
     """Pillow refused the header itself (over 2x its own limit); say the size in plain words."""
     dims = _header_dimensions(path)
-    if dims is not None:
+    # (a size under both limits means the header read here is not the one at fault: a frame inside is)
+    if dims is not None and dims[0] * dims[1] > min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
         return MediaError(_too_large_message(dims[0], dims[1], max_pixels), kind=ErrorKind.TOO_LARGE)
     return MediaError(f"image is too large to decode safely ({exc})", kind=ErrorKind.TOO_LARGE)
 
@@ -219,6 +261,16 @@ def _header_dimensions(path: str) -> tuple[int, int] | None:
     return None
 
 
+# Image formats recognised only to say plainly that they are not decoded here.
+_UNDECODABLE_MAGICS = (
+    (b"8BPS\x00\x02", "PSB, Photoshop's large document format"),
+    (b"\xd7\xcd\xc6\x9a", "WMF"),
+    (b"\x01\x00\x00\x00", "EMF"),
+    (b"%!PS-Adobe", "EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+)
+
+
 def _unidentified(path: str) -> MediaError:
     """Why Pillow could not identify the file, in plain words."""
     from enrich.tasks.sniff import describe_mime, sniff
@@ -234,11 +286,10 @@ def _unidentified(path: str) -> MediaError:
         return MediaError(f"corrupt image: cannot read the header of {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
     if found is not None:
         return MediaError(f"not an image: content is {describe_mime(found[1])}", kind=ErrorKind.CORRUPT)
-    if head[:4] in (b"II*\x00", b"MM\x00*") or head[:2] == b"BM":
-        return MediaError(
-            "unsupported image format (TIFF/BMP); supported: JPEG, PNG, WebP, GIF, HEIC/HEIF, AVIF",
-            kind=ErrorKind.UNSUPPORTED,
-        )
+    for magic, name in _UNDECODABLE_MAGICS:
+        if head.startswith(magic) and (name != "EMF" or head[40:44] == b" EMF"):
+            return MediaError(f"unsupported image format ({name}): nothing here decodes it",
+                              kind=ErrorKind.UNSUPPORTED)
     return MediaError("not a recognised image (unknown or corrupt data)", kind=ErrorKind.CORRUPT)
 
 
@@ -315,12 +366,6 @@ def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
         exif = img.getexif()
     except Exception:  # broken EXIF must not make a good image unusable
         exif = Image.Exif()
-    try:
-        orientation = int(exif.get(_ORIENTATION, 1) or 1)
-    except (TypeError, ValueError):
-        orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
 
     def ifd(tag: int) -> dict:
         try:
@@ -328,8 +373,20 @@ def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
         except Exception:
             return {}
 
-    exif_ifd = ifd(_EXIF_IFD)
-    gps = ifd(_GPS_IFD)
+    return _meta_from_tags(exif, ifd(_EXIF_IFD), ifd(_GPS_IFD), img.size, _format_name(img))
+
+
+def _meta_from_tags(ifd0, exif_ifd: dict, gps: dict, size: tuple[int, int], fmt: str,
+                    orientation: int | None = None) -> tuple[ImageMeta, int]:
+    """ImageMeta and the orientation from decoded tags: IFD0 (a mapping), the EXIF and GPS IFDs, the stored
+    size; `orientation` overrides IFD0's."""
+    if orientation is None:
+        try:
+            orientation = int(ifd0.get(_ORIENTATION, 1) or 1)
+        except (TypeError, ValueError):
+            orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
 
     taken_at = None
     for tag, off_tag, source in (
@@ -338,7 +395,7 @@ def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
         (_DATETIME, _OFFSET_TIME, None),
     ):
         if source is None:
-            taken_at = _parse_exif_datetime(exif.get(tag), exif_ifd.get(off_tag))
+            taken_at = _parse_exif_datetime(ifd0.get(tag), exif_ifd.get(off_tag))
         else:
             taken_at = _parse_exif_datetime(source.get(tag), source.get(off_tag))
         if taken_at is not None:
@@ -349,7 +406,7 @@ def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
     if lat is None or lon is None:
         lat = lon = None
 
-    w, h = img.size
+    w, h = size
     if orientation >= 5:
         w, h = h, w
     meta = ImageMeta(
@@ -358,9 +415,9 @@ def _meta_from(img: Image.Image) -> tuple[ImageMeta, int]:
         taken_at=taken_at,
         gps_lat=lat,
         gps_lon=lon,
-        camera_make=_clean_str(exif.get(_MAKE)),
-        camera_model=_clean_str(exif.get(_MODEL)),
-        format=_format_name(img),
+        camera_make=_clean_str(ifd0.get(_MAKE)),
+        camera_model=_clean_str(ifd0.get(_MODEL)),
+        format=fmt,
     )
     return meta, orientation
 
@@ -370,11 +427,9 @@ def read_image_meta(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
 
     Raises MediaError (`too_large`, `corrupt`, `unsupported`, `empty`, `unreadable`).
     """
-    img = _open(path, max_pixels)
-    try:
-        return _meta_from(img)[0]
-    finally:
-        img.close()
+    img, meta, _ = _open_any(path, max_pixels)
+    img.close()
+    return meta
 
 
 def read_image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -387,11 +442,20 @@ def read_image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
     """
     size = _quick_size(path)
     if size is None:
-        img = _open(path, max_pixels)
-        try:
-            return img.size
-        finally:
-            img.close()
+        path = os.fspath(path)
+        mime = _sniffed_mime(path)
+        if mime in RAW_MIMES:  # the preview is what is sent
+            from enrich.tasks.raw_preview import find_preview
+
+            _open_checks(path)
+            preview = find_preview(path, RAW_FORMATS[mime])
+            size = (preview.width, preview.height)
+        else:
+            img = _open(path, max_pixels, mime)
+            try:
+                return img.size
+            finally:
+                img.close()
     _check_pixels(size, max_pixels)
     return size
 
@@ -477,9 +541,15 @@ def _target_size(w: int, h: int, max_side: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+def _srgb() -> ImageCms.ImageCmsProfile:
+    global _SRGB_PROFILE
+    if _SRGB_PROFILE is None:
+        _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return _SRGB_PROFILE
+
+
 def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
     """Convert pixels from an embedded ICC profile to sRGB (we then drop the profile)."""
-    global _SRGB_PROFILE
     if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
         return img
     try:
@@ -489,25 +559,48 @@ def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
             return img
         if img.mode in ("L", "LA"):
             return img  # gray profiles: nothing useful to do
-        if _SRGB_PROFILE is None:
-            _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
         out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(
-            img, src, _SRGB_PROFILE, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=out_mode
+            img, src, _srgb(), renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=out_mode
         )
     except Exception:
         return img  # a broken profile: keep the pixels as they are
 
 
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """CIELAB (TIFF, PSD) to sRGB through LittleCMS (Pillow's convert() has no LAB -> RGB)."""
+    transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), _srgb(), "LAB", "RGB")
+    return ImageCms.applyTransform(img, transform)
+
+
+def _scaled_to_8bit(img: Image.Image, lo: float, hi: float) -> Image.Image:
+    """Gray "I"/"F" pixels mapped to 0..255: floats in 0..1 times 255, values that fit 0..255 kept, 16-bit
+    values / 257, anything else stretched from its own range."""
+    if lo >= 0 and hi <= 1.0 and img.mode == "F":
+        return img.point(lambda v: v * 255.0).convert("L")
+    if lo >= 0 and hi <= 255:
+        return img.convert("L")
+    if lo >= 0 and hi <= 65535:
+        return img.point(lambda v: v / 257.0).convert("L")
+    span = (hi - lo) or 1.0
+    return img.point(lambda v: (v - lo) * (255.0 / span)).convert("L")
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16/32-bit gray (16-bit PNGs) to 8-bit "L", scaled; Pillow's own convert clips to white."""
+    """16/32-bit integer and float gray (16-bit PNG/TIFF/PGM, PFM, FITS) to 8-bit "L", scaled properly
+    (Pillow's own convert clips to white); LAB to RGB; modes resize() cannot handle to RGB(A)."""
     mode = img.mode
     if mode.startswith("I;16"):
-        return img.convert("I").point(lambda v: v / 257).convert("L")
+        return img.convert("I").point(lambda v: v / 257.0).convert("L")
     if mode in ("I", "F"):
         lo, hi = img.getextrema()
-        divisor = 257.0 if hi > 255 else 1.0
-        return img.point(lambda v: v / divisor).convert("L") if mode == "I" else img.convert("L")
+        return _scaled_to_8bit(img, float(lo), float(hi))
+    if mode == "LAB":
+        return _lab_to_rgb(img)
+    if mode in ("HSV", "YCbCr", "RGBX"):
+        return img.convert("RGB")
+    if mode.startswith("BGR;"):
+        return img.convert("RGB")
     return img
 
 
@@ -520,6 +613,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     elif mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    elif mode == "L" and "transparency" in img.info:  # a gray PNG with a transparent value
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "RGBa", "La"):
@@ -538,6 +634,58 @@ def _reopen_error(exc: Exception) -> MediaError:
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, RuntimeError)
 
 
+def _open_any(path: str | os.PathLike[str], max_pixels: int) -> tuple[Image.Image, ImageMeta, int]:
+    """The opened (not decoded) image to prepare, its metadata and orientation: the file itself, or for a
+    camera RAW its largest embedded preview with the RAW's own metadata and orientation."""
+    path = os.fspath(path)
+    mime = _sniffed_mime(path)
+    if mime in RAW_MIMES:
+        return _open_raw(path, RAW_FORMATS[mime], max_pixels)
+    img = _open(path, max_pixels, mime)
+    try:
+        meta, orientation = _meta_from(img)
+    except BaseException:
+        img.close()
+        raise
+    return img, meta, orientation
+
+
+def _open_raw(path: str, fmt: str, max_pixels: int) -> tuple[Image.Image, ImageMeta, int]:
+    from enrich.tasks.raw_preview import find_preview, read_preview_bytes
+
+    _open_checks(path)
+    preview = find_preview(path, fmt)
+    _check_pixels((preview.width, preview.height), max_pixels)
+    data = read_preview_bytes(path, preview)
+    try:
+        img = Image.open(io.BytesIO(data), formats=["JPEG"])
+    except Exception as exc:
+        raise MediaError(f"{fmt} preview is not a readable JPEG: {exc}", kind=ErrorKind.RAW_NO_PREVIEW) from None
+    try:
+        _check_pixels(img.size, max_pixels)
+        if preview.orientation is None:  # RAF: the preview's EXIF is the RAW's metadata
+            meta, orientation = _meta_from(img)
+            meta = replace(meta, format=fmt)
+        else:
+            meta, orientation = _meta_from_tags(preview.ifd0, preview.exif, preview.gps, img.size, fmt,
+                                                orientation=preview.orientation)
+    except BaseException:
+        img.close()
+        raise
+    return img, meta, orientation
+
+
+def _open_checks(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise MediaError(f"file not found: {path}", kind=ErrorKind.UNREADABLE) from None
+    except OSError as exc:
+        raise MediaError(f"cannot read file: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
+    if size == 0:
+        raise MediaError("empty file (0 bytes)", kind=ErrorKind.EMPTY)
+
+
 def prepare_image(
     path: str | os.PathLike[str],
     *,
@@ -547,14 +695,13 @@ def prepare_image(
 ) -> PreparedImage:
     """Decode, orient, downscale (long side <= `max_side`), re-encode as metadata-free JPEG q=85.
 
-    JPEGs are decoded with DCT scaling (draft mode) straight to about the target size, which is
-    what makes a 12 MP photo cheap. Raises MediaError (see module docstring for kinds).
+    JPEGs (and RAW previews) are decoded with DCT scaling (draft mode) straight to about the target size,
+    which is what makes a 12 MP photo cheap. Raises MediaError (see module docstring for kinds).
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
-    img = _open(path, max_pixels)
+    img, meta, orientation = _open_any(path, max_pixels)
     try:
-        meta, orientation = _meta_from(img)
         exif_bytes = _exif_to_keep(img) if keep_metadata else None
         icc = img.info.get("icc_profile")
         stored_w, stored_h = img.size
@@ -566,9 +713,16 @@ def prepare_image(
                     img.draft("RGB", target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
                 elif img.format == "HEIF":
                     img.draft(None, target)  # may pick an embedded thumbnail that is big enough
+                elif img.format == "JPEG2000":
+                    # OpenJPEG decodes a lower resolution level directly: 1/2^n of each side
+                    img.reduce = _j2k_reduce(stored_w, stored_h, target)  # type: ignore[method-assign]
             img.load()
-        except Image.DecompressionBombError:
-            raise MediaError(_too_large_message(stored_w, stored_h, max_pixels), kind=ErrorKind.TOO_LARGE) from None
+        except Image.DecompressionBombError as exc:
+            if stored_w * stored_h > max_pixels:
+                raise MediaError(_too_large_message(stored_w, stored_h, max_pixels),
+                                 kind=ErrorKind.TOO_LARGE) from None
+            # the header's size was fine; a frame or embedded image inside is not
+            raise MediaError(f"image is too large to decode safely ({exc})", kind=ErrorKind.TOO_LARGE) from None
         except _DECODE_ERRORS as exc:
             raise _reopen_error(exc) from None
         work: Image.Image = img
@@ -577,8 +731,8 @@ def prepare_image(
             if work.size != target and (work.size[0] > target[0] or work.size[1] > target[1]):
                 # `reducing_gap=2` box-reduces by an integer factor first (cheap), then LANCZOS for the
                 # rest; Pillow's own thumbnail default, visually the same as a plain LANCZOS.
-                if work.mode in ("P", "1"):
-                    work = work.convert("RGBA" if "transparency" in work.info else "RGB")
+                if work.mode in ("P", "1", "PA"):
+                    work = work.convert("RGBA" if "transparency" in work.info or work.mode == "PA" else "RGB")
                 work = work.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
             work = _to_srgb(work, icc)
             work = _to_rgb(work)
@@ -590,6 +744,14 @@ def prepare_image(
         return PreparedImage(mime="image/jpeg", data=data, width=work.size[0], height=work.size[1], meta=meta)
     finally:
         img.close()
+
+
+def _j2k_reduce(w: int, h: int, target: tuple[int, int]):
+    """Pillow's JPEG 2000 plugin reads `reduce` as the number of resolution levels to drop."""
+    level = 0
+    while (w >> (level + 1)) >= target[0] and (h >> (level + 1)) >= target[1] and level < 5:
+        level += 1
+    return level
 
 
 def _exif_to_keep(img: Image.Image) -> bytes | None:

@@ -66,7 +66,9 @@ def _file_item(file: DiscoveredFile, mime: str, options: "PrepareOptions", meta:
         stripped = strip_metadata(file.path, mime, timeout_s=options.limits.pdf_timeout_s)
         if stripped is not None:
             return _temp_item(file, mime, stripped, meta, hint)
-    return _item(file, MediaPart(mime=mime, path=Path(file.path)), meta, hint)
+    # sent as it is: checked again when it is read to be sent
+    expect = (file.size, file.mtime_ns, file.inode) if file.inode is not None else None
+    return _item(file, MediaPart(mime=mime, path=Path(file.path), expect=expect), meta, hint)
 
 
 def prepare_audio(file: DiscoveredFile, options: "PrepareOptions") -> "PreparedItem":

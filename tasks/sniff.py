@@ -19,6 +19,13 @@ __all__ = [
     "kind_of_mime",
     "describe_mime",
     "sniff",
+    "RAW_FORMATS",
+    "RAW_MIMES",
+    "COMPANION_EXTENSIONS",
+    "companion_of",
+    "image_format_of_mime",
+    "sniff_with_decoder",
+    "refine_tiff",
 ]
 
 # How many bytes callers should read for `sniff`. Magic numbers sit in the first 64 bytes; the rest
@@ -41,6 +48,46 @@ EXTENSION_MIMES: dict[str, str] = {
     ".heifs": "image/heif",
     ".hif": "image/heif",
     ".avif": "image/avif",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".bmp": "image/bmp",
+    ".psd": "image/vnd.adobe.photoshop",
+    ".tga": "image/x-tga",
+    ".jp2": "image/jp2",
+    ".jpf": "image/jp2",
+    ".jpx": "image/jp2",
+    ".j2k": "image/x-jp2-codestream",
+    ".j2c": "image/x-jp2-codestream",
+    ".ico": "image/x-icon",
+    ".icns": "image/icns",
+    ".ppm": "image/x-portable-pixmap",
+    ".pgm": "image/x-portable-graymap",
+    ".pbm": "image/x-portable-bitmap",
+    ".pnm": "image/x-portable-anymap",
+    ".dds": "image/vnd.ms-dds",
+    ".qoi": "image/qoi",
+    # camera RAW (described from their embedded preview JPEG: tasks/raw_preview.py)
+    ".dng": "image/x-adobe-dng",
+    ".cr2": "image/x-canon-cr2",
+    ".cr3": "image/x-canon-cr3",
+    ".nef": "image/x-nikon-nef",
+    ".nrw": "image/x-nikon-nrw",
+    ".arw": "image/x-sony-arw",
+    ".srf": "image/x-sony-srf",
+    ".sr2": "image/x-sony-sr2",
+    ".orf": "image/x-olympus-orf",
+    ".rw2": "image/x-panasonic-rw2",
+    ".rwl": "image/x-panasonic-rw2",
+    ".pef": "image/x-pentax-pef",
+    ".srw": "image/x-samsung-srw",
+    ".raf": "image/x-fuji-raf",
+    ".erf": "image/x-epson-erf",
+    ".kdc": "image/x-kodak-kdc",
+    ".dcr": "image/x-kodak-dcr",
+    ".mos": "image/x-leaf-mos",
+    ".mef": "image/x-mamiya-mef",
+    ".3fr": "image/x-hasselblad-3fr",
+    ".iiq": "image/x-phaseone-iiq",
     # audio
     ".mp3": "audio/mp3",
     ".wav": "audio/wav",
@@ -68,6 +115,66 @@ EXTENSION_MIMES: dict[str, str] = {
     ".html": "text/html",
     ".htm": "text/html",
 }
+
+# Camera RAW files: mime -> the format name recorded in `media_format`.
+RAW_FORMATS: dict[str, str] = {
+    mime: ext[1:].upper() for ext, mime in EXTENSION_MIMES.items() if mime.startswith("image/x-")
+    and ext in (".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".pef", ".srw",
+                ".raf", ".erf", ".kdc", ".dcr", ".mos", ".mef", ".3fr", ".iiq")
+}
+RAW_FORMATS["image/x-panasonic-rw2"] = "RW2"
+RAW_MIMES: frozenset[str] = frozenset(RAW_FORMATS)
+# TIFF-structured RAW files whose magic is plain TIFF: the extension (or a DNGVersion tag) tells them apart.
+_TIFF_RAW_BY_EXT = {ext: mime for ext, mime in EXTENSION_MIMES.items()
+                    if mime in RAW_MIMES and mime not in ("image/x-fuji-raf", "image/x-canon-cr3")}
+
+# Companion files that sit beside photos and videos: sidecars (XMP, darktable, RawTherapee, DxO, Capture
+# One), iOS edits, thumbnails and proxies, catalogues, OS litter. Recognised by name and skipped quietly
+# (status `skipped`, error_kind `companion`), whatever their content.
+COMPANION_EXTENSIONS: dict[str, str] = {
+    ".xmp": "an XMP sidecar",
+    ".aae": "an iOS edit sidecar",
+    ".thm": "a camera thumbnail",
+    ".lrv": "a low-resolution video proxy",
+    ".pp3": "a RawTherapee sidecar",
+    ".pp2": "a RawTherapee sidecar",
+    ".dop": "a DxO sidecar",
+    ".cos": "a Capture One sidecar",
+    ".cof": "a Capture One sidecar",
+    ".lrcat": "a Lightroom catalogue",
+    ".lrdata": "a Lightroom catalogue file",
+    ".lrcat-journal": "a Lightroom catalogue journal",
+    ".lrcat-wal": "a Lightroom catalogue journal",
+    ".lrcat-shm": "a Lightroom catalogue journal",
+    ".acr": "an Adobe Camera Raw sidecar",
+    ".on1": "an ON1 sidecar",
+    ".photoscape": "a PhotoScape sidecar",
+    ".xmp~": "an XMP sidecar backup",
+}
+COMPANION_NAMES: dict[str, str] = {
+    ".ds_store": "macOS folder metadata",
+    "thumbs.db": "a Windows thumbnail cache",
+    "desktop.ini": "Windows folder settings",
+    ".picasa.ini": "Picasa folder settings",
+    "picasa.ini": "Picasa folder settings",
+    "zbthumbnail.info": "a thumbnail cache",
+}
+
+
+def companion_of(name: str) -> str | None:
+    """What companion file `name` is ("an XMP sidecar"), or None when it is not one. By name only: a sidecar's
+    content is text or a database, nothing a model describes. `photo.jpg.xmp` (darktable, digiKam) and
+    `photo.xmp` (Lightroom) are both XMP sidecars; `._photo.jpg` is macOS resource-fork litter."""
+    lowered = name.lower()
+    if lowered in COMPANION_NAMES:
+        return COMPANION_NAMES[lowered]
+    if lowered.startswith("._"):
+        return "a macOS resource fork"
+    for ext, what in COMPANION_EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return what
+    return None
+
 
 # Extensions under which text content counts as a document to describe. Text under any other name
 # (.json/.xmp/.aae sidecars, source code, logs) is not media: see tasks.discover.
@@ -102,7 +209,41 @@ _MIME_DESCRIPTIONS = {
     "text/markdown": "Markdown text",
     "text/html": "HTML",
     "application/pdf": "a PDF document",
+    "image/vnd.adobe.photoshop": "a PSD image",
+    "image/vnd.ms-dds": "a DDS image",
+    "image/x-icon": "an ICO image",
+    "image/x-portable-pixmap": "a PPM image",
+    "image/x-portable-graymap": "a PGM image",
+    "image/x-portable-bitmap": "a PBM image",
+    "image/x-portable-anymap": "a PNM image",
+    "image/x-jp2-codestream": "a JPEG 2000 codestream",
+    "image/jp2": "a JPEG 2000 image",
 }
+
+# What the sniffed mime is as a format name, for the `media_format` column of image rows.
+_IMAGE_FORMAT_NAMES = {
+    "image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF", "image/webp": "WEBP", "image/heic": "HEIF",
+    "image/heif": "HEIF", "image/avif": "AVIF", "image/tiff": "TIFF", "image/bmp": "BMP",
+    "image/vnd.adobe.photoshop": "PSD", "image/x-tga": "TGA", "image/jp2": "JPEG2000",
+    "image/x-jp2-codestream": "JPEG2000", "image/x-icon": "ICO", "image/x-cursor": "CUR", "image/icns": "ICNS",
+    "image/x-portable-pixmap": "PPM", "image/x-portable-graymap": "PPM", "image/x-portable-bitmap": "PPM",
+    "image/x-portable-anymap": "PPM", "image/x-portable-floatmap": "PFM", "image/vnd.ms-dds": "DDS",
+    "image/qoi": "QOI", "image/sgi": "SGI", "image/x-sun-raster": "SUN", "image/x-pcx": "PCX",
+    "image/x-dcx": "DCX", "image/x-xbitmap": "XBM", "image/x-xpixmap": "XPM", "image/fits": "FITS",
+    "image/x-blp": "BLP", "image/x-flic": "FLI", "image/x-msp": "MSP", "image/x-pil-im": "IM",
+    "image/x-xvthumb": "XVTHUMB", "image/x-ftex": "FTEX", "image/x-gimp-gbr": "GBR", "image/x-pam": "PPM",
+}
+
+
+def image_format_of_mime(mime: str | None) -> str | None:
+    """The format name of a sniffed image mime ("TIFF", "CR2", "PSD"); None for other kinds."""
+    if not mime or not mime.startswith("image/"):
+        return None
+    if mime in RAW_FORMATS:
+        return RAW_FORMATS[mime]
+    if mime in _IMAGE_FORMAT_NAMES:
+        return _IMAGE_FORMAT_NAMES[mime]
+    return mime.split("/", 1)[1].removeprefix("x-").upper()
 
 
 def kind_of_mime(mime: str | None) -> str | None:
@@ -121,6 +262,8 @@ def describe_mime(mime: str) -> str:
     """Human words for a mime type, for error messages ("plain text", "a PNG image")."""
     if mime in _MIME_DESCRIPTIONS:
         return _MIME_DESCRIPTIONS[mime]
+    if mime in RAW_FORMATS:
+        return f"a {RAW_FORMATS[mime]} camera RAW file"
     major, _, minor = mime.partition("/")
     minor = minor.removeprefix("x-").upper()
     return f"a {minor} {major}" if major in (MediaKind.IMAGE, "audio", "video") else mime
@@ -136,6 +279,8 @@ def _iso_bmff(head: bytes, ext: str) -> tuple[str, str] | None:
     compatible = [head[i : i + 4] for i in range(16, end - 3, 4)]
 
     def specific(brand: bytes) -> tuple[str, str] | None:
+        if brand == b"crx ":
+            return MediaKind.IMAGE, "image/x-canon-cr3"
         if brand in _AVIF_BRANDS:
             return MediaKind.IMAGE, "image/avif"
         if brand in _HEIC_BRANDS:
@@ -206,6 +351,121 @@ def sniff(head: bytes, ext: str = "") -> tuple[str, str] | None:
         return None
 
 
+def _tiff_mime(head: bytes, ext: str) -> str:
+    """A TIFF-structured file: a plain TIFF, or a camera RAW (CR2 and DNG by content, the rest by name)."""
+    if head[8:10] == b"CR":
+        return "image/x-canon-cr2"
+    if ext in _TIFF_RAW_BY_EXT:
+        return _TIFF_RAW_BY_EXT[ext]
+    if _has_dng_version(head):
+        return "image/x-adobe-dng"
+    return "image/tiff"
+
+
+def _has_dng_version(head: bytes) -> bool:
+    """True when IFD0 (if it lies within `head`) has the DNGVersion tag (0xC612)."""
+    order = "<" if head[:2] == b"II" else ">"
+    if head[2:4] not in (b"*\x00", b"\x00*"):
+        return False
+    offset = int.from_bytes(head[4:8], "little" if order == "<" else "big")
+    if offset < 8 or offset + 2 > len(head):
+        return False
+    count = int.from_bytes(head[offset : offset + 2], "little" if order == "<" else "big")
+    tag_bytes = (0xC612).to_bytes(2, "little" if order == "<" else "big")
+    for i in range(min(count, 512)):
+        at = offset + 2 + 12 * i
+        if at + 2 > len(head):
+            break
+        if head[at : at + 2] == tag_bytes:
+            return True
+    return False
+
+
+def _ico_like(head: bytes) -> bool:
+    """ICO/CUR: reserved 0, type 1/2, 1..256 entries, the first with a reserved 0 byte and some data."""
+    if len(head) < 22:
+        return False
+    count = int.from_bytes(head[4:6], "little")
+    size = int.from_bytes(head[14:18], "little")
+    offset = int.from_bytes(head[18:22], "little")
+    return 1 <= count <= 256 and head[9] == 0 and size > 0 and offset >= 6 + 16 * count
+
+
+def _tga_like(head: bytes, ext: str) -> bool:
+    """TGA has no magic number: the name says TGA and the header is plausible."""
+    if ext not in (".tga", ".icb", ".vda", ".vst") or len(head) < 18:
+        return False
+    colormap, image_type, depth = head[1], head[2], head[16]
+    width, height = int.from_bytes(head[12:14], "little"), int.from_bytes(head[14:16], "little")
+    return (colormap in (0, 1) and image_type in (1, 2, 3, 9, 10, 11, 32, 33)
+            and depth in (1, 8, 15, 16, 24, 32) and width > 0 and height > 0)
+
+
+def _pcx_like(head: bytes) -> bool:
+    return (len(head) >= 128 and head[0] == 0x0A and head[1] in (0, 2, 3, 4, 5) and head[2] in (0, 1)
+            and head[3] in (1, 2, 4, 8))
+
+
+def _bmp_like(head: bytes) -> bool:
+    return len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124)
+
+
+# Magic numbers of the other image formats Pillow decodes, checked in order: (prefix, mime).
+_IMAGE_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"8BPS\x00\x01", "image/vnd.adobe.photoshop"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "image/jp2"),
+    (b"\xff\x4f\xff\x51", "image/x-jp2-codestream"),
+    (b"icns", "image/icns"),
+    (b"DDS ", "image/vnd.ms-dds"),
+    (b"qoif", "image/qoi"),
+    (b"\x01\xda", "image/sgi"),
+    (b"\x59\xa6\x6a\x95", "image/x-sun-raster"),
+    (b"\xb1\x68\xde\x3a", "image/x-dcx"),
+    (b"/* XPM */", "image/x-xpixmap"),
+    (b"SIMPLE  =", "image/fits"),
+    (b"BLP1", "image/x-blp"),
+    (b"BLP2", "image/x-blp"),
+    (b"DanM", "image/x-msp"),
+    (b"LinS", "image/x-msp"),
+    (b"Image type:", "image/x-pil-im"),
+    (b"P7 332", "image/x-xvthumb"),
+    (b"FTEX", "image/x-ftex"),
+)
+_PNM_MIMES = {b"1": "image/x-portable-bitmap", b"4": "image/x-portable-bitmap", b"2": "image/x-portable-graymap",
+              b"5": "image/x-portable-graymap", b"3": "image/x-portable-pixmap", b"6": "image/x-portable-pixmap",
+              b"7": "image/x-pam", b"f": "image/x-portable-floatmap", b"F": "image/x-portable-floatmap"}
+
+
+def _other_image(head: bytes, ext: str) -> str | None:
+    """The mime of an image format found by its magic number (TIFF family, BMP, PSD, JPEG 2000, ...)."""
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff_mime(head, ext)
+    if head[:4] in (b"IIRO", b"IIRS", b"MMOR"):
+        return "image/x-olympus-orf"
+    if head[:4] == b"IIU\x00":
+        return "image/x-panasonic-rw2"
+    if head.startswith(b"FUJIFILMCCD-RAW"):
+        return "image/x-fuji-raf"
+    for magic, mime in _IMAGE_MAGICS:
+        if head.startswith(magic):
+            return mime
+    if head[:2] == b"BM" and _bmp_like(head):
+        return "image/bmp"
+    if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") and _ico_like(head):
+        return "image/x-icon" if head[2] == 1 else "image/x-cursor"
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in _PNM_MIMES and head[2:3] in (b" ", b"\t", b"\n", b"\r"):
+        return _PNM_MIMES[head[1:2]]
+    if head.startswith(b"#define") and b"_width" in head[:256]:
+        return "image/x-xbitmap"
+    if len(head) >= 6 and head[4:6] in (b"\x11\xaf", b"\x12\xaf") and ext in (".fli", ".flc"):
+        return "image/x-flic"
+    if _pcx_like(head) and ext in (".pcx", ".dcx"):
+        return "image/x-pcx"
+    if _tga_like(head, ext):
+        return "image/x-tga"
+    return None
+
+
 def _sniff(head: bytes, ext: str) -> tuple[str, str] | None:
     if not head:
         return None
@@ -241,7 +501,60 @@ def _sniff(head: bytes, ext: str) -> tuple[str, str] | None:
             return MediaKind.AUDIO, "audio/aac"
         if head[1] in _MP3_SECOND_BYTES:
             return MediaKind.AUDIO, "audio/mp3"
+    mime = _other_image(head, ext)
+    if mime is not None:
+        return MediaKind.IMAGE, mime
     mime = _text_mime(head, ext)
     if mime is not None:
         return MediaKind.DOCUMENT, mime
     return None
+
+
+def refine_tiff(path: str, mime: str) -> str:
+    """A plain TIFF whose IFD0 lies beyond the sniffed head may still be a DNG (phones write DNGs named
+    anything): read IFD0 from the file and look for DNGVersion. Returns the mime to use. Never raises."""
+    if mime != "image/tiff":
+        return mime
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            order = "little" if head[:2] == b"II" else "big"
+            offset = int.from_bytes(head[4:8], order)
+            if offset + 2 <= SNIFF_BYTES:
+                return mime  # IFD0 was in the head: sniff has looked already
+            f.seek(offset)
+            count = int.from_bytes(f.read(2), order)
+            entries = f.read(12 * min(count, 512))
+        tag = (0xC612).to_bytes(2, order)
+        if any(entries[i : i + 2] == tag for i in range(0, len(entries) - 1, 12)):
+            return "image/x-adobe-dng"
+    except (OSError, ValueError):
+        pass
+    return mime
+
+
+# Formats Pillow opens that register no file extension of their own.
+_UNREGISTERED_EXTENSIONS = {".spider": "SPIDER", ".spi": "SPIDER", ".imt": "IMT", ".ara": "MCIDAS"}
+
+# Pillow formats that only identify a file (no decoder here: stubs, or an external program needed).
+_NOT_DECODABLE = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "FPX", "MIC"})
+
+
+def sniff_with_decoder(path: str, ext: str) -> tuple[str, str] | None:
+    """For a file the magic numbers did not place: ``("image", "image/x-<format>")`` when Pillow opens it
+    with a format registered for its extension (formats without a magic number: SPIDER, PCD, GBR, WAL...).
+    Only the header is read. Never raises."""
+    try:
+        from PIL import Image
+
+        Image.init()
+        ext = (ext or "").lower()
+        fmt = Image.registered_extensions().get(ext) or _UNREGISTERED_EXTENSIONS.get(ext)
+        if fmt is None or fmt in _NOT_DECODABLE or fmt not in Image.OPEN:
+            return None
+        with Image.open(path, formats=[fmt]) as img:
+            if img.size[0] <= 0 or img.size[1] <= 0:
+                return None
+            return MediaKind.IMAGE, f"image/x-{img.format.lower()}"
+    except Exception:
+        return None

@@ -316,10 +316,10 @@ def test_non_media_files_are_skipped_as_not_media(tmp_path):
     (tmp_path / "IMG_0001.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
     rows = rows_by_rel(tmp_path)
     assert {k: (r.status, r.error_kind, r.kind) for k, r in rows.items()} == {
-        ".DS_Store": ("skipped", "not_media", None),
+        ".DS_Store": ("skipped", "companion", None),  # companions: tests/test_formats.py
         "archive.zip": ("skipped", "not_media", None),
         "IMG_0001.json": ("skipped", "not_media", None),
-        "IMG_0001.xmp": ("skipped", "not_media", None),
+        "IMG_0001.xmp": ("skipped", "companion", None),
     }
     assert all(r.content_hash is None for r in rows.values())
 

@@ -37,8 +37,14 @@ def test_every_flag_the_readme_shows_is_accepted_by_its_command():
     parsers = _subparsers()
     checked = 0
     for name, rest in _readme_command_lines():
-        known = {opt for action in parsers[name]._actions for opt in action.option_strings}
+        parser = parsers[name]
         rest = rest.split("#", 1)[0]  # a trailing shell comment is prose
+        # a command with actions (`enrich export xmp ...`): the flags are the action's
+        actions = next((a.choices for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"), {})
+        first = rest.split()[0] if rest.split() else ""
+        if first in actions:
+            parser = actions[first]
+        known = {opt for action in parser._actions for opt in action.option_strings}
         for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest):
             assert flag in known, f"README shows `enrich {name} ... {flag}`, which `enrich {name}` does not accept"
             checked += 1

@@ -59,6 +59,8 @@ def test_the_wheel_holds_enrich_alone_with_its_default_config(wheel):
     assert tops == {"enrich", wheel.name.split("-py3")[0] + ".dist-info"}, tops
     for data in ("enrich.toml", "prices.toml", "prompts.toml"):
         assert f"enrich/config/{data}" in names
+    assert "enrich/golden/labels.json" in names and "enrich/py.typed" in names  # `enrich eval`'s default set
+    assert any(n.startswith("enrich/golden/images/") for n in names)
     for layer in ("flows", "tasks", "schemas", "warehouse"):
         assert any(n.startswith(f"enrich/{layer}/") and n.endswith(".py") for n in names), layer
 

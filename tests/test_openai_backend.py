@@ -250,7 +250,7 @@ def test_request_shape(scripted):
     body = req["json"]
     assert body["model"] == "m" and body["max_tokens"] == 77 and body["temperature"] == 0
     assert "response_format" not in body
-    parts = body["messages"][0]["content"]
+    parts = body["messages"][-1]["content"]
     image = [p for p in parts if p["type"] == "image_url"][0]["image_url"]["url"]
     assert image.startswith("data:image/jpeg;base64,")
     assert base64.b64decode(image.split(",", 1)[1]) == _jpeg()
@@ -271,7 +271,7 @@ def test_structured_output_request(scripted):
     assert rf["json_schema"]["schema"] == strict_json_schema(ImageDescription)
     assert rf["json_schema"]["schema"]["additionalProperties"] is False
     assert set(rf["json_schema"]["schema"]["required"]) == set(ImageDescription.model_fields)
-    text = [p for p in body["messages"][0]["content"] if p["type"] == "text"][0]["text"]
+    text = [p for p in body["messages"][-1]["content"] if p["type"] == "text"][0]["text"]
     assert text == "Describe the image."  # no schema instructions when the server enforces it
 
 
@@ -291,7 +291,7 @@ def test_invalid_output_is_retried_once_then_kept(scripted):
     assert r.status == "error" and r.error_kind == "invalid_output"
     assert r.raw_text == "Still prose." and r.extra["attempts"] == 2
     assert r.usage.input_tokens == 600 and r.usage.output_tokens == 80
-    second = [p for p in scripted.requests[1]["json"]["messages"][0]["content"] if p["type"] == "text"][0]["text"]
+    second = [p for p in scripted.requests[1]["json"]["messages"][-1]["content"] if p["type"] == "text"][0]["text"]
     assert "ONLY the JSON object" in second
 
 

@@ -418,12 +418,13 @@ def test_jpeg_header_only_is_corrupt(tmp_path):
 
 
 def test_unsupported_format_is_named_plainly(tmp_path):
-    path = tmp_path / "scan.tiff"
-    Image.new("RGB", (8, 8)).save(path, "TIFF")
+    # TIFF is decoded now (tests/test_formats.py); Photoshop's large-document format is not.
+    path = tmp_path / "poster.psb"
+    path.write_bytes(b"8BPS\x00\x02" + bytes(6) + b"\x00\x03" + (64).to_bytes(4, "big") * 2 + bytes(64))
     with pytest.raises(MediaError) as err:
         prepare_image(path)
     assert err.value.kind == "unsupported"
-    assert "TIFF" in str(err.value)
+    assert "PSB" in str(err.value)
 
 
 def test_empty_and_missing_files(tmp_path):

@@ -24,7 +24,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_a_run_within_budget_is_not_questioned():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     err = io.StringIO()
     confirm_spend(Decimal("0.5"), Decimal("1"), yes=False, stdin=FakeTerminal(""), stderr=err)
@@ -33,7 +33,7 @@ def test_a_run_within_budget_is_not_questioned():
 
 
 def test_over_budget_an_interactive_run_asks_and_goes_on_only_when_told():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     err = io.StringIO()
     confirm_spend(Decimal("2"), Decimal("1"), yes=False, stdin=FakeTerminal("y\n"), stderr=err)
@@ -43,7 +43,7 @@ def test_over_budget_an_interactive_run_asks_and_goes_on_only_when_told():
 
 
 def test_over_budget_a_non_interactive_run_stops_unless_yes():
-    from enrich.commands.run import confirm_spend
+    from enrich.commands._common import confirm_spend
 
     with pytest.raises(UsageError, match="--yes"):
         confirm_spend(Decimal("2"), Decimal("1"), yes=False, stdin=io.StringIO("y\n"), stderr=io.StringIO())

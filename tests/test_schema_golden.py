@@ -25,3 +25,10 @@ def test_runs_schema_is_pinned():
 
 def test_cost_is_an_exact_decimal_not_a_float():
     assert str(RESULT_SCHEMA.field("cost_usd").type) == "decimal128(22, 12)"
+
+
+def test_evals_schema_is_pinned():
+    from enrich.schemas.evals import EVAL_SCHEMA
+
+    _check("evals", EVAL_SCHEMA)
+    assert str(EVAL_SCHEMA.field("cost_usd").type) == "decimal128(22, 12)"

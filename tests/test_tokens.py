@@ -81,4 +81,8 @@ def test_schema_tokens_count_the_schema_as_the_sdk_sends_it():
     assert tokens.schema_tokens(ImageDescription) == billed.schema_tokens(wire)
     assert tokens.schema_tokens(ImageDescription) == math.ceil(
         len(json.dumps(wire, separators=(",", ":"), sort_keys=True)) / 4)
-    assert tokens.prompt_tokens("x" * 10, ImageDescription) == 3 + tokens.schema_tokens(ImageDescription)
+    # every request also carries the system instruction marking the files as untrusted data
+    from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+
+    assert tokens.prompt_tokens("x" * 10, ImageDescription) == 3 + tokens.schema_tokens(ImageDescription) + \
+        math.ceil(len(UNTRUSTED_CONTENT_INSTRUCTION) / 4)

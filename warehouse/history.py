@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from enrich.warehouse.ledger import ledger_dir
 from enrich.warehouse.store import Warehouse
 
 
@@ -21,8 +22,8 @@ class Median:
     rows: int  # how many rows it is the median of
 
 
-def _query(warehouse_dir: str | Path, sql: str, params: list) -> list[tuple]:
-    if not Warehouse(warehouse_dir).result_files():
+def _query(warehouse_dir: str | Path, sql: str, params: list, *, ledger: bool = False) -> list[tuple]:
+    if not Warehouse(warehouse_dir).result_files() and not (ledger and any(ledger_dir(warehouse_dir).glob("*.jsonl"))):
         return []
     from enrich.warehouse.views import connect
 
@@ -39,10 +40,20 @@ def start_of_day_utc(now: datetime | None = None) -> datetime:
 
 
 def spent_since(warehouse_dir: str | Path, since: datetime) -> Decimal:
-    """Dollars recorded on every result row (all runs) that finished at or after `since`."""
-    rows = _query(warehouse_dir, "SELECT sum(cost_usd) FROM results WHERE finished_at >= ?", [since])
+    """Dollars spent at or after `since`, all runs: per run, the larger of its committed rows' cost and its spend
+    ledger's (billed requests whose rows never committed: a killed run, a part that could not be written), plus
+    what evaluations (`enrich eval`, kept apart under evals/) spent in that time."""
+    from enrich.warehouse.evals import eval_spent_since
+
+    rows = _query(
+        warehouse_dir,
+        """WITH committed AS (SELECT run_id, sum(cost_usd) AS usd FROM results WHERE finished_at >= ? GROUP BY run_id),
+                billed AS (SELECT run_id, sum(cost_usd) AS usd FROM ledger WHERE billed_at >= ? GROUP BY run_id)
+           SELECT sum(greatest(coalesce(c.usd, 0), coalesce(b.usd, 0)))
+           FROM committed c FULL OUTER JOIN billed b ON b.run_id = c.run_id""",
+        [since, since], ledger=True)
     total = rows[0][0] if rows else None
-    return Decimal(total) if total is not None else Decimal(0)
+    return (Decimal(total) if total is not None else Decimal(0)) + eval_spent_since(warehouse_dir, since)
 
 
 def spent_today(warehouse_dir: str | Path, now: datetime | None = None) -> Decimal:

@@ -27,6 +27,12 @@ POLL_S = 0.1
 WarehouseBusy = WarehouseLocked
 
 
+class WarehouseChanged(RuntimeError):
+    """The locked warehouse is not the folder at its path any more (deleted, moved or replaced mid-run)."""
+
+    kind = "warehouse_changed"
+
+
 def lock_path(root: str | Path) -> Path:
     return Path(root) / LOCK_NAME
 
@@ -46,6 +52,7 @@ class WarehouseLock:
         self.root = Path(root)
         self.purpose = purpose
         self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
 
     @property
     def held(self) -> bool:
@@ -75,11 +82,30 @@ class WarehouseLock:
                           file=sys.stderr, flush=True)
                 time.sleep(POLL_S)
         self._fd = fd
+        st = os.fstat(fd)
+        self._identity = (st.st_dev, st.st_ino)
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         text = f"pid {os.getpid()} on {socket.gethostname()}, {self.purpose}, since {since}\n"
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode(), 0)
         return self
+
+    def verify(self) -> None:
+        """Raise WarehouseChanged unless the lock file at the warehouse's path is still the one we hold: a
+        warehouse deleted or moved away mid-run must not be silently recreated (without its lock, so a second
+        writer could start) by the next part written. Called before every commit."""
+        if self._fd is None:
+            return
+        try:
+            st = os.stat(lock_path(self.root))
+            same = (st.st_dev, st.st_ino) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise WarehouseChanged(
+                f"the warehouse {self.root} was deleted, moved or replaced while this run was writing to it; "
+                "stopped instead of writing into a new folder without its lock (what the run committed "
+                "before went with the old folder)")
 
     def _busy_message(self, wait: bool | float) -> str:
         holder = holder_text(self.root) or "another process"

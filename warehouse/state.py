@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from enrich.schemas.vocab import RunStatus
+from enrich.schemas.parquet import unread_sql
 from enrich.warehouse.store import Warehouse
 from enrich.warehouse.views import read_snapshot
 
@@ -57,9 +58,13 @@ class WarehouseState:
 def load_state(warehouse: Warehouse) -> WarehouseState:
     def read(con) -> WarehouseState:
         state = WarehouseState()
+        # the latest row per path, except that a transient read error (no hash) does not hide an earlier row:
+        # once the file reads again, its bytes are compared with what was described, not sent again
         for (path, h, size, mtime_us, status, error_kind, error, version, kind, mime) in con.execute(
             "SELECT path, content_hash, size_bytes, epoch_us(mtime), status, error_kind, error, "
-            "enrichment_version, kind, mime FROM latest"
+            "enrichment_version, kind, mime FROM results "
+            f"QUALIFY row_number() OVER (PARTITION BY path ORDER BY {unread_sql()}, "
+            "finished_at DESC NULLS LAST, run_id DESC) = 1"
         ).fetchall():
             state.by_path[path] = PathState(h, size, mtime_us, status, error_kind, error, version, kind, mime)
         for h, version, path, run_id in con.execute(
@@ -112,10 +117,17 @@ def mark_crashed_runs(warehouse: Warehouse, marked_by: str) -> list[str]:
                        count(*) FILTER (reused_from IS NOT NULL) AS reused,
                        sum(input_tokens) AS input_tokens,
                        sum(output_tokens + thinking_tokens) AS output_tokens,
-                       sum(cost_usd) AS spent_usd, max(finished_at) AS last_row_at
+                       sum(cost_usd) AS spent_usd, sum(cost_usd) AS committed_usd,
+                       max(finished_at) AS last_row_at
                 FROM results WHERE run_id IN ({ids}) GROUP BY run_id"""
         ).to_arrow_table().to_pylist()
-        return snaps, {f["run_id"]: f for f in figures}
+        billed = dict(con.execute(
+            f"SELECT run_id, sum(cost_usd) FROM ledger WHERE run_id IN ({ids}) GROUP BY run_id").fetchall())
+        figures = {f["run_id"]: f for f in figures}
+        for run_id, usd in billed.items():  # billed requests whose rows never committed count too
+            fig = figures.setdefault(run_id, {})
+            fig["spent_usd"] = max(fig.get("spent_usd") or Decimal(0), usd)
+        return snaps, figures
 
     snaps, figures = read_snapshot(warehouse.root, read)
     marked = []
@@ -127,7 +139,9 @@ def mark_crashed_runs(warehouse: Warehouse, marked_by: str) -> list[str]:
             status=RunStatus.CRASHED,
             finished_at=fig.get("last_row_at") or snap.get("started_at"),
             message=f"the process died while running; marked crashed by run {marked_by}; "
-                    "its committed rows are kept and the next run carried on from them",
+                    "its committed rows are kept and the next run carried on from them"
+                    + ("; spent_usd includes requests billed before their rows could be committed"
+                       if (fig.get("spent_usd") or 0) > (fig.get("committed_usd") or 0) else ""),
         )
         for key in ("items", "ok", "errors", "skipped", "blocked", "over_budget", "gone", "reused",
                     "input_tokens", "output_tokens"):

@@ -4,6 +4,8 @@ Layout under the warehouse root:
     results/part-<run_id>-<seq>.parquet   one row per item outcome
     runs/run-<run_id>-<seq>.parquet       run snapshots
     .tmp/                                 files being written; never read; cleaned at start-up
+    ledger/run-<run_id>.jsonl             billed requests not yet (or never) committed (warehouse/ledger.py)
+    quarantine/                           parts found unreadable, moved aside with a warning (never read)
 
 A part is written to .tmp/, flushed and fsynced, then os.replace()d into place, so a reader (or a crash)
 never sees half a file: a part either exists whole or not at all. That rename is the commit: a chunk's
@@ -20,18 +22,65 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
+QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 TMP_DIR = ".tmp"
 COMPACT_PREFIX = "compact-"
 REPLACES_KEY = b"enrich.replaces"
+
+
+class WarehouseUnusable(ConfigError):
+    """The warehouse path cannot be used: missing (for a reader), not a folder, unreadable or read-only."""
+
+    kind = "warehouse_unusable"
+
+
+def _not_a_folder(root: Path) -> str | None:
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                return (f"the warehouse path {root} is a file, not a folder" if p == root
+                        else f"the warehouse path {root} is under {p}, which is a file")
+            return None
+    return None
+
+
+def check_readable(root: str | Path) -> None:
+    """For readers (`query`, `runs`): the warehouse must exist and be a readable folder."""
+    root = Path(root)
+    problem = _not_a_folder(root)
+    if problem:
+        raise WarehouseUnusable(problem)
+    if not root.exists():
+        raise WarehouseUnusable(f"there is no warehouse at {root} (nothing has been run into it; "
+                                "see --warehouse, ENRICH_WAREHOUSE and ENRICH_HOME)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise WarehouseUnusable(f"cannot read the warehouse {root}: permission denied")
+
+
+def check_writable(root: str | Path) -> None:
+    """For writers (`run`, `compact`, `serve`), before anything starts: the warehouse folder exists or can be
+    created, and a file can be created in it."""
+    root = Path(root)
+    problem = _not_a_folder(root)
+    if problem:
+        raise WarehouseUnusable(problem)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise WarehouseUnusable(f"cannot write to the warehouse {root}: {exc.strerror or exc}") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,6 +112,91 @@ def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
     return dest
 
 
+MAGIC = b"PAR1"
+
+
+def part_problem(part: Path) -> str | None:
+    """Why `part` is not a readable Parquet file (cheap: magic bytes and footer length), or None. A part is
+    published whole by rename, so one that fails this was damaged afterwards (a disk error, a truncating copy,
+    a hand edit) and will never become readable."""
+    try:
+        with open(part, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 12:
+                return f"{size} bytes, too short for Parquet"
+            head = fh.read(4)
+            fh.seek(size - 8)
+            tail = fh.read(8)
+    except FileNotFoundError:
+        return None  # deleted meanwhile (a compaction): not our business
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if head != MAGIC or tail[4:] != MAGIC:
+        return "not a complete Parquet file (no magic bytes: truncated or overwritten)"
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > size - 12:
+        return "its footer is damaged"
+    return None
+
+
+_reported: set[str] = set()
+
+
+def quarantine(part: Path, problem: str) -> None:
+    """Move an unreadable part out of the way (`<warehouse>/quarantine/`) so every command keeps working,
+    and say so on stderr, naming it. Its rows are lost to the views (a later run describes those files again);
+    the file is kept for inspection. A read-only warehouse leaves it in place: it is skipped, with the warning."""
+    import sys
+
+    root = part.parent.parent
+    dest_dir = root / QUARANTINE_DIR
+    dest = dest_dir / f"{part.parent.name}-{part.name}"
+    where = ""
+    try:
+        dest_dir.mkdir(exist_ok=True)
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = dest_dir / f"{part.parent.name}-{part.name}.{n}"
+        os.replace(part, dest)
+        where = f"; moved to {dest}"
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        where = f"; skipped (could not move it to {dest_dir}: {exc.strerror or exc})"
+    if str(part) not in _reported:
+        _reported.add(str(part))
+        print(f"enrich: warning: the warehouse part {part} is unreadable ({problem}){where}; its rows are left out",
+              file=sys.stderr, flush=True)
+
+
+def readable_parts(files: Iterable[Path]) -> list[Path]:
+    """`files` less the unreadable ones, which are quarantined."""
+    good = []
+    for f in files:
+        problem = None if f.name.startswith(COMPACT_PREFIX) else part_problem(f)  # compacted: checked already
+        if problem is None:
+            good.append(f)
+        else:
+            quarantine(f, problem)
+    return good
+
+
+def quarantine_unreadable(files: Iterable[Path]) -> int:
+    """Deep check, after a reader failed: open each part's footer with pyarrow; quarantine those that fail.
+    Returns how many were quarantined."""
+    moved = 0
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure to read the footer makes the part unusable
+            quarantine(f, f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            moved += 1
+    return moved
+
+
 def replaced_by(part: Path) -> list[str]:
     """Names of the parts a compacted part replaces (from its footer); [] for an ordinary part."""
     if not part.name.startswith(COMPACT_PREFIX):
@@ -72,16 +206,33 @@ def replaced_by(part: Path) -> list[str]:
 
 
 def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
-    """The committed parts of a folder, sorted, minus parts a compacted part has replaced."""
+    """The committed parts of a folder, sorted, minus parts a compacted part has replaced. Unreadable parts
+    are quarantined (see `quarantine`), so one damaged file never breaks a command."""
     for _ in range(attempts):
         if not directory.is_dir():
             return []
         files = sorted(directory.glob("*.parquet"))
+        bad: set[Path] = set()
+        replaced: set[str] = set()
         try:
-            replaced = {name for f in files for name in replaced_by(f)}
+            for f in files:
+                if not f.name.startswith(COMPACT_PREFIX):
+                    continue
+                problem = part_problem(f)
+                if problem is None:
+                    try:
+                        replaced.update(replaced_by(f))
+                        continue
+                    except FileNotFoundError:
+                        raise
+                    except (OSError, ValueError) as exc:
+                        problem = f"its footer cannot be read: {exc}"
+                quarantine(f, problem)
+                bad.add(f)
         except FileNotFoundError:
             continue  # a compaction replaced a compacted part while we listed: list again
-        return [f for f in files if f.name not in replaced]
+        # only the parts that will be read are checked (a compaction may be deleting the replaced ones)
+        return readable_parts(f for f in files if f.name not in replaced and f not in bad)
     raise RuntimeError(f"{directory}: parts keep changing while being listed")
 
 
@@ -94,8 +245,11 @@ def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table
 class Warehouse:
     """A folder of Parquet parts. Cheap to construct; creates folders lazily on first write."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, guard: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
+        # called before every part is published; a run passes its lock's `verify`, so a warehouse deleted or
+        # replaced mid-run fails the run instead of being recreated
+        self.guard = guard
 
     @property
     def results_dir(self) -> Path:
@@ -119,10 +273,14 @@ class Warehouse:
         if not rows:
             return None
         table = rows_to_table(rows, RESULT_SCHEMA)
+        if self.guard is not None:
+            self.guard()
         return publish_table(table, self.results_dir / f"part-{run_id}-{seq:06d}.parquet", self.tmp_dir)
 
     def write_run(self, snapshot: dict[str, Any]) -> Path:
         table = rows_to_table([snapshot], RUN_SCHEMA)
+        if self.guard is not None:
+            self.guard()
         name = f"run-{snapshot['run_id']}-{int(snapshot['seq']):06d}.parquet"
         return publish_table(table, self.runs_dir / name, self.tmp_dir)
 

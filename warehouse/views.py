@@ -7,6 +7,11 @@ Views:
              records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
              bytes, so an interrupted reprocess never makes a committed description vanish from view
     runs     the latest snapshot per run
+    evals    evaluation scores (`enrich eval`): one row per item per configuration (schemas/evals.py)
+    eval_summary  one row per evaluation and configuration: items, rates and means of the scores, spend
+    runs     the latest snapshot per run; `spent_usd` is the larger of the snapshot's and the run's spend
+             ledger (warehouse/ledger.py), so a run that died before committing what it paid for shows it
+    ledger   billed requests of runs whose spend the rows do not show (run_id, billed_at, cost_usd)
 """
 from __future__ import annotations
 
@@ -17,8 +22,21 @@ from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
-from enrich.schemas.parquet import NO_OUTCOME_STATUSES, RESULT_SCHEMA, RUN_SCHEMA
-from enrich.warehouse.store import Warehouse
+from enrich.schemas.evals import EVAL_SCHEMA
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA, transient_sql, unread_sql
+from enrich.warehouse.evals import score_files
+from enrich.warehouse.ledger import read_ledgers
+from enrich.warehouse.store import Warehouse, quarantine_unreadable
+
+
+def literal_path(path: Path | str) -> str:
+    """`path` as a DuckDB file-list entry that names exactly that file. DuckDB expands `*`, `?` and `[...]` in
+    every path it is given, even in a list, so a warehouse under `Photos [2024]` would read `Photos 2`'s parts:
+    each glob character is put in a one-character class (`[[]`, `[*]`, `[?]`), which matches only itself."""
+    text = str(path)
+    if any(c in text for c in "*?["):
+        text = "".join(f"[{c}]" if c in "*?[" else c for c in text)
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema, empty_name: str) -> str:
@@ -28,7 +46,7 @@ def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Sc
     con.register(empty_name, schema.empty_table())
     if not files:
         return f"SELECT * FROM {empty_name}"
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    listed = ", ".join(literal_path(f) for f in files)
     return f"SELECT * FROM {empty_name} UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true)"
 
 
@@ -53,31 +71,65 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         """
     )
     # Among the rows for the path's current bytes, outcomes rank before "never attempted" rows, then newest
-    # first. Rows for older bytes come last: their description is not of this file any more.
-    no_outcome = ", ".join(f"'{s}'" for s in sorted(NO_OUTCOME_STATUSES))
+    # first. Rows for older bytes come last: their description is not of this file any more. The current bytes
+    # are those of the newest row that read the file: a transient read error (no hash) does not say.
     con.execute(
         f"""
         CREATE OR REPLACE VIEW items AS
         SELECT * EXCLUDE (_current, _pick) FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY path ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
-                                           status IN ({no_outcome}),
+                                           {transient_sql()},
                                            finished_at DESC NULLS LAST, run_id DESC) AS _pick
             FROM (SELECT *, first_value(content_hash) OVER (
-                      PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _current
+                      PARTITION BY path ORDER BY {unread_sql()}, finished_at DESC NULLS LAST, run_id DESC)
+                      AS _current
                   FROM results))
         WHERE _pick = 1 AND status <> 'gone'
         """
     )
+    con.register("_ledger", read_ledgers(wh.root))
+    con.execute("CREATE OR REPLACE VIEW ledger AS SELECT * FROM _ledger")
+    # A run's spend: its snapshot (committed rows) or its ledger (billed requests), whichever is larger; they
+    # only differ for a run whose billed requests never committed (killed, or a part that could not be written).
     con.execute(
         """
         CREATE OR REPLACE VIEW runs AS
-        SELECT * EXCLUDE (_rank) FROM (
-            SELECT *, row_number() OVER (PARTITION BY run_id ORDER BY seq DESC) AS _rank FROM runs_all)
+        SELECT * EXCLUDE (_rank, _billed) REPLACE (
+            CAST(CASE WHEN _billed > coalesce(spent_usd, 0) THEN _billed ELSE spent_usd END AS DECIMAL(22, 12))
+            AS spent_usd) FROM (
+            SELECT r.*, row_number() OVER (PARTITION BY r.run_id ORDER BY r.seq DESC) AS _rank, l._billed
+            FROM runs_all r LEFT JOIN (SELECT run_id, sum(cost_usd) AS _billed FROM _ledger GROUP BY run_id) l
+            ON l.run_id = r.run_id)
         WHERE _rank = 1
         """
     )
+    con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, score_files(warehouse_dir), EVAL_SCHEMA, '_empty_evals')}")
+    con.execute(f"CREATE OR REPLACE VIEW eval_summary AS {EVAL_SUMMARY_SQL}")
     return con
+
+
+# Means skip unscored (null) values; booleans count as 1/0.
+EVAL_SUMMARY_SQL = """
+SELECT eval_id, config_label, config, any_value(model) AS model, any_value(resolution) AS resolution,
+       any_value(set_name) AS set_name, min(started_at) AS started_at, count(*) AS items,
+       count(*) FILTER (WHERE status = 'ok') AS ok,
+       avg(schema_valid::INT) AS schema_valid,
+       avg(object_recall) AS object_recall, avg(object_precision) AS object_precision,
+       avg(people_count_ok::INT) AS people_count_ok, avg(setting_ok::INT) AS setting_ok,
+       avg(text_cer) AS text_cer, avg(transcript_wer) AS transcript_wer,
+       avg(title_ok::INT) AS title_ok, avg(date_recall) AS date_recall,
+       count(*) FILTER (WHERE len(boilerplate) > 0) AS boilerplate_items,
+       count(*) FILTER (WHERE refusal) AS refusals,
+       count(*) FILTER (WHERE canary IS NOT NULL) AS canaries,
+       count(*) FILTER (WHERE injection_followed) AS injections_followed,
+       avg(judge_score) AS judge_score,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cost_usd) AS cost_usd, sum(cost_usd) / count(*) AS cost_per_item_usd,
+       sum(judge_cost_usd) AS judge_cost_usd,
+       median(latency_ms) AS latency_median_ms
+FROM evals GROUP BY eval_id, config_label, config
+"""
 
 
 T = TypeVar("T")
@@ -88,19 +140,31 @@ def _vanished(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
 
 
-def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T],
+                  patience_s: float = 60.0) -> T:
     """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
-    snapshot and run it again (the merged part holds the same rows)."""
-    for attempt in range(attempts):
+    snapshot and run it again (the merged part holds the same rows).
+
+    One compaction publishes many merged parts and deletes what each replaces, so on a busy machine a slow
+    reader can lose several snapshots in a row: it keeps trying for `patience_s`, not for a fixed count."""
+    deadline = time.monotonic() + patience_s
+    attempt = 0
+    while True:
+        attempt += 1
         con = None
         try:
             con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
             return fn(con)
         except duckdb.Error as exc:
-            if not _vanished(exc) or attempt == attempts - 1:
+            if time.monotonic() >= deadline:
                 raise
+            if not _vanished(exc):
+                # a part that passed the cheap check but cannot be read (a damaged footer or page): quarantine
+                # it and read again; any other error (bad SQL) is the caller's
+                wh = Warehouse(warehouse_dir)
+                if not quarantine_unreadable(wh.result_files() + wh.run_files()):
+                    raise
         finally:
             if con is not None:
                 con.close()
-        time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+        time.sleep(min(0.05 * attempt, 0.5))

@@ -7,11 +7,14 @@ Model-level outcomes (blocked, truncated, invalid JSON) are *returned* as a resu
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+from enrich.schemas.vocab import ErrorKind
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,40 @@ class MediaPart:
     mime: str
     data: bytes | None = None  # inline bytes (already prepared: downscaled, metadata stripped)
     path: Path | None = None  # for large media sent through an upload path
+    # (size, mtime_ns, inode) the user's file had when it was hashed, for a file sent as it is (nothing to
+    # strip): checked whenever it is read or uploaded, so bytes other than those hashed (and reserved for) are
+    # never sent. None for inline bytes and for temporary copies (checked when they were made).
+    expect: tuple[int, int, int | None] | None = None
+
+    def check_unchanged(self, st: os.stat_result | None = None) -> None:
+        """ItemRequestError (`changed_during_run`) when the file at `path` is not the one hashed any more."""
+        if self.expect is None or self.path is None:
+            return
+        from enrich.errors import ItemRequestError
+
+        try:
+            st = st or os.stat(self.path)
+        except OSError as e:
+            raise ItemRequestError(f"the file changed during the run (it cannot be read now: {e.strerror}); not "
+                                   "sent, it is retried by the next run", kind=ErrorKind.CHANGED_DURING_RUN) from None
+        size, mtime_ns, inode = self.expect
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns) or (inode is not None and st.st_ino != inode):
+            raise ItemRequestError("the file was modified or replaced after it was prepared; not sent, it is "
+                                   "retried by the next run", kind=ErrorKind.CHANGED_DURING_RUN)
 
     def read_bytes(self) -> bytes:
-        """The part's bytes, inline or read from its path. MediaError when unreadable or empty."""
+        """The part's bytes, inline or read from its path. MediaError when unreadable or empty; ItemRequestError
+        (`changed_during_run`) when the file is not the one hashed and prepared any more."""
         from enrich.errors import MediaError
 
         try:
-            data = self.data if self.data is not None else (self.path.read_bytes() if self.path else None)
+            if self.data is not None or self.path is None:
+                data = self.data
+            else:
+                with open(self.path, "rb") as fh:
+                    self.check_unchanged(os.fstat(fh.fileno()))
+                    data = fh.read()
+                    self.check_unchanged(os.fstat(fh.fileno()))  # written to while we read
         except OSError as e:
             raise MediaError(f"cannot read media: {e}") from e
         if not data:

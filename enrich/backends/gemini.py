@@ -18,6 +18,8 @@ from google.genai import types
 from pydantic import SecretStr, ValidationError
 
 from enrich.schemas.vocab import ErrorKind, Status
+from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
@@ -169,6 +171,8 @@ class GeminiBackend:
         return types.GenerateContentConfig(
             response_mime_type="application/json",
             response_schema=request.schema,
+            # the files are data: text inside them must not pose as instructions
+            system_instruction=UNTRUSTED_CONTENT_INSTRUCTION,
             max_output_tokens=request.max_output_tokens,
             media_resolution=RESOLUTIONS.get(request.resolution),
             temperature=0.2,
@@ -319,4 +323,4 @@ async def _bytes_of(media: MediaPart) -> bytes:
         raise ItemRequestError("a media part with neither bytes nor a path", kind=ErrorKind.UNSUPPORTED)
     import asyncio
 
-    return await asyncio.to_thread(media.path.read_bytes)
+    return await asyncio.to_thread(media.read_bytes)  # checks a file sent as is was not replaced meanwhile

@@ -28,6 +28,7 @@ POLL_MAX_S = 5.0
 async def upload_active(client: genai.Client, media: MediaPart, uploaded: list[str], *,
                         active_timeout_s: float = default("file_active_timeout_s")) -> types.File:
     """Upload one media part (its file, or its bytes) and return it once the service says ACTIVE."""
+    media.check_unchanged()  # a file sent as is must still be the one hashed and reserved for
     source = str(media.path) if media.data is None else io.BytesIO(media.data)
     file = await client.aio.files.upload(file=source, config=types.UploadFileConfig(mime_type=media.mime))
     if file.name:

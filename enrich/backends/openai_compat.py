@@ -27,6 +27,7 @@ import httpx
 from pydantic import BaseModel
 
 from enrich.schemas.vocab import ErrorKind, Status
+from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
@@ -218,7 +219,9 @@ class OpenAICompatBackend:
         content.append({"type": "text", "text": self.build_prompt(request, repair=repair)})
         body: dict[str, Any] = {
             "model": self.server_model,
-            "messages": [{"role": "user", "content": content}],
+            # the files are data: text inside them must not pose as instructions
+            "messages": [{"role": "system", "content": UNTRUSTED_CONTENT_INSTRUCTION},
+                         {"role": "user", "content": content}],
             "max_tokens": request.max_output_tokens,
             "temperature": self._temperature,
             "stream": False,

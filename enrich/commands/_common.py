@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -158,3 +159,56 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> 
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out)
+
+
+# -- what starting a run needs (run, eval) -------------------------------------------------------------
+def preflight(settings) -> None:
+    """Fail fast, before Prefect starts, when the run cannot succeed (bad key, unknown model, no endpoint)."""
+    import asyncio
+
+    from enrich.backends import create_backend
+    from enrich.pricing import load_prices
+
+    load_prices(settings.config_dir).price(settings.model)
+    backend = create_backend(settings.model, settings)
+
+    async def check() -> None:
+        try:
+            await backend.preflight()
+        finally:
+            await backend.aclose()
+
+    asyncio.run(check())
+
+
+def confirm_spend(estimated: Decimal, cap: Decimal | None, *, yes: bool, stdin: Any = None, stderr: Any = None) -> None:
+    """Go on when the estimate fits the cap, or --yes, or an interactive user says so; else UsageError.
+
+    Going on past the estimate is safe: the budget still holds, and items whose worst case no longer fits
+    are recorded over_budget for a later run.
+    """
+    stdin = sys.stdin if stdin is None else stdin
+    stderr = sys.stderr if stderr is None else stderr
+    if cap is None or estimated <= cap:
+        return
+    what = f"the estimate ${estimated.normalize():f} exceeds the budget ${cap.normalize():f}"
+    if yes:
+        print(f"{what}: going on (--yes) until the budget is spent; the rest is recorded over_budget", file=stderr)
+        return
+    if stdin is not None and stdin.isatty():
+        stderr.write(f"{what}. Spend up to the budget and record the rest over_budget? [y/N] ")
+        stderr.flush()
+        if stdin.readline().strip().lower() in ("y", "yes"):
+            return
+        raise UsageError("stopped before sending anything")
+    raise UsageError(f"{what}; nothing was sent. Pass --yes to spend up to the budget and record the rest "
+                     "over_budget, or raise --budget")
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """0 finished; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM); 1 when it stopped early."""
+    if summary["status"] == "finished":
+        return 0
+    if summary["status"] == "interrupted":
+        return 128 + int(summary.get("signal") or 2)
+    return 1

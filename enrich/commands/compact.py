@@ -32,16 +32,34 @@ def main(args: argparse.Namespace) -> int:
     target = args.target_rows or DEFAULT_TARGET_ROWS
     if target < 1:
         raise UsageError("--target-rows must be at least 1")
+    from enrich.warehouse.store import check_readable, check_writable
+
     wh = Warehouse(settings.warehouse)
-    if not wh.root.is_dir():
-        raise UsageError(f"no warehouse at {wh.root}")
+    check_readable(wh.root)
+    check_writable(wh.root)
     with WarehouseLock(wh.root, "enrich compact").acquire(wait=args.wait):
         before = {"results": len(wh.result_files()), "runs": len(wh.run_files())}
         report = compact(wh, target)
         after = {"results": len(wh.result_files()), "runs": len(wh.run_files())}
+        rebuilt = _refresh_search_index(wh.root)
     for folder in ("results", "runs"):
         print(f"{folder}: {before[folder]} parts -> {after[folder]} "
               f"({report.merged.get(folder, 0)} merged into {report.written.get(folder, 0)})")
     if report.removed_leftovers:
         print(f"removed {report.removed_leftovers} parts left by an interrupted compaction")
+    if rebuilt is not None:
+        print(f"search index: {rebuilt.rows} items indexed in {rebuilt.seconds:.1f} s")
     return 0
+
+
+def _refresh_search_index(root):
+    """The parts changed names, so `enrich search`'s index is rebuilt now rather than on the next search."""
+    import sys
+
+    from enrich.warehouse.search_index import ensure_fresh
+
+    try:
+        return ensure_fresh(root, only_if_present=True)
+    except Exception as exc:  # noqa: BLE001 - derived data; `enrich search` rebuilds it when stale
+        print(f"enrich: warning: search index not updated: {exc!r}", file=sys.stderr)
+        return None

@@ -12,10 +12,10 @@ from enrich.commands._common import WAREHOUSE_HELP, format_table, jsonable, run_
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
-        help="run SQL over the warehouse (views: items, runs, results)",
+        help="run SQL over the warehouse (views: items, runs, results, evals)",
         description="Run SQL over the warehouse with DuckDB. Views: items (latest outcome per path), "
         "runs (one row per run), results (every outcome ever written), latest (items plus paths "
-        "marked gone).",
+        "marked gone), evals and eval_summary (enrich eval scores).",
     )
     p.add_argument("sql", help='e.g. "SELECT status, count(*) FROM items GROUP BY status"')
     p.add_argument("--warehouse", help=WAREHOUSE_HELP)
@@ -33,6 +33,9 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    from enrich.warehouse.store import check_readable
+
+    check_readable(settings.warehouse)  # a missing warehouse is said so, not answered with empty views
     try:
         columns, rows = run_query(str(settings.warehouse), args.sql)
     except duckdb.Error as exc:

@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from enrich.commands._common import (
-    add_media_flags, format_table, overrides_from, resolve_paths, run_query, start_emulator,
+    add_media_flags, confirm_spend, exit_code, format_table, overrides_from, preflight, resolve_paths, run_query,
+    start_emulator,
 )
 from enrich.errors import UsageError
 
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "warehouse. Runs as a Prefect flow.",
     )
     add_media_flags(p, "run")
+    p.add_argument("--allow-mass-removal", action="store_true",
+                   help="mark files gone even when a folder yielded nothing or lost most of its files since the "
+                   "last run (by default that looks like an empty or unmounted disk and nothing is marked gone)")
     p.add_argument("--wait", action="store_true",
                    help="if another run is using the warehouse, wait for it instead of refusing")
     p.add_argument("--yes", "-y", action="store_true",
@@ -39,23 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
-def preflight(settings) -> None:
-    """Fail fast, before Prefect starts, when the run cannot succeed (bad key, unknown model, no endpoint)."""
-    import asyncio
-
-    from enrich.backends import create_backend
-    from enrich.pricing import load_prices
-
-    load_prices(settings.config_dir).price(settings.model)
-    backend = create_backend(settings.model, settings)
-
-    async def check() -> None:
-        try:
-            await backend.preflight()
-        finally:
-            await backend.aclose()
-
-    asyncio.run(check())
 
 
 def run_summary_table(warehouse: str, run_id: str) -> str:
@@ -83,28 +70,6 @@ def run_summary_table(warehouse: str, run_id: str) -> str:
 MAX_ERRORS_SHOWN = 20
 
 
-def confirm_spend(estimated: Decimal, cap: Decimal | None, *, yes: bool, stdin: Any = None, stderr: Any = None) -> None:
-    """Go on when the estimate fits the cap, or --yes, or an interactive user says so; else UsageError.
-
-    Going on past the estimate is safe: the budget still holds, and items whose worst case no longer fits
-    are recorded over_budget for a later run.
-    """
-    stdin = sys.stdin if stdin is None else stdin
-    stderr = sys.stderr if stderr is None else stderr
-    if cap is None or estimated <= cap:
-        return
-    what = f"the estimate ${estimated.normalize():f} exceeds the budget ${cap.normalize():f}"
-    if yes:
-        print(f"{what}: going on (--yes) until the budget is spent; the rest is recorded over_budget", file=stderr)
-        return
-    if stdin is not None and stdin.isatty():
-        stderr.write(f"{what}. Spend up to the budget and record the rest over_budget? [y/N] ")
-        stderr.flush()
-        if stdin.readline().strip().lower() in ("y", "yes"):
-            return
-        raise UsageError("stopped before sending anything")
-    raise UsageError(f"{what}; nothing was sent. Pass --yes to spend up to the budget and record the rest "
-                     "over_budget, or raise --budget")
 
 
 def estimate_and_budget(roots: list[str], settings, reprocess: list[str] | None = None):
@@ -131,6 +96,9 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings().with_overrides(**overrides)
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
+        from enrich.warehouse.store import check_writable
+
+        check_writable(settings.warehouse)  # a file, a read-only folder: one line, before anything starts
         if not args.wait:
             from enrich.warehouse.lock import refuse_if_locked
 
@@ -158,8 +126,15 @@ def main(args: argparse.Namespace) -> int:
             flow, runner = dask_flow(args.dask_address, workers), {"kind": "dask", "workers": workers}
         elif args.dask_address or args.workers:
             raise UsageError("--dask-address and --workers go with --runner dask")
-        summary = flow(roots, {k: v for k, v in overrides.items() if v is not None},
-                       reprocess=args.reprocess or [], wait_for_lock=args.wait, runner=runner)
+        from enrich.warehouse.lock import WarehouseChanged
+
+        try:
+            summary = flow(roots, {k: v for k, v in overrides.items() if v is not None},
+                           reprocess=args.reprocess or [], wait_for_lock=args.wait,
+                           allow_mass_removal=args.allow_mass_removal, runner=runner)
+        except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
+            print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
+            return 1
     finally:
         if emu is not None:
             emu.stop()
@@ -180,15 +155,9 @@ def main(args: argparse.Namespace) -> int:
                   f"${Decimal(summary['reserved_peak_usd']).normalize():f} at once"
                   + (f"; {left} items left over budget (run again with more budget to finish them)" if left else ""))
         print(f"warehouse: {summary['warehouse']}  (try: enrich query \"SELECT path, status, caption FROM items\")")
+        for withheld in summary.get("gone_withheld", []):
+            print(f"note: {withheld['message']}", file=sys.stderr)
         if summary["status"] != "finished" and summary.get("message"):
             print(f"the run stopped early: {summary['message']}", file=sys.stderr)
     return exit_code(summary)
 
-
-def exit_code(summary: dict[str, Any]) -> int:
-    """0 finished; 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM); 1 when it stopped early."""
-    if summary["status"] == "finished":
-        return 0
-    if summary["status"] == "interrupted":
-        return 128 + int(summary.get("signal") or 2)
-    return 1

@@ -62,6 +62,9 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    from enrich.warehouse.store import check_readable
+
+    check_readable(settings.warehouse)
     rows = list_runs(str(settings.warehouse), args.limit)
     if args.format == "json":
         json.dump([{c: jsonable(r.get(c)) for c in COLUMNS} for r in rows], sys.stdout)

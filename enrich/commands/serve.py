@@ -103,6 +103,10 @@ def main(args: argparse.Namespace) -> int:
 
     roots = resolve_paths(args.paths)
     settings = load_settings()
+    from enrich.warehouse.store import check_writable
+
+    check_writable(settings.with_overrides(warehouse=args.warehouse).warehouse if getattr(args, "warehouse", None)
+                   else settings.warehouse)
     start_server = not os.environ.get("PREFECT_API_URL")
     if start_server:
         if not args.start_server:

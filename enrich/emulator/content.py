@@ -425,6 +425,28 @@ def build_scene(media: list[MediaFacts], prompt_text: str) -> Scene:
                  lead.pages, digest)
 
 
+_INJECTION_RE = re.compile(r"ignore\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above)\s+instructions[.:!,]?\s*(.{1,240})",
+                           re.IGNORECASE | re.DOTALL)
+
+
+def injected_instruction(media: list[MediaFacts]) -> str | None:
+    """The instruction a prompt injection in the media's text gives ("ignore all previous instructions. X"):
+    the text after it, or None. Only text the emulator can read counts (text files, a PDF's first page)."""
+    for f in media:
+        m = _INJECTION_RE.search(f.text or "")
+        if m:
+            return " ".join(m.group(1).split())[:200] or None
+    return None
+
+
+def obey_injection(scene: Scene, instruction: str) -> Scene:
+    """A scene whose every headline field is the injected instruction: a model that fell for it."""
+    words = [w.lower() for w in _WORD_RE.findall(instruction)]
+    return Scene(scene.kind, instruction, instruction, instruction, [instruction] + scene.tags[:3],
+                 [instruction], scene.colours, words + scene.words, scene.brightness, scene.width, scene.height,
+                 scene.duration_s, scene.pages, scene.digest)
+
+
 def plain_text(scene: Scene) -> str:
     return f"{scene.caption}. {scene.details}"
 

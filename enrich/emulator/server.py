@@ -33,7 +33,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import tokens as tk
-from .content import FactsCache, MediaFacts, build_scene, default_json, fill_schema, plain_text
+from .content import (FactsCache, MediaFacts, build_scene, default_json, fill_schema, injected_instruction,
+                      obey_injection, plain_text)
 
 FAULT_KINDS = ("429", "408", "500", "503", "garbage", "slow", "safety", "prompt_block")
 
@@ -66,6 +67,7 @@ class EmulatorConfig:
     file_processing_polls: int = 1  # GETs of a new file that still answer PROCESSING
     batch_running_polls: int = 1  # GETs of a new batch job that still answer RUNNING
     strict_media: bool = False  # 400 on undecodable images/PDFs (like the real API) instead of guessing
+    follow_injections: bool = False  # obey "ignore all previous instructions. X" found in a text or PDF part
 
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EmulatorConfig)}
@@ -427,7 +429,7 @@ class GeminiEmulator:
                 v = float(v)
             elif k in ("seed", "port", "file_processing_polls", "batch_running_polls"):
                 v = int(v)
-            elif k in ("capture_media", "strict_media"):
+            elif k in ("capture_media", "strict_media", "follow_injections"):
                 v = bool(v)
             setattr(self._cfg, k, v)
 
@@ -650,6 +652,10 @@ class GeminiEmulator:
                 {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]}],
                 "usageMetadata": self._usage(req, 0, 0), **base}
         scene = build_scene(req["facts"], req["prompt_text"])
+        if self._cfg.follow_injections:
+            instruction = injected_instruction(req["facts"])
+            if instruction:
+                scene = obey_injection(scene, instruction)
         schema = req["json_schema"] if req["json_schema"] is not None else req["schema"]
         mime = req["mime"].lower()
         if schema is not None:
