@@ -178,7 +178,7 @@ def run_chunks(ctx: RunContext) -> None:
       log_prints=False, validate_parameters=False)
 def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, reprocess: list[str] | None = None,
                 wait_for_lock: bool = False, allow_mass_removal: bool = False, until_done: bool = False,
-                deadline_s: float | None = None) -> dict[str, Any]:
+                deadline_s: float | None = None, runner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Describe the new and changed media under `roots` (incremental); returns the run summary.
 
     Parameters are plain values only (they are stored by Prefect, and anyone who can reach Prefect's API can
@@ -191,6 +191,7 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
     (otherwise withheld there, as for an unplugged disk; the summary's `gone_withheld` says where).
     Batch mode (settings.mode): `until_done` polls the jobs until each has ended; `deadline_s` (with it)
     sends what is still pending then interactively.
+    `runner`: {"kind": "dask", "workers": N} when run through `dask_flow()` (chunks on Dask workers).
     """
     options = RunOptions.from_parameters(overrides)
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
@@ -203,11 +204,17 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
                    allow_mass_removal=allow_mass_removal)
     status = RunStatus.FAILED
     message = None
+    ledger = None
     try:
         with stop_on_signals(_signal_handler(ctx)):
             _count_in_background(ctx)
             with _reporter(ctx):
-                run_chunks(ctx)
+                if (runner or {}).get("kind") == "dask":
+                    from enrich.flows.dask_runner import run_chunks_dask, worker_overrides
+
+                    ledger = run_chunks_dask(ctx, worker_overrides(ctx.settings), int(runner.get("workers") or 1))
+                else:
+                    run_chunks(ctx)
             finish_batch(ctx, until_done=until_done, deadline_s=deadline_s, say=_say)
         status = None
     except BaseException as exc:
@@ -216,7 +223,17 @@ def enrich_flow(roots: list[str], overrides: dict[str, Any] | None = None, repro
         raise
     finally:
         final = close_run(ctx, status, message)
-    return summary_of(ctx, final)
+    summary = summary_of(ctx, final)
+    if ledger is not None:
+        summary["coordinator"] = ledger  # allowances granted at most at once, charged for dead workers, ...
+    return summary
+
+
+def dask_flow(address: str | None = None, workers: int | None = None):
+    """`enrich_flow` with prefect-dask's task runner: call it with runner={"kind": "dask", "workers": N}."""
+    from enrich.flows.dask_runner import dask_task_runner
+
+    return enrich_flow.with_options(task_runner=dask_task_runner(address, workers))
 
 
 def _say(line: str) -> None:

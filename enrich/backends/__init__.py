@@ -3,6 +3,7 @@
     gemini-3.1-flash-lite            Google Gemini (google-genai SDK)
     mlx:<local-dir-or-hub-repo>      a vision model run locally by mlx-vlm
     openai:<model>@<base_url>        any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio, mlx_vlm.server)
+    openai:<model>@<url1>,<url2>     a fleet of such servers (openai_fleet.py: spread, health checks, failover)
 
 Imports are lazy: choosing Gemini never imports mlx.
 """
@@ -52,6 +53,12 @@ def _openai(spec: str, settings: Settings) -> Backend:
         raise ConfigError(f"refusing the openai: endpoint URL because {why}: put the key in "
                           "ENRICH_OPENAI_API_KEY (or OPENAI_API_KEY)")
     key = settings.openai_api_key
+    if "," in base_url:  # a fleet: several servers of the same model
+        from enrich.backends.openai_fleet import OpenAIFleetBackend
+
+        return OpenAIFleetBackend(model, [u for u in base_url.split(",") if u], timeout_s=settings.request_timeout_s,
+                                  max_inline_bytes=settings.max_inline_bytes,
+                                  api_key=key.get_secret_value() if key is not None else None)
     return OpenAICompatBackend(model=model, base_url=base_url, timeout_s=settings.request_timeout_s,
                                max_inline_bytes=settings.max_inline_bytes,
                                api_key=key.get_secret_value() if key is not None else None)

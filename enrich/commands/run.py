@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deadline", metavar="DURATION",
                    help="with --until-done: items whose jobs are still pending after DURATION (90s, 30m, 6h) are "
                    "sent interactively (their rows say batch = false)")
+    p.add_argument("--runner", choices=["thread", "dask"], default="thread",
+                   help="where chunks run: threads in this process (default), or Dask workers (needs the [dask] "
+                   "extra): one budget, one rate limit and one warehouse lock for the whole run")
+    p.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                   help="with --runner dask: an existing Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --runner dask and no --dask-address: worker processes of the local cluster "
+                   "(default: the cores)")
     p.set_defaults(handler=main)
 
 
@@ -118,9 +126,20 @@ def main(args: argparse.Namespace) -> int:
         from enrich.prefect_env import configure_prefect_env
 
         configure_prefect_env()  # before Prefect is imported
-        from enrich.flows.enrich_flow import enrich_flow
+        from enrich.flows.enrich_flow import dask_flow, enrich_flow
         from enrich.flows.run_options import split_overrides, trusted_settings
 
+        flow, runner = enrich_flow, None
+        if args.runner == "dask":
+            import importlib.util
+            import os
+
+            if importlib.util.find_spec("prefect_dask") is None:
+                raise UsageError("--runner dask needs the dask extra: pip install 'enrich[dask]'")
+            workers = args.workers or os.cpu_count() or 2
+            flow, runner = dask_flow(args.dask_address, workers), {"kind": "dask", "workers": workers}
+        elif args.dask_address or args.workers:
+            raise UsageError("--dask-address and --workers go with --runner dask")
         from enrich.warehouse.lock import WarehouseChanged
 
         # Prefect records the safe run options as the flow's parameters; the rest (warehouse,
@@ -128,9 +147,9 @@ def main(args: argparse.Namespace) -> int:
         options, _ = split_overrides(overrides)
         try:
             with trusted_settings(settings):
-                summary = enrich_flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
-                                      wait_for_lock=args.wait, allow_mass_removal=args.allow_mass_removal,
-                                      until_done=args.until_done, deadline_s=deadline_s)
+                summary = flow(roots, options.as_parameters(), reprocess=args.reprocess or [],
+                               wait_for_lock=args.wait, allow_mass_removal=args.allow_mass_removal,
+                               until_done=args.until_done, deadline_s=deadline_s, runner=runner)
         except (WarehouseChanged, OSError) as exc:  # the run started, then could not go on: exit 1, one line
             print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
             return 1

@@ -1,0 +1,447 @@
+"""`enrich run --runner dask`: chunk tasks on Dask workers (other processes, other machines), one budget, one
+rate limit and one warehouse lock for the whole run.
+
+What crosses the process boundary (all plain values, pickled by Dask):
+- to a worker, per chunk (`ChunkSpec`): the run id and chunk seq, the settings *overrides* given to the run
+  (the worker loads its own settings from its environment and config, so the API key never travels and is
+  never a Prefect parameter), the run's `RunInfo` and prompts (so every worker describes with the same
+  version), the files that need a request, and the rows the flow already decided (copies of earlier rows,
+  discovery outcomes, skipped kinds);
+- back, the chunk's rows in a slim form (status, tokens, cost) for the run's counts and progress: the full
+  rows are in the part file the worker committed.
+
+Where things live:
+- the flow (coordinator process) holds the warehouse lock, plans (incremental state, duplicates, moves) and
+  records the run; it registers a scheduler plugin holding the run's `Coordinator` (tasks/coordination.py):
+  allowances (budget) and the shared rate timeline. The plugin lives with the Dask scheduler, so it outlives
+  any worker, and it hears of dead workers (`remove_worker`) to hold their leases;
+- each worker, per chunk: its own backend and Describer, whose Budget is a lease (`LeasedBudget`) and whose
+  RateLimiter takes slots from the shared timeline (`SharedRateLimiter`); it prepares, describes and commits
+  the chunk's part to the shared warehouse folder (same atomic rename, published only if no attempt of that
+  chunk committed first: `os.link` fails on an existing name).
+
+A worker killed mid-chunk: Dask runs the chunk again on another worker (`allowed-failures`). The new attempt
+first looks for the chunk's part: if the dead attempt had committed it, nothing is described again (nothing
+committed is billed twice); else the chunk is redone under a new lease. The dead attempt's lease is held, then
+charged (tasks/coordination.py).
+
+Not built yet, the design for object storage (`--warehouse s3://bucket/prefix`): keep the warehouse's layout
+and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake, mode append, one
+commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link). Exactly-once per
+chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent writes), so a redone
+chunk whose first attempt committed sees its own txn and does not append again. Runs stay snapshot rows in a
+second table. The run lock becomes a conditional write of `s3://.../_lock` (If-None-Match: *) with a lease time
+the coordinator renews; `--wait` polls it. Readers: DuckDB's `delta_scan` over the same views (a snapshot
+version per query, so never partial data). Compaction is Delta's OPTIMIZE; `gone`/current-row logic stays
+in the views. Test: moto in server mode, concurrent writers plus a reader counting rows throughout.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from enrich.flows.pipeline import (
+    RunContext, _row_without_request, copy_rows, discover_files, fail_run, pair_row,
+)
+from enrich.schemas.vocab import RunStatus, Status
+from enrich.tasks.coordination import AllowanceLedger, Coordinator, LeasedBudget, SharedRateLimiter, SlotIssuer
+from enrich.tasks.discover import DiscoveredFile, iter_batches
+from enrich.tasks.records import RunInfo, copied_row, status_row
+
+log = logging.getLogger("enrich.dask")
+
+HANDLER = "enrich_coordinator"
+SLIM_KEYS = ("path", "content_hash", "kind", "status", "error_kind", "reused_from", "input_tokens", "output_tokens",
+             "thinking_tokens", "cost_usd")
+
+
+# -- the task runner ------------------------------------------------------------------------------------------
+def dask_task_runner(address: str | None = None, workers: int | None = None):
+    """prefect-dask's runner: an existing cluster at `address`, or a LocalCluster of `workers` processes
+    (one thread each: a chunk already runs its own prepare pool and request loop)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers or os.cpu_count() or 2, "processes": True,
+                                          "threads_per_worker": 1, "dashboard_address": None})
+
+
+# -- the coordinator, hosted by the Dask scheduler -------------------------------------------------------------
+_COORDINATORS: dict[str, Coordinator] = {}  # in the scheduler's process, by run id
+
+
+def _handle(run_id: str, action: str, **kw: Any) -> dict[str, Any]:
+    # `op` is Dask's own message key, so the coordinator's op travels as `action`
+    coordinator = _COORDINATORS.get(run_id)
+    if coordinator is None:
+        raise RuntimeError(f"no coordinator for run {run_id} on this scheduler")
+    return coordinator.handle(action, **kw)
+
+
+class CoordinatorPlugin(SchedulerPlugin):
+    """Holds one run's Coordinator on the scheduler; tells it when a worker is gone. (Module level, so Dask
+    pickles it by reference and the scheduler's copy shares this module's `_COORDINATORS`.)"""
+
+    def __init__(self, run_id: str, cap: str | None, hold_s: float, rpm: float | None, tpm: float | None):
+        self.name = f"enrich-coordinator-{run_id}"
+        self.run_id = run_id
+        self.args = (cap, hold_s, rpm, tpm)
+
+    async def start(self, scheduler) -> None:
+        cap, hold_s, rpm, tpm = self.args
+        _COORDINATORS[self.run_id] = Coordinator(AllowanceLedger(cap, hold_s=hold_s), SlotIssuer(rpm, tpm))
+        scheduler.handlers[HANDLER] = _handle
+
+    def remove_worker(self, scheduler, worker: str, **kwargs: Any) -> None:
+        coordinator = _COORDINATORS.get(self.run_id)
+        if coordinator is not None:
+            held = coordinator.ledger.worker_lost(worker)
+            if held:
+                log.warning("worker %s died holding %d lease(s): held, then charged", worker, len(held))
+
+    async def close(self) -> None:
+        _COORDINATORS.pop(self.run_id, None)
+
+
+class CoordinatorClient:
+    """The flow's handle on the run's coordinator (through the Dask client)."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def call(self, op: str, **kw: Any) -> dict[str, Any]:
+        return self.client.sync(lambda: getattr(self.client.scheduler, HANDLER)(run_id=self.run_id, action=op, **kw))
+
+
+def _worker_call(run_id: str):
+    """On a worker (inside a task): a blocking `call(op, **kw)` to the coordinator, usable from any thread."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    loop = worker.loop.asyncio_loop
+    rpc = worker.scheduler
+
+    def call(op: str, **kw: Any) -> dict[str, Any]:
+        coro = getattr(rpc, HANDLER)(run_id=run_id, action=op, **kw)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=60)
+
+    return call, worker.address
+
+
+# -- one chunk, on a worker -------------------------------------------------------------------------------------
+@dataclass
+class ChunkSpec:
+    run_id: str
+    seq: int
+    warehouse: str
+    overrides: dict[str, Any]
+    info: RunInfo
+    prompts: dict[str, str]
+    files: list[DiscoveredFile]
+    fixed: dict[int, dict[str, Any]] = field(default_factory=dict)  # rows the flow decided, by index
+    later: dict[int, int] = field(default_factory=dict)  # same-chunk duplicate -> its leader's index
+    pairs: set[int] = field(default_factory=set)  # of `later`: RAWs of a RAW+JPEG pair (their JPEG is the leader)
+    quantum: str = "0"  # allowance asked for per top-up
+    tokens_limited: bool = False
+    slot_batch: int = 1
+
+
+def part_path(warehouse: str | Path, run_id: str, seq: int) -> Path:
+    from enrich.warehouse.store import RESULTS_DIR
+
+    return Path(warehouse) / RESULTS_DIR / f"part-{run_id}-{seq:06d}.parquet"
+
+
+def publish_once(rows: list[dict[str, Any]], dest: Path, tmp_dir: Path) -> bool:
+    """Commit a chunk's part unless an earlier attempt of the same chunk already did (True: this one did).
+    Same protocol as the warehouse (temp file, fsync, one atomic step), with link() instead of rename() so an
+    existing part is never replaced."""
+    import pyarrow.parquet as pq
+
+    from enrich.schemas.parquet import RESULT_SCHEMA
+    from enrich.warehouse.store import _fsync_dir, rows_to_table
+
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(rows_to_table(rows, RESULT_SCHEMA), fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        _fsync_dir(dest.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _slim(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in SLIM_KEYS}
+
+
+def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
+    """Prepare, describe and commit one chunk on this worker. Returns the slim rows and the request counters."""
+    dest = part_path(spec.warehouse, spec.run_id, spec.seq)
+    if dest.exists():  # an earlier attempt (on a worker that died) committed it: describe nothing again
+        import pyarrow.parquet as pq
+
+        return {"rows": pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist(), "redone": False,
+                "already_committed": True, "requests": 0, "throttled": 0, "retries": 0, "fatal": None}
+
+    from enrich.backends import create_backend
+    from enrich.pricing import load_prices
+    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.settings import load_settings
+    from enrich.tasks.describe import DescribeOptions, Describer
+    from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
+
+    settings = load_settings().with_overrides(**spec.overrides)  # the key comes from this worker's environment
+    price = load_prices(settings.config_dir).price(spec.info.model)
+    backend = create_backend(spec.info.model, settings)
+    call, address = _worker_call(spec.run_id)
+    stop_reasons: list[str] = []
+    budget = LeasedBudget(call, f"{spec.run_id}/{spec.seq}/{uuid.uuid4().hex[:8]}", address,
+                          quantum=spec.quantum, on_stop=stop_reasons.append)
+    limiter = None
+    if not backend.capabilities.local:
+        limiter = SharedRateLimiter(call, batch=spec.slot_batch, tokens_limited=spec.tokens_limited,
+                                    on_stop=stop_reasons.append)
+    concurrency = settings.concurrency
+    if backend.capabilities.local:
+        concurrency = min(concurrency, backend.capabilities.default_concurrency)
+    describer = Describer(backend, spec.info, price,
+                          DescribeOptions.from_settings(settings, spec.prompts, dict(DESCRIPTION_SCHEMAS),
+                                                        concurrency=concurrency),
+                          budget=budget, limiter=limiter)
+    budget.on_stop = limiter_stop = (lambda reason: describer.stop(reason))
+    if limiter is not None:
+        limiter.on_stop = limiter_stop
+    options = PrepareOptions.from_settings(settings)
+    rows: list[dict[str, Any] | None] = [None] * len(spec.files)
+    for i, row in spec.fixed.items():
+        rows[i] = row
+    todo = [i for i in range(len(spec.files)) if rows[i] is None and i not in spec.later]
+
+    def one(i: int):
+        file = spec.files[i]
+        try:
+            if describer.stopping.is_set():
+                return describer.not_sent_row(file)
+            prepared = prepare_file(file, options)
+            if isinstance(prepared, PreparedItem):
+                future = describer.submit(prepared)
+                future.add_done_callback(lambda _f: prepared.release())
+                return future
+            return status_row(file, spec.info, Status.ERROR, prepared.kind, str(prepared),
+                              getattr(prepared, "meta", None))
+        except Exception as exc:  # a bug must cost one row, not the chunk
+            return status_row(file, spec.info, Status.ERROR, "internal",
+                              f"unexpected error: {exc.__class__.__name__}: {exc}")
+
+    workers = settings.prepare_workers or os.cpu_count() or 2
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare") as pool:
+            pending = list(zip(todo, pool.map(one, todo)))
+        for i, out in pending:
+            rows[i] = out.result() if hasattr(out, "result") else out
+        describe_now = []
+        for i, leader in spec.later.items():
+            if i in spec.pairs:  # the RAW of a pair: the JPEG's description, or described itself if that failed
+                if rows[leader] is not None and rows[leader].get("status") == Status.OK:
+                    rows[i] = pair_row(spec.files[i], spec.info, rows[leader])
+                else:
+                    describe_now.append(i)
+                continue
+            rows[i] = copied_row(spec.files[i], spec.info, rows[leader])
+        if describe_now:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare") as pool:
+                pending = list(zip(describe_now, pool.map(one, describe_now)))
+            for i, out in pending:
+                rows[i] = out.result() if hasattr(out, "result") else out
+        final = [r for r in rows if r is not None]
+        assert len(final) == len(spec.files), "every file gets exactly one row"
+        committed = publish_once(final, dest, Path(spec.warehouse) / ".tmp")
+        if not committed:  # a twin attempt committed first: report its rows, not ours
+            import pyarrow.parquet as pq
+
+            final = pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist()
+    finally:
+        try:
+            describer.close()
+        finally:
+            budget.close()  # every request has settled or been released: report the spend, give back the rest
+    return {"rows": [_slim(r) for r in final], "already_committed": not committed,
+            "requests": describer.stats.requests, "throttled": describer.stats.throttled,
+            "retries": describer.stats.retries, "fatal": str(describer.fatal) if describer.fatal else None}
+
+
+@task(name="enrich-chunk-dask", cache_policy=NO_CACHE, persist_result=False, retries=0,
+      task_run_name="chunk-{spec.seq}")
+def dask_chunk_task(spec: ChunkSpec) -> dict[str, Any]:
+    return describe_chunk_on_worker(spec)
+
+
+# -- the flow side -------------------------------------------------------------------------------------------------
+def _register(ctx: RunContext, client, workers: int) -> CoordinatorClient:
+    settings = ctx.settings
+    budget = ctx.describer.budget
+    limiter = ctx.describer.limiter
+    hold_s = settings.request_timeout_s + settings.stop_grace_s + 5.0
+    cap = budget.run_cap
+    plugin = CoordinatorPlugin(ctx.run_id, None if cap is None else str(cap), hold_s,
+                             limiter.rpm if limiter else None, limiter.tpm if limiter else None)
+    client.register_plugin(plugin)
+    return CoordinatorClient(client, ctx.run_id)
+
+
+def _spec_for(ctx: RunContext, seq: int, files: list[DiscoveredFile], overrides: dict[str, Any],
+              quantum: str, tokens_limited: bool, slot_batch: int) -> ChunkSpec:
+    copies, later = copy_rows(ctx, files)
+    fixed: dict[int, dict[str, Any]] = {}
+    for i, f in enumerate(files):
+        if i in later:
+            continue
+        row = copies.get(i) or _row_without_request(ctx, f)
+        if row is None and ctx.stopping:
+            row = ctx.describer.not_sent_row(f)
+        if row is not None:
+            fixed[i] = row
+    pairs = set()
+    for i in later:
+        key = (ctx.run_id, files[i].path)
+        if key in ctx.pair_copies:
+            ctx.pair_copies.discard(key)
+            pairs.add(i)
+    prompts = {kind: ctx.settings.prompt_for(kind) for kind in dict(ctx.info.prompt_hashes)}
+    return ChunkSpec(ctx.run_id, seq, str(ctx.settings.warehouse), overrides, ctx.info, prompts, files, fixed,
+                     later, pairs, quantum, tokens_limited, slot_batch)
+
+
+def run_chunks_dask(ctx: RunContext, overrides: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Feed chunks to Dask workers until the files run out or the run stops; returns the coordinator's final
+    ledger (for the summary)."""
+    from prefect.context import get_run_context
+
+    client = get_run_context().task_runner.client
+    coordinator = _register(ctx, client, workers)
+    budget = ctx.describer.budget
+    limiter = ctx.describer.limiter
+    quantum = "0" if budget.run_cap is None else str(budget.run_cap / (4 * max(1, workers)))
+    tokens_limited = bool(limiter and limiter.tpm)
+    slot_batch = 1 if not (limiter and limiter.rpm) else max(1, min(16, int(limiter.rpm / 60 / 20)))
+    limit = max(2 * workers, 3)
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    running = 0
+    seq_files: dict[int, list[DiscoveredFile]] = {}
+    error: BaseException | None = None
+    told_stop = False
+    batches = iter_batches(discover_files(ctx), ctx.settings.chunk_size)
+
+    def done(future, seq: int) -> None:
+        if ctx.planner is not None:
+            ctx.planner.chunk_done(seq_files.get(seq, []))  # duplicates waiting on this chunk may go on
+        finished.put((seq, future))
+
+    def collect_one() -> None:
+        nonlocal running, error
+        while True:
+            try:
+                seq, future = finished.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        running -= 1
+        seq_files.pop(seq, None)
+        try:
+            out = future.result()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+                fail_run(ctx, f"chunk {seq} failed: {exc.__class__.__name__}: {exc}")
+            return
+        for row in out["rows"]:
+            ctx.progress.record(row)
+            if ctx.ledger is not None:
+                # the flow's spend ledger learns each chunk's bill when it commits (a worker that dies before
+                # committing is covered by the coordinator's held lease during the run, not by the ledger)
+                ctx.ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
+        with ctx.lock:
+            ctx.stats.add_rows(out["rows"])
+        d = ctx.describer.stats
+        d.requests += out["requests"]
+        d.throttled += out["throttled"]
+        d.retries += out["retries"]
+        if out.get("fatal") and ctx.describer.fatal is None:
+            from enrich.errors import FatalRunError
+
+            ctx.describer._abort(FatalRunError(out["fatal"]))
+
+    started = time.monotonic()
+    try:
+        try:
+            while not ctx.stopping:
+                while running >= limit:
+                    collect_one()
+                if ctx.stopping:
+                    break
+                files = next(batches, None)
+                if files is None:
+                    break
+                seq = ctx.next_seq()
+                seq_files[seq] = files
+                spec = _spec_for(ctx, seq, files, overrides, quantum, tokens_limited, slot_batch)
+                future = dask_chunk_task.submit(spec)
+                future.add_done_callback(lambda fut, s=seq: done(fut, s))
+                running += 1
+        except BaseException as exc:
+            if error is None:
+                error = exc
+                fail_run(ctx, f"{exc.__class__.__name__}: {exc}")
+        while running:
+            if ctx.stopping and not told_stop:
+                told_stop = True
+                coordinator.call("stop", reason=ctx.describer.stop_reason or "stopping")
+            collect_one()
+    finally:
+        batches.close()
+    ledger = coordinator.call("snapshot")
+    d = ctx.describer.stats
+    if d.requests:
+        d.first_request_at, d.last_response_at = started, time.monotonic()
+    budget.reserved_peak = Decimal(ledger["granted_peak"])  # the most allowance out at once
+    try:
+        client.unregister_scheduler_plugin(f"enrich-coordinator-{ctx.run_id}")
+    except Exception:  # the cluster is going away with the run anyway
+        pass
+    if error is not None:
+        raise error
+    return ledger
+
+
+def worker_overrides(settings: Any) -> dict[str, Any]:
+    """What each worker applies over its own settings: the values this run was given by flag (in-process by
+    `enrich run`, or as the flow's validated parameters), never the key. Workers read the rest, as the flow did,
+    from their environment and config; the warehouse travels in each ChunkSpec."""
+    from enrich.settings import FLAG, SETTINGS
+
+    return {name: getattr(settings, name) for name, source in settings.sources.items()
+            if source == FLAG and name in SETTINGS and not SETTINGS[name].secret}
