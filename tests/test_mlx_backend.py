@@ -100,7 +100,8 @@ _descriptions = st.builds(
     tags=st.lists(_texts, max_size=5),
     objects=st.lists(_texts, max_size=5),
     visible_text=_texts,
-    people_count=st.integers(min_value=-(2**40), max_value=2**40),
+    # Every count the schema allows (0..100,000): a negative or huge one is an invalid answer, tested elsewhere.
+    people_count=st.integers(min_value=0, max_value=100_000),
     setting=st.sampled_from(["indoor", "outdoor", "mixed", "unknown"]),
 )
 _prose = st.text(alphabet=st.characters(blacklist_characters="`"), max_size=60)

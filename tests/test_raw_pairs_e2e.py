@@ -9,14 +9,13 @@ import pytest
 from enrich.warehouse.views import connect
 from tests.formats_factory import make_cr2, make_raw_library
 from tests.media_factory import make_jpeg, make_text_as_png, make_truncated_jpeg
+from tests.support.flows import run_enrich_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def run_flow(roots, **overrides):
-    from enrich.flows.enrich_flow import enrich_flow
-
-    return enrich_flow([str(r) for r in roots], overrides)
+def run_flow(roots, **settings):
+    return run_enrich_flow(roots, settings)
 
 
 def rows(home: Path, root: Path, columns: str) -> dict[str, tuple]:

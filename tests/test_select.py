@@ -16,6 +16,7 @@ from enrich.tasks.discover import discover
 from enrich.tasks.selection import Selection, trial_pick
 from enrich.warehouse.views import connect
 from tests.media_factory import make_jpeg, make_wav
+from tests.support.flows import run_enrich_flow
 
 GPS = (38.722252, -9.139337)  # Lisbon
 KEYWORD_XMP = (
@@ -99,10 +100,8 @@ def test_a_sample_is_reproducible_and_a_limit_takes_the_walk_order():
 
 
 # -- the flow -------------------------------------------------------------------------------------------------
-def run_flow(roots, **overrides):
-    from enrich.flows.enrich_flow import enrich_flow
-
-    return enrich_flow([str(r) for r in roots], overrides)
+def run_flow(roots, **settings):
+    return run_enrich_flow(roots, settings)
 
 
 def items(home: Path, warehouse: str = "warehouse") -> dict[str, tuple]:

@@ -23,6 +23,7 @@ from enrich.tasks.incremental import Planner
 from enrich.warehouse.state import PathState, WarehouseState
 from enrich.warehouse.views import connect
 from tests.media_factory import make_jpeg
+from tests.support.flows import run_enrich_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY_FOLDERS = ("enrich", "flows", "tasks", "warehouse", "schemas")
@@ -157,16 +158,14 @@ def _rows(home: Path) -> list[tuple]:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_gemini_408_is_recorded_then_retried_by_the_next_run(tmp_path, gemini, enrich_home):
-    from enrich.flows.enrich_flow import enrich_flow
-
     lib = _library(tmp_path / "lib")
     gemini.set_config(faults={"408": 1.0})
-    first = enrich_flow([str(lib)], {"max_attempts": 1})
+    first = run_enrich_flow([lib], {"max_attempts": 1})
     assert first["status"] == "finished"
     assert _rows(enrich_home) == [("error", "http_408")] * 2
 
     gemini.set_config(faults={"408": 0.0})
-    second = enrich_flow([str(lib)], {"max_attempts": 1})
+    second = run_enrich_flow([lib], {"max_attempts": 1})
     assert second["items"] == 2 and second["unchanged"] == 0
     assert _rows(enrich_home) == [("ok", None)] * 2
 
@@ -210,19 +209,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_5xx_from_an_openai_compatible_server_is_recorded_then_retried_by_the_next_run(tmp_path, enrich_home):
-    from enrich.flows.enrich_flow import enrich_flow
-
     srv = _FlakyOpenAI(("127.0.0.1", 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         model = f"openai:m@http://127.0.0.1:{srv.server_address[1]}/v1"
         lib = _library(tmp_path / "lib")
-        first = enrich_flow([str(lib)], {"model": model, "max_attempts": 1})
+        first = run_enrich_flow([lib], {"model": model, "max_attempts": 1})
         assert first["status"] == "finished"
         assert _rows(enrich_home) == [("error", "server_error")] * 2
 
         srv.failing = False
-        second = enrich_flow([str(lib)], {"model": model, "max_attempts": 1})
+        second = run_enrich_flow([lib], {"model": model, "max_attempts": 1})
         assert second["items"] == 2 and second["unchanged"] == 0
         assert _rows(enrich_home) == [("ok", None)] * 2
     finally:
