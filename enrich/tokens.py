@@ -102,17 +102,16 @@ def pdf_tokens(model: str, pages: int, resolution: str = "low") -> int:
     return pages * per_page
 
 
-@lru_cache(maxsize=32)
-def schema_tokens(schema: type[BaseModel]) -> int:
-    """Tokens of the response schema as the SDK sends it with every request (it counts as input)."""
-    from google.genai import _transformers, types  # local import: only needed once per schema
+def schema_json(schema: type[BaseModel]) -> dict:
+    """The response schema as the Gemini backend sends it (`response_json_schema`: the model's JSON Schema,
+    sent as is)."""
+    return schema.model_json_schema()
 
-    try:
-        sent = _transformers.t_schema(None, schema)  # type: ignore[arg-type]
-        payload = sent.model_dump(mode="json", exclude_none=True) if isinstance(sent, types.Schema) else sent
-    except Exception:  # fall back to the JSON schema: close enough for an estimate
-        payload = schema.model_json_schema()
-    return text_tokens(json.dumps(payload, separators=(",", ":"), sort_keys=True))
+
+@lru_cache(maxsize=256)
+def schema_tokens(schema: type[BaseModel]) -> int:
+    """Tokens of the response schema as sent with every request (it counts as input)."""
+    return text_tokens(json.dumps(schema_json(schema), separators=(",", ":"), sort_keys=True))
 
 
 def prompt_tokens(prompt: str, schema: type[BaseModel] | None) -> int:

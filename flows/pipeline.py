@@ -28,7 +28,7 @@ import signal
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
@@ -44,9 +44,9 @@ from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
 from enrich.tasks.discover import DiscoveredFile, discover
 from enrich.tasks.hash_cache import HashCache, default_cache_path
-from enrich.tasks.incremental import Planner, parse_reprocess
+from enrich.tasks.incremental import Planner, parse_reprocess, profiles_of, run_info_for
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
-from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.records import RunInfo, copied_row, profile_key, status_row
 from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
 from enrich.warehouse.store import Warehouse
@@ -110,6 +110,7 @@ class RunContext:
     chunk_files: dict[int, list[DiscoveredFile]] = field(default_factory=dict)  # chunks handed to the runner
     warehouse_lock: WarehouseLock | None = None
     planner: Planner | None = None
+    profiles: list[str] = field(default_factory=list)  # the profiles this run asks, in order
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
 
@@ -176,23 +177,18 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # fails before any spend if the model has no price
     backend = create_backend(settings.model, settings)
-    schemas = dict(DESCRIPTION_SCHEMAS)
-    prompts = {kind: settings.prompt_for(kind) for kind in schemas}
-    info = RunInfo(
-        run_id=run_id,
-        backend=backend_name(settings.model),
-        model=settings.model,
-        resolution=settings.resolution,
-        price_date=prices.date,
-        prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
-        schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
-    )
+    profiles = profiles_of(settings)
+    info = run_info_for(profiles, run_id=run_id, backend=backend_name(settings.model), model=settings.model,
+                        resolution=settings.resolution, price_date=prices.date, default_profile=settings.profile)
+    prompts = {profile_key(p.name, k): p.prompts[k] for p in profiles for k in p.kinds()}
+    schemas = {profile_key(p.name, k): p.schemas[k] for p in profiles for k in p.kinds()}
+    thinking = {p.name: (p.thinking_budget, p.thinking_level) for p in profiles if p.thinking_key()}
     concurrency = settings.concurrency
     if backend.capabilities.local:
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(
         backend, info, price,
-        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency),
+        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency, thinking=thinking),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else make_limiter(settings),
     )
@@ -219,7 +215,11 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     )
     try:
         ctx.recovered = recover(ctx.warehouse, run_id)
-        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess)
+        for profile in profiles:  # what the profile_<name> views are typed from
+            ctx.warehouse.write_profile(profile.describe())
+        ctx.profiles = [p.name for p in profiles]
+        ctx.planner = Planner(load_state(ctx.warehouse), run_id,
+                              lambda kind, profile=None: info.version_of(kind, profile)[2], reprocess)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, RunStatus.RUNNING)
     except BaseException:
@@ -252,9 +252,11 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
     independent ones); after the walk, the duplicates of files sent in this run and the paths now gone."""
-    for file in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
-        if ctx.planner is None or ctx.planner.admit(file):
-            yield file
+    for found in discover(independent_roots(ctx.roots), hash_cache=ctx.hash_cache):
+        for profile in ctx.profiles or [None]:  # one row (and one request) per profile asked
+            file = found if profile is None else replace(found, profile=profile)
+            if ctx.planner is None or ctx.planner.admit(file):
+                yield file
     if ctx.hash_cache is not None:
         ctx.hash_cache.flush()
     if ctx.planner is not None:
@@ -268,23 +270,24 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
     planner = ctx.planner
     if planner is None:
         return {}, {}
-    index = {f.path: i for i, f in enumerate(files)}
+    index = {(f.path, f.profile): i for i, f in enumerate(files)}
     refs, same_chunk = {}, {}
     for i, f in enumerate(files):
-        ref = planner.take_copy(f.path)
+        ref = planner.take_copy(f)
         if ref is None:
             continue
-        if ref.run_id == ctx.run_id and ref.path in index:
-            same_chunk[i] = index[ref.path]
+        if ref.run_id == ctx.run_id and (ref.path, f.profile) in index:
+            same_chunk[i] = index[(ref.path, f.profile)]
         else:
-            planner.wait_for_leader(ref)  # a leader in an earlier chunk (duplicates come after the walk)
+            planner.wait_for_leader(ref, f.profile)  # a leader in an earlier chunk (duplicates come after the walk)
             refs[i] = ref
     if not refs:
         return {}, same_chunk
-    sources = load_rows(ctx.warehouse, {(r.run_id, r.path) for r in refs.values()})
+    profile_of = {i: files[i].profile or ctx.info.default_profile for i in refs}
+    sources = load_rows(ctx.warehouse, {(r.run_id, r.path, profile_of[i]) for i, r in refs.items()})
     # A source that cannot be read back (it always can) leaves the file to be described like any other.
-    return ({i: copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
-             for i, r in refs.items() if (r.run_id, r.path) in sources}, same_chunk)
+    return ({i: copied_row(files[i], ctx.info, sources[(r.run_id, r.path, profile_of[i])])
+             for i, r in refs.items() if (r.run_id, r.path, profile_of[i]) in sources}, same_chunk)
 
 
 # -- one chunk ----------------------------------------------------------------------------------------------
@@ -328,6 +331,9 @@ def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] |
         return status_row(f, ctx.info, f.status, f.error_kind, f.error)
     if f.kind not in DESCRIPTION_SCHEMAS:
         return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND, f"{f.kind} files are not described yet")
+    if ctx.info.version_of(f.kind, f.profile)[2] is None:
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND,
+                          f"profile {f.profile or ctx.info.default_profile} does not describe {f.kind} files")
     supported = ctx.describer.backend.capabilities
     if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
         return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_TYPE,

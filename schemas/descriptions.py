@@ -1,54 +1,85 @@
-"""What the model is asked to return, one pydantic model per media kind.
+"""What the `detailed` profile asks the model to return, one pydantic model per media kind (the other
+profiles: schemas/profiles.py).
 
-Keep these small: the JSON schema is sent with every request and billed as input tokens.
+Keep these small: the JSON schema is sent with every request and billed as input tokens. Each field is
+described once: these fields are plain enough to be described by the prompt (config/prompts.toml), so the
+schemas carry names and types only, and `LeanModel` leaves pydantic's titles out of what is sent.
 Field names become typed Parquet columns (see schemas/parquet.py), so renaming one is a schema change.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel
 
 from enrich.schemas.vocab import MediaKind
+
+def _drop_titles(node: Any) -> Any:
+    """A JSON Schema without `title` keywords (a property *named* title stays)."""
+    if isinstance(node, list):
+        return [_drop_titles(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: _drop_titles(sub) for name, sub in value.items()}
+        else:
+            out[key] = _drop_titles(value)
+    return out
+
+
+class LeanModel(BaseModel):
+    """A response schema as sent: the JSON Schema without titles (they repeat the field names, and every
+    character is billed with every request)."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return _drop_titles(super().model_json_schema(*args, **kwargs))
+
 
 Setting = Literal["indoor", "outdoor", "mixed", "unknown"]
 
 
-class ImageDescription(BaseModel):
-    caption: str = Field(description="One short plain sentence, no 'This image shows'.")
-    description: str = Field(description="Two to four sentences.")
-    tags: list[str] = Field(description="Up to 10 lowercase keywords.")
-    objects: list[str] = Field(description="Main visible objects.")
-    visible_text: str = Field(description="Legible text in the image, or empty.")
-    people_count: int = Field(description="Number of people visible.")
+class ImageDescription(LeanModel):
+    caption: str
+    description: str
+    tags: list[str]
+    objects: list[str]
+    visible_text: str
+    people_count: int
     setting: Setting
 
 
-class AudioDescription(BaseModel):
-    summary: str = Field(description="Two to four sentences: what the recording is and what happens in it.")
-    transcript: str = Field(description="What is said, as the prompt asks (excerpt or full); empty if no speech.")
-    language: str = Field(description="Main spoken language as a BCP-47 code (en, fr, pt-BR), or empty.")
-    speakers_count: int = Field(description="Number of distinct speakers; 0 if none.")
-    sounds: list[str] = Field(description="Notable sounds and music, lowercase, up to 10.")
+class AudioDescription(LeanModel):
+    summary: str
+    transcript: str
+    language: str
+    speakers_count: int
+    sounds: list[str]
 
 
 DocumentType = Literal["letter", "invoice", "receipt", "form", "contract", "report", "article", "manual",
                        "notes", "presentation", "other"]
 
 
-class DocumentDescription(BaseModel):
-    title: str = Field(description="The document's title, or a short one you give it.")
+class DocumentDescription(LeanModel):
+    title: str
     document_type: DocumentType
-    language: str = Field(description="Main language as a BCP-47 code (en, fr, de), or empty.")
-    summary: str = Field(description="Two to four sentences.")
-    entities: list[str] = Field(description="Key people, organisations and places, up to 10.")
-    dates: list[str] = Field(description="Dates mentioned, as YYYY-MM-DD where possible, up to 10.")
+    language: str
+    summary: str
+    entities: list[str]
+    dates: list[str]
 
 
-class VideoDescription(BaseModel):
-    summary: str = Field(description="Two to four sentences.")
-    scenes: list[str] = Field(description="One short sentence per scene, in order, up to 10.")
-    visible_text: str = Field(description="Legible on-screen text, or empty.")
+class VideoDescription(LeanModel):
+    summary: str
+    scenes: list[str]
+    visible_text: str
 
 
 DESCRIPTION_SCHEMAS: dict[str, type[BaseModel]] = {

@@ -91,6 +91,7 @@ class DiscoveredFile:
     status: Status  # PENDING, SKIPPED or ERROR
     error_kind: str | None
     error: str | None
+    profile: str | None = None  # the profile a row for this file is for (a run asks each profile separately)
 
 
 def hash_file(path: str | os.PathLike[str], block: int = HASH_BLOCK) -> str:
