@@ -170,6 +170,9 @@ class Settings:
                          help="model id (priced in prices.toml), mlx:<model> or openai:<model>@<base_url>")
     resolution: str = setting("low", toml="run.resolution",
                               help="low | medium | high: media resolution and downscale tier")
+    # the profile a run asks for when no --profile is given, and the one the `items` view shows
+    profile: str = setting("caption", toml="run.profile",
+                           help="default profile: caption, detailed, alt-text, key-facts or one of [profiles.NAME]")
     concurrency: int = setting(64, toml="run.concurrency", check=_at_least(1),
                                help="most requests in flight; adapts down on 429 (the rate limit is the real bound)")
     chunk_size: int = setting(250, toml="run.chunk_size", check=_at_least(1),
@@ -251,9 +254,6 @@ class Settings:
     # Per-model limits are data, like prices: the packaged enrich.toml holds them.
     rate_limits: dict[str, RateLimit] = setting({}, type=RateLimit, env=None, toml="rate_limits",
                                                 help="requests and input tokens per minute, per model")
-    # the profile a run asks for when no --profile is given, and the one the `items` view shows
-    profile: str = setting("caption", toml="run.profile",
-                           help="default profile: caption, detailed, alt-text, key-facts or one of [profiles.NAME]")
     # prompts.toml, per profile and media kind (not a setting: a file of its own): "image" for the detailed
     # profile, "caption.image" for the others (schemas/profiles.py prompt_key)
     prompts: dict[str, str] = field(default_factory=dict)
