@@ -77,7 +77,10 @@ class Planner:
     copies: dict[tuple[str, str | None], CopyFrom] = field(default_factory=dict)
     # What is held for the whole run grows with the library, so it is kept to what is needed: the paths the
     # warehouse knows (to find the gone ones) and, for bytes the warehouse knows, where they are now (moves).
-    _seen: set[tuple[str, str | None]] = field(default_factory=set)  # seen this run, with a row in the warehouse
+    # paths seen this run that have a row (any profile) in the warehouse: a path is gone or not whatever the
+    # profiles a run asks, so a run asking only `caption` never marks a file's `detailed` row gone
+    _seen: set[str] = field(default_factory=set)
+    _known_paths: frozenset[str] = field(init=False)
     _hash_seen_at: dict[str, str] = field(default_factory=dict)  # known content hash -> first path seen now
     _known_hashes: frozenset[str] = field(init=False)
     _leaders: dict[tuple[str, str | None], str] = field(default_factory=dict)  # (hash, profile) -> path sent
@@ -91,14 +94,15 @@ class Planner:
     def __post_init__(self) -> None:
         self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
                                        if s.content_hash and s.status != Status.GONE)
+        self._known_paths = frozenset(path for path, _ in self.state.by_path)
 
     # -- the walk ---------------------------------------------------------------------------------------
     def admit(self, file: DiscoveredFile) -> bool:
         """True if `file` goes into a chunk now (a row to write); False if it needs no row or waits."""
         key = (file.path, file.profile)
         last = self.state.by_path.get(key)
-        if last is not None:
-            self._seen.add(key)
+        if file.path in self._known_paths:
+            self._seen.add(file.path)
         if file.status != Status.PENDING:
             if file.status == Status.ERROR and file.error_kind in (ErrorKind.UNREADABLE, ErrorKind.NOT_FOUND, ErrorKind.SYMLINK_LOOP,
                                                               ErrorKind.BROKEN_LINK):
@@ -185,7 +189,7 @@ class Planner:
 
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
         for (path, profile), last in self.state.by_path.items():
-            if last.status == Status.GONE or (path, profile) in self._seen or not _under(path, roots):
+            if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
             if _under(path, self._unreadable_dirs):
                 continue
