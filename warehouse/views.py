@@ -88,6 +88,10 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
 
     wh = Warehouse(warehouse_dir)
     con = con or duckdb.connect(":memory:")
+    # Every view below is bound against the parts' footers; parts are immutable (published once by rename,
+    # never rewritten), so they are read once per connection, not once per view (the profile_<name> views
+    # would otherwise double the cost of a connection).
+    con.execute("SET parquet_metadata_cache = true")
     source = _source_sql(con, wh.result_files(), RESULT_SCHEMA, '_empty_results')
     con.execute(f"CREATE OR REPLACE VIEW results AS SELECT * REPLACE (coalesce(profile, '{DETAILED}') AS profile) "
                 f"FROM ({source})")
