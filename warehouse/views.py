@@ -149,19 +149,25 @@ def _vanished(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No files found" in text or "No such file" in text)
 
 
-def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 10) -> T:
+def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnection], T],
+                  patience_s: float = 60.0) -> T:
     """Run `fn(con)` on a fresh snapshot; if a compaction deleted a part this snapshot listed, take a new
-    snapshot and run it again (the merged part holds the same rows)."""
-    for attempt in range(attempts):
+    snapshot and run it again (the merged part holds the same rows).
+
+    One compaction publishes many merged parts and deletes what each replaces, so on a busy machine a slow
+    reader can lose several snapshots in a row: it keeps trying for `patience_s`, not for a fixed count."""
+    deadline = time.monotonic() + patience_s
+    attempt = 0
+    while True:
+        attempt += 1
         con = None
         try:
             con = connect(warehouse_dir)  # creating the views reads the parts' schemas already
             return fn(con)
         except duckdb.Error as exc:
-            if not _vanished(exc) or attempt == attempts - 1:
+            if not _vanished(exc) or time.monotonic() >= deadline:
                 raise
         finally:
             if con is not None:
                 con.close()
-        time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+        time.sleep(min(0.05 * attempt, 0.5))
