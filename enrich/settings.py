@@ -219,6 +219,9 @@ class Settings:
                          help="model id (priced in prices.toml), mlx:<model> or openai:<model>@<base_url>")
     resolution: str = setting("low", toml="run.resolution",
                               help="low | medium | high: media resolution and downscale tier")
+    # the profile a run asks for when no --profile is given, and the one the `items` view shows
+    profile: str = setting("caption", toml="run.profile",
+                           help="default profile: caption, detailed, alt-text, key-facts or one of [profiles.NAME]")
     concurrency: int = setting(64, toml="run.concurrency", check=_at_least(1),
                                help="most requests in flight; adapts down on 429 (the rate limit is the real bound)")
     chunk_size: int = setting(250, toml="run.chunk_size", check=_at_least(1),
@@ -352,8 +355,16 @@ class Settings:
     # Per-model limits are data, like prices: the packaged enrich.toml holds them.
     rate_limits: dict[str, RateLimit] = setting({}, type=RateLimit, env=None, toml="rate_limits",
                                                 help="requests and input tokens per minute, per model")
-    # prompts.toml, one per media kind (not a setting: a file of its own)
+    # prompts.toml, per profile and media kind (not a setting: a file of its own): "image" for the detailed
+    # profile, "caption.image" for the others (schemas/profiles.py prompt_key)
     prompts: dict[str, str] = field(default_factory=dict)
+    # [profiles.NAME] tables of the user's enrich.toml (schemas/profiles.py user_profile reads them)
+    user_profiles: dict[str, Any] = field(default_factory=dict, compare=False)
+    user_profiles_path: Path | None = field(default=None, compare=False, repr=False)
+    # one run's choice (flags, not files): --profile NAME..., --prompt TEXT, --schema SPEC
+    run_profiles: tuple[str, ...] = ()
+    adhoc_prompt: str | None = None
+    adhoc_schema: str | None = None
     # where each setting's value came from: "default", "flag", "env NAME" or "<file> [section] key"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -375,12 +386,13 @@ class Settings:
         table = self.batch_enqueued_tokens
         return int(table.get(model) or table.get("default") or default("batch_enqueued_tokens")["default"])
 
-    def prompt_for(self, kind: str) -> str:
+    def prompt_for(self, kind: str, profile: str = "detailed") -> str:
+        key = kind if profile == "detailed" else f"{profile}.{kind}"
         try:
-            return self.prompts[kind]
+            return self.prompts[key]
         except KeyError:
-            raise ConfigError(f"no prompt for kind {kind!r} in prompts.toml ({DEFAULT_CONFIG_DIR} "
-                              f"or {self.config_dir})") from None
+            raise ConfigError(f"no prompt for kind {kind!r} of profile {profile} in prompts.toml "
+                              f"({DEFAULT_CONFIG_DIR} or {self.config_dir})") from None
 
     def source(self, name: str) -> str:
         return self.sources.get(name, DEFAULT)
@@ -509,6 +521,8 @@ def _check_known_keys(cfg: dict[str, Any], path: Path) -> None:
     def walk(table: dict[str, Any], prefix: tuple[str, ...]) -> None:
         for key, value in table.items():
             here = prefix + (key,)
+            if here == ("profiles",):  # user profiles: checked by schemas/profiles.py user_profile
+                continue
             if here in places:
                 continue
             if isinstance(value, dict) and here in sections:
@@ -607,12 +621,22 @@ def load_settings(env: dict[str, str] | None = None, *, require_config_dir: bool
     prompts_user_path, prompts_user = user_layer("prompts.toml", config_dir)
     prompts: dict[str, str] = {}
     for kind, entry in deep_merge(load_toml(DEFAULT_CONFIG_DIR / "prompts.toml"), prompts_user).items():
+        path = prompts_user_path if kind in prompts_user else DEFAULT_CONFIG_DIR / "prompts.toml"
+        if isinstance(entry, dict) and "prompt" not in entry and all(isinstance(v, dict) for v in entry.values()):
+            for sub, inner in entry.items():  # [caption.image]: a profile's prompt for one kind
+                if not isinstance(inner.get("prompt"), str):
+                    raise ConfigError(f"{path}: [{kind}.{sub}] prompt must be a string")
+                prompts[f"{kind}.{sub}"] = inner["prompt"]
+            continue
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
-            path = prompts_user_path if kind in prompts_user else DEFAULT_CONFIG_DIR / "prompts.toml"
             raise ConfigError(f"{path}: [{kind}] prompt must be a string")
         prompts[kind] = entry["prompt"]
 
+    user_profiles = user.get("profiles", {})
+    if not isinstance(user_profiles, dict):
+        raise ConfigError(f"{user_path}: profiles must be tables, [profiles.NAME]")
     settings = Settings(home=home, warehouse=warehouse, config_dir=config_dir, prompts=prompts, sources=sources,
+                        user_profiles=user_profiles, user_profiles_path=user_path if user_profiles else None,
                         **values)
     settings.validate()
     return settings

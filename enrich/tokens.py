@@ -102,23 +102,28 @@ def pdf_tokens(model: str, pages: int, resolution: str = "low") -> int:
     return pages * per_page
 
 
-@lru_cache(maxsize=32)
+def schema_json(schema: type[BaseModel]) -> dict:
+    """The response schema as the Gemini backend sends it (`response_json_schema`: the model's JSON Schema,
+    sent as is)."""
+    return schema.model_json_schema()
+
+
+@lru_cache(maxsize=256)
 def schema_tokens(schema: type[BaseModel]) -> int:
-    """Tokens of the response schema as the SDK sends it with every request (it counts as input)."""
-    from google.genai import _transformers, types  # local import: only needed once per schema
-
-    try:
-        sent = _transformers.t_schema(None, schema)  # type: ignore[arg-type]
-        payload = sent.model_dump(mode="json", exclude_none=True) if isinstance(sent, types.Schema) else sent
-    except Exception:  # fall back to the JSON schema: close enough for an estimate
-        payload = schema.model_json_schema()
-    return text_tokens(json.dumps(payload, separators=(",", ":"), sort_keys=True))
+    """Tokens of the response schema as sent with every request (it counts as input)."""
+    return text_tokens(json.dumps(schema_json(schema), separators=(",", ":"), sort_keys=True))
 
 
-def prompt_tokens(prompt: str, schema: type[BaseModel] | None) -> int:
-    """The text sent with every request: the prompt, the response schema and the system instruction that
-    marks the user's files as untrusted data (schemas/descriptions.py)."""
+def system_tokens(documents: bool = True) -> int:
+    """Tokens of the system instruction marking the user's files as untrusted data: sent only with requests
+    that carry a document (text or PDF; schemas/descriptions.py `carries_documents`), else 0."""
     from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
 
-    return (text_tokens(prompt) + text_tokens(UNTRUSTED_CONTENT_INSTRUCTION)
+    return text_tokens(UNTRUSTED_CONTENT_INSTRUCTION) if documents else 0
+
+
+def prompt_tokens(prompt: str, schema: type[BaseModel] | None, *, documents: bool = False) -> int:
+    """The text sent with every request: the prompt and the response schema (what the profiles' token budgets
+    count), plus, for a request carrying a document, the untrusted-content system instruction."""
+    return (text_tokens(prompt) + system_tokens(documents)
             + (schema_tokens(schema) if schema is not None else 0))

@@ -150,8 +150,7 @@ class ChunkSpec:
     seq: int
     warehouse: str
     overrides: dict[str, Any]
-    info: RunInfo
-    prompts: dict[str, str]
+    info: RunInfo  # the run's enrichment versions: the worker checks its own profiles give the same
     files: list[DiscoveredFile]
     fixed: dict[int, dict[str, Any]] = field(default_factory=dict)  # rows the flow decided, by index
     later: dict[int, int] = field(default_factory=dict)  # same-chunk duplicate -> its leader's index
@@ -209,12 +208,14 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
 
     from enrich.backends import create_backend
     from enrich.pricing import load_prices
-    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
     from enrich.settings import load_settings
     from enrich.tasks.describe import DescribeOptions, Describer
     from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 
     settings = load_settings().with_overrides(**spec.overrides)  # the key comes from this worker's environment
+    # Prompts and schemas come from the worker's own profiles (user schemas are built classes, not data to
+    # pickle); a worker whose config or prompts differ from the flow's would write rows of another version.
+    prompts, schemas, thinking = worker_describe_inputs(settings, spec.info)
     price = load_prices(settings.config_dir).price(spec.info.model)
     backend = create_backend(spec.info.model, settings)
     call, address = _worker_call(spec.run_id)
@@ -229,8 +230,8 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
     if backend.capabilities.local:
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(backend, spec.info, price,
-                          DescribeOptions.from_settings(settings, spec.prompts, dict(DESCRIPTION_SCHEMAS),
-                                                        concurrency=concurrency),
+                          DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency,
+                                                        thinking=thinking),
                           budget=budget, limiter=limiter)
     budget.on_stop = limiter_stop = (lambda reason: describer.stop(reason))
     if limiter is not None:
@@ -294,6 +295,24 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
             "retries": describer.stats.retries, "fatal": str(describer.fatal) if describer.fatal else None}
 
 
+def worker_describe_inputs(settings: Any, info: RunInfo) -> tuple[dict, dict, dict]:
+    """(prompts, schemas, thinking) of the profiles `settings` ask, checked against the run's versions: a
+    ConfigError naming the difference when this worker would describe differently from the flow."""
+    from enrich.errors import ConfigError
+    from enrich.tasks.incremental import describe_inputs, profiles_of, run_info_for
+
+    profiles = profiles_of(settings)
+    mine = run_info_for(profiles, run_id=info.run_id, backend=info.backend, model=info.model,
+                        resolution=info.resolution, price_date=info.price_date)
+    for what in ("prompt_hashes", "schema_hashes", "thinking"):
+        if getattr(mine, what) != getattr(info, what):
+            differ = sorted(set(getattr(mine, what)) ^ set(getattr(info, what)))
+            raise ConfigError(f"this worker's profiles differ from the run's ({what.replace('_', ' ')}: "
+                              f"{', '.join(str(k) for k, _ in differ)}): give every worker the same config and "
+                              "prompts.toml as the machine that starts the run")
+    return describe_inputs(profiles)
+
+
 @task(name="enrich-chunk-dask", cache_policy=NO_CACHE, persist_result=False, retries=0,
       task_run_name="chunk-{spec.seq}")
 def dask_chunk_task(spec: ChunkSpec) -> dict[str, Any]:
@@ -327,12 +346,11 @@ def _spec_for(ctx: RunContext, seq: int, files: list[DiscoveredFile], overrides:
             fixed[i] = row
     pairs = set()
     for i in later:
-        key = (ctx.run_id, files[i].path)
+        key = (ctx.run_id, files[i].path, files[i].profile)
         if key in ctx.pair_copies:
             ctx.pair_copies.discard(key)
             pairs.add(i)
-    prompts = {kind: ctx.settings.prompt_for(kind) for kind in dict(ctx.info.prompt_hashes)}
-    return ChunkSpec(ctx.run_id, seq, str(ctx.settings.warehouse), overrides, ctx.info, prompts, files, fixed,
+    return ChunkSpec(ctx.run_id, seq, str(ctx.settings.warehouse), overrides, ctx.info, files, fixed,
                      later, pairs, quantum, tokens_limited, slot_batch)
 
 
@@ -443,5 +461,10 @@ def worker_overrides(settings: Any) -> dict[str, Any]:
     from their environment and config; the warehouse travels in each ChunkSpec."""
     from enrich.settings import FLAG, SETTINGS
 
-    return {name: getattr(settings, name) for name, source in settings.sources.items()
-            if source == FLAG and name in SETTINGS and not SETTINGS[name].secret}
+    given = {name: getattr(settings, name) for name, source in settings.sources.items()
+             if source == FLAG and name in SETTINGS and not SETTINGS[name].secret}
+    # one run's profile choice (--profile, --prompt, --schema): flags that are not settings
+    for name in ("run_profiles", "adhoc_prompt", "adhoc_schema"):
+        if getattr(settings, name):
+            given[name] = getattr(settings, name)
+    return given

@@ -13,12 +13,13 @@ as not estimated, never silently dropped. Adding audio, documents or video means
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,9 @@ from enrich.backends.base import Usage
 from enrich.budget import reserved_input_tokens
 from enrich.errors import MediaError
 from enrich.pricing import cost_usd, load_prices, worst_case_usd
+from enrich.schemas.profiles import DETAILED
 from enrich.settings import Settings
-from enrich.tokens import family_of, image_tokens, prompt_tokens
+from enrich.tokens import family_of, image_tokens, prompt_tokens, system_tokens
 from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.selection import Selection, trial_pick
 
@@ -98,7 +100,11 @@ KIND_ESTIMATORS: dict[str, KindEstimator] = {
 @dataclass
 class KindEstimate:
     kind: str
+    profile: str = ""
     items: int = 0
+    media_tokens: int = 0  # the media's own input tokens, all items
+    overhead_tokens: int = 0  # prompt + schema tokens of one request (schemas/profiles.py token diet)
+    system_tokens: int = 0  # + the untrusted-content system instruction (documents only), per request
     input_tokens: int = 0  # media + prompt + schema, all items
     audio_tokens: int = 0
     reserved_input_tokens: int = 0  # what budget reservations and the TPM limiter count
@@ -110,7 +116,11 @@ class KindEstimate:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "profile": self.profile,
             "items": self.items,
+            "overhead_tokens_per_request": self.overhead_tokens,
+            "system_tokens_per_request": self.system_tokens,
+            "media_tokens": self.media_tokens,
             "input_tokens": self.input_tokens,
             "audio_tokens": self.audio_tokens,
             "output_tokens": self.output_tokens,
@@ -142,6 +152,8 @@ class Estimate:
     time_s: float | None = None
     time_bound: str = ""  # what limits the time: rpm, tpm, concurrency, or batch
     scan_s: float = 0.0
+    profiles: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -180,6 +192,8 @@ class Estimate:
             "cost_usd": str(self.cost_usd),
             "worst_case_usd": str(self.worst_case_usd),
             "by_kind": {kind: k.as_json() for kind, k in sorted(self.by_kind.items())},
+            "profiles": self.profiles,
+            "warnings": self.warnings,
             "not_estimated": dict(sorted(self.not_estimated.items())),
             "skipped": self.skipped,
             "errors": dict(sorted(self.errors.items())),
@@ -267,6 +281,7 @@ def estimate(
     history: use the warehouse's earlier rows for output tokens and latency (else configured defaults).
     """
     from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+    from enrich.tasks.incremental import profiles_of
 
     if mode not in ("sync", "batch", "flex"):
         raise ValueError(f"mode must be sync, batch or flex, not {mode!r}")
@@ -277,8 +292,12 @@ def estimate(
 
     opts = EstimateOptions(model=settings.model, resolution=settings.resolution, max_side=settings.max_side,
                            max_pixels=settings.max_image_pixels, limits=MediaLimits.from_settings(settings))
+    profiles = profiles_of(settings)
     est = Estimate(model=settings.model, resolution=settings.resolution, mode=mode, price_date=prices.date,
-                   price_source=prices.source)
+                   price_source=prices.source, profiles=[p.name for p in profiles])
+    # by_kind keys: the kind, or "profile/kind" when the estimate covers several profiles
+    key_of = (lambda p, kind: kind) if len(profiles) == 1 else (lambda p, kind: f"{p}/{kind}")
+    wanted: dict[str, list] = {}  # path -> the profiles that would send it (probed once for all of them)
     batch_mode = mode == "batch"
     flex_mode = mode == "flex"
     started = time.perf_counter()
@@ -289,7 +308,7 @@ def estimate(
     root_paths = [os.fspath(r) for r in roots]
     trial = settings.sample is not None or settings.limit is not None
 
-    def candidates() -> Iterator[DiscoveredFile]:
+    def candidates() -> Iterator[tuple[DiscoveredFile, list]]:
         source = files if files is not None else discover(root_paths, hash_files=False,
                                                           selection=Selection.from_settings(settings),
                                                           skip=own_state_dirs(settings.home, settings.warehouse))
@@ -303,21 +322,28 @@ def estimate(
                 if not trial:
                     errors[f.error_kind or "error"] += 1
                 continue
-            if include is not None and not include(f):
-                est.excluded += 1
-                continue
-            yield f
+            kind = f.kind or ""
+            asked: list = []
+            if KIND_ESTIMATORS.get(kind) is not None and kind in DESCRIPTION_SCHEMAS:
+                # the profiles that would send it (probed once for all of them)
+                asked = [p for p in profiles
+                         if kind in p.schemas and (include is None or include(replace(f, profile=p.name)))]
+                if not asked:
+                    est.excluded += 1
+                    continue
+            yield f, asked
 
     def to_probe() -> Iterator[list[tuple[DiscoveredFile, KindEstimator]]]:
         batch: list[tuple[DiscoveredFile, KindEstimator]] = []
-        picked = trial_pick(candidates(), lambda f: f.path, roots=[os.path.abspath(r) for r in root_paths],
+        picked = trial_pick(candidates(), lambda fa: fa[0].path, roots=[os.path.abspath(r) for r in root_paths],
                             limit=settings.limit, sample=settings.sample, seed=settings.sample_seed)
-        for f in picked:
+        for f, asked in picked:
             kind = f.kind or ""
             estimator = KIND_ESTIMATORS.get(kind)
             if estimator is None or kind not in DESCRIPTION_SCHEMAS:
                 not_estimated[kind] += 1
                 continue
+            wanted[f.path] = asked
             batch.append((f, estimator))
             if len(batch) >= PROBE_BATCH:
                 yield batch
@@ -326,22 +352,31 @@ def estimate(
             yield batch
 
     # kind -> Counter of each item's media tokens: few distinct values, so the per-item sums below are cheap
-    media: dict[str, Counter[MediaTokens]] = {}
+    media: dict[tuple[str, str], Counter[MediaTokens]] = {}
     for f, outcome in _probed(to_probe(), opts, workers):
+        asked = wanted.pop(f.path, [])
         if isinstance(outcome, MediaError):
             errors[outcome.kind] += 1
         else:
-            media.setdefault(f.kind or "", Counter())[outcome] += 1
+            for p in asked:
+                media.setdefault((p.name, f.kind or ""), Counter())[outcome] += 1
     est.scan_s = time.perf_counter() - started
     est.errors = dict(errors)
     est.not_estimated = dict(not_estimated)
 
-    for kind, counts in media.items():
-        # the prompt and the response schema go with every request (the SDK's encoding: enrich/tokens.py)
-        per_request = prompt_tokens(settings.prompt_for(kind), DESCRIPTION_SCHEMAS[kind])
-        k = est.by_kind[kind] = KindEstimate(kind)
+    by_name = {p.name: p for p in profiles}
+    for (pname, kind), counts in sorted(media.items()):
+        # the prompt and the response schema go with every request (what is sent: enrich/tokens.py)
+        profile = by_name[pname]
+        # and, with a document, the system instruction marking it as untrusted data (counted apart)
+        overhead = prompt_tokens(profile.prompts[kind], profile.schemas[kind])
+        system = system_tokens(kind == MediaKind.DOCUMENT)
+        per_request = overhead + system
+        k = est.by_kind[key_of(pname, kind)] = KindEstimate(kind, profile=pname, overhead_tokens=overhead,
+                                                           system_tokens=system)
         for tokens, n in counts.items():
             item_input = tokens.input_tokens + per_request
+            k.media_tokens += n * tokens.input_tokens
             k.items += n
             k.input_tokens += n * item_input
             k.audio_tokens += n * tokens.audio_tokens
@@ -353,19 +388,52 @@ def estimate(
                                                    batch=batch_mode, flex=flex_mode)
 
     medians = _history_medians(settings, history)
-    for kind, k in est.by_kind.items():
-        if kind in medians:
-            k.output_tokens_per_item = medians[kind].value
-            k.output_source = f"history (median of {medians[kind].rows} ok rows)"
-        else:
+    for key, k in est.by_kind.items():
+        kind = k.kind
+        known = medians.get((kind, k.profile))
+        if known is not None:
+            k.output_tokens_per_item = known.value
+            k.output_source = f"history (median of {known.rows} ok rows)"
+        elif k.profile == DETAILED:
             k.output_tokens_per_item = settings.expected_output_tokens.get(kind, settings.max_output_tokens)
             k.output_source = "default (config/enrich.toml [estimate.output_tokens])"
+        else:
+            k.output_tokens_per_item = min(settings.max_output_tokens, expected_output_tokens(by_name[k.profile].schemas[kind]))
+            k.output_source = "from the schema's size (no history yet)"
+        if k.items and k.overhead_tokens * k.items > k.media_tokens:
+            est.warnings.append(f"profile {k.profile}: its prompt and schema ({k.overhead_tokens} tokens per request) "
+                                f"cost more than the {kind} itself (~{k.media_tokens // k.items} tokens per item)")
         k.output_tokens = k.items * k.output_tokens_per_item
         usage = Usage(input_tokens=k.input_tokens, output_tokens=k.output_tokens,
                       input_by_modality={"AUDIO": k.audio_tokens} if k.audio_tokens else {})
         k.cost_usd = cost_usd(usage, price, batch=batch_mode, flex=flex_mode)
     _estimate_time(est, settings, history)
     return est
+
+
+def expected_output_tokens(schema) -> int:
+    """Output tokens of an answer, guessed from the schema's size (used until the warehouse has history): per
+    field its name and JSON punctuation, and a value by type: a sentence for text (a paragraph for the
+    fields named like one), about ten short items for a list, a word for the rest."""
+    js = schema.model_json_schema()
+    total = 2
+    for name, prop in js.get("properties", {}).items():
+        prop = prop if isinstance(prop, dict) else {}
+        typ = prop.get("type") or next((p.get("type") for p in prop.get("anyOf", []) if p.get("type") != "null"), None)
+        total += math.ceil(len(name) / 4) + 2
+        if "enum" in prop or typ in ("integer", "number", "boolean"):
+            total += 2
+        elif typ == "array":
+            total += 30
+        elif name in LONG_TEXT_FIELDS:
+            total += 70
+        else:
+            total += min(40, math.ceil(prop.get("maxLength", 120) / 4))
+    return total
+
+
+# text fields that hold a paragraph, not a sentence (the built-in profiles' names)
+LONG_TEXT_FIELDS = frozenset({"description", "summary", "transcript"})
 
 
 def skip_done_filter(settings: Settings, reprocess: Iterable[str] | None) -> Callable[[DiscoveredFile], bool] | None:
@@ -456,6 +524,13 @@ def format_estimate(est: Estimate) -> str:
     lines += ["  " + fmt(r) for r in rows]
     for kind, k in sorted(est.by_kind.items()):
         lines.append(f"  {kind} output: {k.output_tokens_per_item} tokens per item, {k.output_source}")
+    for kind, k in sorted(est.by_kind.items()):
+        media = f"; the media ~{k.media_tokens // k.items:,}" if k.items else ""
+        system = f" +{k.system_tokens} system" if k.system_tokens else ""
+        lines.append(f"  profile {k.profile}, {k.kind}: {k.overhead_tokens}{system} input tokens of prompt and schema"
+                     f"{' (+ system instruction)' if system else ''} per request{media}")
+    for warning in est.warnings:
+        lines.append(f"  warning: {warning}")
     lines.append(f"  worst case (every answer max_output_tokens long): {_usd(est.worst_case_usd)}")
     if est.not_estimated:
         lines.append("  not estimated (no estimator yet; the run skips them): "

@@ -14,7 +14,7 @@ from enrich.backends.gemini import GeminiBackend
 from enrich.backends.gemini_batch import GeminiBatchClient
 from enrich.errors import ConfigError
 from enrich.pricing import load_prices
-from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+from enrich.tasks.incremental import known_schemas
 from enrich.settings import Settings
 from enrich.tasks.batch import CollectStats, JobCollector
 from enrich.warehouse.jobs import JobRecord, JobStore
@@ -36,7 +36,7 @@ def _with_collector(settings: Settings, wait: bool, what: str, fn):
             raise ConfigError(f"batch jobs need a Gemini model, not {settings.model!r} (--model)")
         run_id = "collect-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         collector = JobCollector(GeminiBatchClient(backend), JobStore(settings.warehouse),
-                                 load_prices(settings.config_dir), dict(DESCRIPTION_SCHEMAS), run_id=run_id,
+                                 load_prices(settings.config_dir), known_schemas(settings), run_id=run_id,
                                  max_output_tokens=settings.max_output_tokens, keep_hours=settings.batch_keep_hours)
         return fn(collector)
     finally:

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Sequence
@@ -47,10 +47,12 @@ from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
 from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
-from enrich.tasks.incremental import Planner, parse_reprocess
+from enrich.tasks.incremental import (
+    Planner, describe_inputs, known_schemas, parse_reprocess, profiles_of, run_info_for,
+)
 from enrich.tasks.prepare import PrepareOptions, PreparedItem, prepare_file
 from enrich.tasks.strip_metadata import sweep_media_temp
-from enrich.tasks.records import RunInfo, copied_row, schema_hash, short_hash, status_row
+from enrich.tasks.records import RunInfo, copied_row, status_row
 from enrich.tasks.context import context_fields
 from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
@@ -120,9 +122,11 @@ class RunContext:
     chunk_files: dict[int, list[DiscoveredFile]] = field(default_factory=dict)  # chunks handed to the runner
     warehouse_lock: WarehouseLock | None = None
     planner: Planner | None = None
+    profiles: list[str] = field(default_factory=list)  # the profiles this run asks, in order
     hash_cache: HashCache | None = None
     recovered: dict[str, Any] = field(default_factory=dict)
-    pair_copies: set[tuple[str, str]] = field(default_factory=set)  # RAWs copying a JPEG in the same chunk
+    # (run_id, path, profile) of RAWs copying a JPEG in the same chunk
+    pair_copies: set[tuple[str, str, str | None]] = field(default_factory=set)
     ledger: SpendLedger | None = None  # every billed request, recorded before its chunk commits
 
     @property
@@ -204,31 +208,25 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
     prices = load_prices(settings.config_dir)
     price = prices.price(settings.model)  # fails before any spend if the model has no price
     backend = create_backend(settings.model, settings)
-    schemas = dict(DESCRIPTION_SCHEMAS)
-    prompts = {kind: settings.prompt_for(kind) for kind in schemas}
+    profiles = profiles_of(settings)
+    info = run_info_for(profiles, run_id=run_id, backend=backend_name(settings.model), model=settings.model,
+                        resolution=settings.resolution, price_date=prices.date, default_profile=settings.profile,
+                        context=",".join(context_fields(settings.context)), flex=settings.mode == "flex")
+    prompts, schemas, thinking = describe_inputs(profiles)
     collector, collected = None, None
     try:
-        collector, collected = _collect_first(settings, backend, prices, schemas, run_id)
+        # a job may hold items of any profile the settings know, not only those this run asks
+        collector, collected = _collect_first(settings, backend, prices, {**known_schemas(settings), **schemas},
+                                              run_id)
     except BaseException:
         _close_quietly(backend)
         raise
-    info = RunInfo(
-        run_id=run_id,
-        backend=backend_name(settings.model),
-        model=settings.model,
-        resolution=settings.resolution,
-        price_date=prices.date,
-        prompt_hashes=tuple(sorted((k, short_hash(p)) for k, p in prompts.items())),
-        schema_hashes=tuple(sorted((k, schema_hash(s)) for k, s in schemas.items())),
-        context=",".join(context_fields(settings.context)),
-        flex=settings.mode == "flex",
-    )
     concurrency = settings.concurrency
     if backend.capabilities.local:
         concurrency = min(concurrency, backend.capabilities.default_concurrency)
     describer = Describer(
         backend, info, price,
-        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency),
+        DescribeOptions.from_settings(settings, prompts, schemas, concurrency=concurrency, thinking=thinking),
         budget=budget_from_settings(settings),  # --budget and what is left of the daily cap
         limiter=None if backend.capabilities.local else make_limiter(settings),
     )
@@ -268,7 +266,11 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         ledger = ctx.ledger
         # the row of a billed request exists the moment its answer is priced: record its cost at once
         describer.on_outcome = lambda row: ledger.record(row.get("cost_usd") or Decimal(0), row.get("content_hash"))
-        ctx.planner = Planner(load_state(ctx.warehouse), run_id, lambda kind: info.version_of(kind)[2], reprocess,
+        for profile in profiles:  # what the profile_<name> views are typed from
+            ctx.warehouse.write_profile(profile.describe())
+        ctx.profiles = [p.name for p in profiles]
+        ctx.planner = Planner(load_state(ctx.warehouse), run_id,
+                              lambda kind, profile=None: info.version_of(kind, profile)[2], reprocess,
                               roots=tuple(ctx.roots), allow_mass_removal=allow_mass_removal)
         ctx.hash_cache = HashCache(default_cache_path(settings.home))
         write_run_snapshot(ctx, RunStatus.RUNNING)
@@ -316,7 +318,8 @@ def _make_packer(ctx: RunContext, collector, price, prompts, schemas):
 
     store = collector.store
     return JobPacker(collector.client, store, replace(ctx.info, batch=True), price,
-                     BatchOptions.from_settings(ctx.settings, prompts, schemas), ctx.describer.budget,
+                     BatchOptions.from_settings(ctx.settings, prompts, schemas, ctx.describer.options.thinking),
+                     ctx.describer.budget,
                      already_enqueued=enqueued_now(store, ctx.settings.model))
 
 
@@ -436,26 +439,36 @@ def independent_roots(roots: Sequence[str]) -> list[str]:
 
 def discover_files(ctx: RunContext) -> Iterator[DiscoveredFile]:
     """Every file under the roots that needs a row in this run, once (overlapping roots are reduced to
-    independent ones), less what the selection leaves out (tasks/selection.py: no row at all) and what an open
-    batch job holds (its row comes when the job is collected); after the walk, the duplicates of files sent in
-    this run and the paths now gone.
+    independent ones), one per profile the run asks, less what the selection leaves out (tasks/selection.py: no
+    row at all) and what an open batch job holds (its row comes when the job is collected); after the walk, the
+    duplicates of files sent in this run and the paths now gone.
 
-    A trial run (`--sample N`, `--limit N`) keeps N of the media files the run would send or copy, and writes
-    nothing else: no rows for files that are not media, no duplicates, no `gone` rows. What it leaves out keeps
-    whatever row it had; a later full run takes up the rest."""
+    A trial run (`--sample N`, `--limit N`) keeps N of the media files the run would send or copy (a file
+    counts once, with every profile it needs), and writes nothing else: no rows for files that are not media,
+    no duplicates, no `gone` rows. What it leaves out keeps whatever row it had; a later full run takes up the
+    rest."""
     settings = ctx.settings
     roots = independent_roots(ctx.roots)
     files = discover(roots, hash_cache=ctx.hash_cache, selection=Selection.from_settings(settings),
                      skip=own_state_dirs(settings.home, settings.warehouse))
-    admitted = (f for f in files if not _held_by_a_job(ctx, f) and (ctx.planner is None or ctx.planner.admit(f)))
+
+    def per_profile(found: DiscoveredFile) -> Iterator[DiscoveredFile]:
+        for profile in ctx.profiles or [None]:  # one row (and one request) per profile asked
+            file = found if profile is None else replace(found, profile=profile)
+            if not _held_by_a_job(ctx, file) and (ctx.planner is None or ctx.planner.admit(file)):
+                yield file
+
     trial = settings.sample is not None or settings.limit is not None
     if trial:
-        candidates = (f for f in admitted if f.status == Status.PENDING)
-        yield from trial_pick(candidates, lambda f: f.path, roots=roots, limit=settings.limit,
-                              sample=settings.sample, seed=settings.sample_seed)
+        # a file's profiles are admitted together: the trial picks files, each with the profiles it needs
+        groups = (g for g in ([f for f in per_profile(found) if f.status == Status.PENDING] for found in files) if g)
+        for group in trial_pick(groups, lambda g: g[0].path, roots=roots, limit=settings.limit,
+                                sample=settings.sample, seed=settings.sample_seed):
+            yield from group
         files.close()  # a limit may stop before the walk's end
     else:
-        yield from admitted
+        for found in files:
+            yield from per_profile(found)
     if ctx.hash_cache is not None:
         ctx.hash_cache.flush()
     if ctx.planner is not None and not trial:
@@ -466,7 +479,7 @@ def _held_by_a_job(ctx: RunContext, file) -> bool:
     """True when an open batch job holds this file's key: it gets no row now (the job's collection writes it)."""
     held = ctx.held_keys
     if held and file.content_hash and file.status == Status.PENDING \
-            and item_key(file.content_hash, ctx.info.version_of(file.kind)[2]) in held:
+            and item_key(file.content_hash, ctx.info.version_of(file.kind, file.profile)[2]) in held:
         ctx.in_jobs += 1
         if ctx.planner is not None:
             ctx.planner.note_seen(file.path)
@@ -481,28 +494,30 @@ def copy_rows(ctx: RunContext, files: list[DiscoveredFile]) -> tuple[dict[int, d
     planner = ctx.planner
     if planner is None:
         return {}, {}
-    index = {f.path: i for i, f in enumerate(files)}
+    index = {(f.path, f.profile): i for i, f in enumerate(files)}
     refs, same_chunk = {}, {}
     for i, f in enumerate(files):
-        ref = planner.take_copy(f.path)
+        ref = planner.take_copy(f)
         if ref is None:
             continue
-        if ref.run_id == ctx.run_id and ref.path in index:
-            same_chunk[i] = index[ref.path]
+        if ref.run_id == ctx.run_id and (ref.path, f.profile) in index:
+            same_chunk[i] = index[(ref.path, f.profile)]
             if ref.pair:
-                ctx.pair_copies.add((ctx.run_id, files[i].path))
+                ctx.pair_copies.add((ctx.run_id, f.path, f.profile))
         else:
-            planner.wait_for_leader(ref)  # a leader in an earlier chunk (duplicates come after the walk)
+            planner.wait_for_leader(ref, f.profile)  # a leader in an earlier chunk (duplicates come after the walk)
             refs[i] = ref
     if not refs:
         return {}, same_chunk
-    sources = load_rows(ctx.warehouse, {(r.run_id, r.path) for r in refs.values()})
+    profile_of = {i: files[i].profile or ctx.info.default_profile for i in refs}
+    sources = load_rows(ctx.warehouse, {(r.run_id, r.path, profile_of[i]) for i, r in refs.items()})
     # A source that cannot be read back (it always can) leaves the file to be described like any other; so
     # does the JPEG of a RAW+JPEG pair that was not described (the RAW is then described itself).
-    return ({i: pair_row(files[i], ctx.info, sources[(r.run_id, r.path)]) if r.pair
-             else copied_row(files[i], ctx.info, sources[(r.run_id, r.path)])
-             for i, r in refs.items() if (r.run_id, r.path) in sources
-             and (not r.pair or sources[(r.run_id, r.path)].get("status") == Status.OK)}, same_chunk)
+    got = {i: sources[(r.run_id, r.path, profile_of[i])] for i, r in refs.items()
+           if (r.run_id, r.path, profile_of[i]) in sources}
+    return ({i: pair_row(files[i], ctx.info, got[i]) if r.pair else copied_row(files[i], ctx.info, got[i])
+             for i, r in refs.items() if i in got and (not r.pair or got[i].get("status") == Status.OK)},
+            same_chunk)
 
 
 def pair_row(file: DiscoveredFile, run: RunInfo, jpeg_row: dict[str, Any]) -> dict[str, Any]:
@@ -571,6 +586,9 @@ def _row_without_request(ctx: RunContext, f: DiscoveredFile) -> dict[str, Any] |
         return status_row(f, ctx.info, f.status, f.error_kind, f.error)
     if f.kind not in DESCRIPTION_SCHEMAS:
         return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND, f"{f.kind} files are not described yet")
+    if ctx.info.version_of(f.kind, f.profile)[2] is None:
+        return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_KIND,
+                          f"profile {f.profile or ctx.info.default_profile} does not describe {f.kind} files")
     supported = ctx.describer.backend.capabilities
     if not supported.accepts(f.mime) and f.kind != "image":  # images are re-encoded to JPEG first
         return status_row(f, ctx.info, Status.SKIPPED, ErrorKind.UNSUPPORTED_TYPE,
@@ -699,7 +717,7 @@ def _process_chunk(ctx: RunContext, files: list[DiscoveredFile]) -> RunStats:
     work.wait()
     describe_now = []
     for i, leader in later.items():
-        key = (ctx.run_id, files[i].path)
+        key = (ctx.run_id, files[i].path, files[i].profile)
         if key in ctx.pair_copies:
             ctx.pair_copies.discard(key)
             if work.rows[leader] is None or work.rows[leader].get("status") != Status.OK:

@@ -6,7 +6,8 @@ sent: endpoints (`base_url`, an `openai:...@URL` model), `api_version`, `ENRICH_
 folders, `strip_metadata`, limits on what is read. The rule:
 
 - Prefect parameters (`overrides` of `enrich_flow`) are a `RunOptions`: model (a hosted model id, no
-  endpoint or local path), budget, concurrency, rpm, tpm, resolution, chunk size, progress. Anything else is
+  endpoint or local path), budget, concurrency, rpm, tpm, resolution, chunk size, progress, the profiles
+  asked (names, or an ad-hoc prompt and fields). Anything else is
   refused before the run opens the warehouse or creates a backend (`extra="forbid"`).
 - `roots` must lie inside the folders `enrich serve` was started for (`ENRICH_ALLOWED_ROOTS`).
 - Everything else comes from the environment and config/ of the process that runs the flow, or, for an
@@ -21,7 +22,7 @@ import contextvars
 import math
 import re
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -53,6 +54,12 @@ class RunOptions(BaseModel):
     resolution: Literal["low", "medium", "high"] | None = None
     chunk_size: int | None = Field(default=None, ge=1, le=100_000)
     progress: Literal["auto", "bar", "log", "off"] | None = None
+    # what is asked, not where anything goes: profile names (checked against the known profiles when the run
+    # opens) and an ad-hoc profile's prompt and fields
+    run_profiles: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")], ...] | None = \
+        Field(default=None, max_length=16)
+    adhoc_prompt: str | None = Field(default=None, max_length=8000)
+    adhoc_schema: str | None = Field(default=None, max_length=4000)
 
     @field_validator("model")
     @classmethod

@@ -94,6 +94,12 @@ RESULT_FIELDS: list[pa.Field] = [
     # incremental runs: the path of the row this outcome was copied from (a moved file, a duplicate, or the
     # same bytes described before), with no model call and cost 0; null when the model was asked
     pa.field("reused_from", pa.string()),
+    # profiles (schemas/profiles.py): what the model was asked. One current row per (path, profile); rows
+    # written before profiles existed have none and read as `detailed`. A field of the profile's schema
+    # with no typed column above is kept in fields_json (a JSON object); the profile_<name> view types it.
+    pa.field("profile", pa.string()),
+    pa.field("alt_text", pa.string()),  # the alt-text profile: at most 150 characters
+    pa.field("fields_json", pa.string()),
 ]
 # Statuses that record no outcome for the bytes (the item was never attempted to the end): the next run
 # retries them, and the `items` view does not let them hide an earlier outcome (declared in vocab.py).
@@ -180,3 +186,8 @@ JOB_FIELDS: list[pa.Field] = [
     pa.field("finished_at", TS),
 ]
 JOB_SCHEMA = pa.schema(JOB_FIELDS)
+
+# Every typed column a model's answer may fill (any kind, any profile); other answer fields go to fields_json.
+ANSWER_COLUMNS = ["caption", "description", "tags", "objects", "visible_text", "people_count", "setting",
+                  "summary", "transcript", "language", "speakers_count", "sounds", "title", "document_type",
+                  "entities", "dates", "scenes", "alt_text"]

@@ -50,7 +50,8 @@ from enrich.schemas.vocab import ErrorKind, Status
 from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.media_info import input_tokens_for
 from enrich.tasks.prepared import PreparedItem
-from enrich.tasks.records import RunInfo, batch_result_row, status_row
+from enrich.schemas.profiles import DETAILED
+from enrich.tasks.records import RunInfo, batch_result_row, profile_key, status_row
 from enrich.warehouse.jobs import (
     CANCELLED, COLLECTED, EXPIRED, FAILED, NOT_CREATED, PENDING, PREPARING, RUNNING, SUCCEEDED, ZERO,
     JobRecord, JobStore, display_name_of, enqueued_tokens, item_key, now_utc,
@@ -72,12 +73,21 @@ class BatchOptions:
     enqueued_limit: int
     max_items: int
     inline_max_bytes: int
+    # profile -> (thinking budget, thinking level), for the profiles that set one
+    thinking: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Any, prompts: dict[str, str], schemas: dict[str, type[BaseModel]]) -> "BatchOptions":
+    def from_settings(cls, settings: Any, prompts: dict[str, str], schemas: dict[str, type[BaseModel]],
+                      thinking: dict[str, tuple[int | None, str | None]] | None = None) -> "BatchOptions":
+        """prompts/schemas keyed by tasks/records.py profile_key ("caption/image"; "image" for detailed)."""
         return cls(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
                    resolution=settings.resolution, enqueued_limit=settings.enqueued_token_limit(),
-                   max_items=settings.batch_max_items, inline_max_bytes=settings.batch_inline_max_bytes)
+                   max_items=settings.batch_max_items, inline_max_bytes=settings.batch_inline_max_bytes,
+                   thinking=thinking or {})
+
+    def key_for(self, kind: str, profile: str) -> str:
+        key = profile_key(profile, kind)
+        return key if key in self.prompts else kind
 
 
 @dataclass
@@ -128,10 +138,15 @@ class JobPacker:
         file = item.file
         kind = file.kind or ""
         opts = self.options
-        _, _, version = self.info.version_of(kind)
+        profile = file.profile or self.info.default_profile
+        # the version includes the profile (tasks/records.py), so the key does: one item per (bytes, profile)
+        _, _, version = self.info.version_of(kind, profile)
         key = item_key(file.content_hash, version)
-        request = DescribeRequest(key=key, prompt=opts.prompts[kind], schema=opts.schemas[kind], media=item.media,
-                                  max_output_tokens=opts.max_output_tokens, resolution=opts.resolution)
+        pkey = opts.key_for(kind, profile)
+        budget, level = opts.thinking.get(profile, (None, None))
+        request = DescribeRequest(key=key, prompt=opts.prompts[pkey], schema=opts.schemas[pkey], media=item.media,
+                                  max_output_tokens=opts.max_output_tokens, resolution=opts.resolution,
+                                  thinking_budget=budget, thinking_level=level)
         est_input, est_audio = input_tokens_for(item.media_tokens_hint, self.info.model, opts.resolution,
                                                 request.prompt, request.schema)
         reserve_input = reserved_input_tokens(est_input)
@@ -416,7 +431,9 @@ class JobCollector:
                                          finished_at=now))
 
     def _request_for(self, template: dict[str, Any]) -> DescribeRequest:
-        schema = self.schemas[template.get("kind") or ""]
+        kind = template.get("kind") or ""
+        key = profile_key(template.get("profile") or DETAILED, kind)
+        schema = self.schemas[key if key in self.schemas else kind]
         return DescribeRequest(key="", prompt="", schema=schema, media=(), max_output_tokens=self.max_output_tokens,
                                resolution=template.get("resolution") or "low")
 

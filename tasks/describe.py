@@ -29,7 +29,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -47,7 +47,7 @@ from enrich.pricing import ModelPrice, cost_usd, worst_case_usd
 from enrich.redact import scrub, scrub_value, scrubbed_logger
 from enrich.tasks.media_info import input_tokens_for
 from enrich.tasks.prepare import PreparedItem
-from enrich.tasks.records import RunInfo, now_utc, result_row, status_row
+from enrich.tasks.records import RunInfo, now_utc, profile_key, result_row, status_row
 from enrich.settings import default
 
 log = scrubbed_logger("enrich.describe")
@@ -69,12 +69,20 @@ class DescribeOptions:
     abort_after_failures: int = default("abort_after_failures")
     throttle_quiet_s: float = default("throttle_quiet_s")
     grace_s: float = default("stop_grace_s")  # after stop(): how long requests in flight may still take
+    # profile -> (thinking budget, thinking level), for the profiles that set one
+    thinking: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+
+    def key_for(self, kind: str, profile: str | None) -> str:
+        """prompts/schemas are keyed by tasks/records.py profile_key ("caption/image"; "image" for detailed)."""
+        key = profile_key(profile, kind) if profile else kind
+        return key if key in self.prompts else kind
 
     @classmethod
     def from_settings(cls, settings: Any, prompts: dict[str, str], schemas: dict[str, type[BaseModel]],
-                      *, concurrency: int | None = None) -> "DescribeOptions":
+                      *, concurrency: int | None = None,
+                      thinking: dict[str, tuple[int | None, str | None]] | None = None) -> "DescribeOptions":
         """The describer's options from the run's settings (concurrency may be capped by the backend)."""
-        return cls(prompts=prompts, schemas=schemas, max_output_tokens=settings.max_output_tokens,
+        return cls(prompts=prompts, schemas=schemas, thinking=thinking or {}, max_output_tokens=settings.max_output_tokens,
                    resolution=settings.resolution, concurrency=concurrency or settings.concurrency,
                    max_attempts=settings.max_attempts, backoff_initial_s=settings.backoff_initial_s,
                    backoff_max_s=settings.backoff_max_s, abort_after_failures=settings.abort_after_failures,
@@ -256,13 +264,18 @@ class Describer:
     def _request_for(self, item: PreparedItem) -> tuple[DescribeRequest, Decimal, int]:
         opts = self.options
         kind = item.file.kind or ""
+        profile = item.file.profile or self.run.default_profile
+        key = opts.key_for(kind, profile)
+        budget, level = opts.thinking.get(profile, (None, None))
         request = DescribeRequest(
             key=item.file.content_hash or item.file.path,
-            prompt=opts.prompts[kind] + (f"\n\n{item.context}" if item.context else ""),
-            schema=opts.schemas[kind],
+            prompt=opts.prompts[key] + (f"\n\n{item.context}" if item.context else ""),
+            schema=opts.schemas[key],
             media=item.media,
             max_output_tokens=opts.max_output_tokens,
             resolution=opts.resolution,
+            thinking_budget=budget,
+            thinking_level=level,
         )
         est_input, est_audio = estimated_input_tokens(item, self.backend.model, request.prompt, request.schema,
                                                       opts.resolution)

@@ -102,6 +102,7 @@ class DiscoveredFile:
     error_kind: str | None
     error: str | None
     inode: int | None = field(default=None, compare=False)  # of the file read: still the one hashed?
+    profile: str | None = None  # the profile a row for this file is for (a run asks each profile separately)
 
 
 def hash_file(path: str | os.PathLike[str], block: int = HASH_BLOCK) -> str:

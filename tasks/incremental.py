@@ -112,45 +112,53 @@ def _still_there(path: str) -> bool:
 class Planner:
     state: WarehouseState
     run_id: str
-    version_of: Callable[[str | None], str | None]  # kind -> current enrichment version
+    version_of: Callable[[str | None, str | None], str | None]  # (kind, profile) -> current enrichment version
     reprocess: frozenset[str] = frozenset()
     roots: tuple[str, ...] = ()  # the run's roots, to count what the walk found under each
     allow_mass_removal: bool = False
     unchanged: int = 0
     withheld: list[WithheldRemoval] = field(default_factory=list)  # roots where nothing was marked gone
     _walked: dict[str, int] = field(default_factory=dict)
-    copies: dict[str, CopyFrom] = field(default_factory=dict)  # path -> row to copy (set before its chunk)
+    # (path, profile) -> row to copy (set before its chunk). Everything below is per (path, profile): a file
+    # has one current row per profile, and each profile is planned on its own.
+    copies: dict[tuple[str, str | None], CopyFrom] = field(default_factory=dict)
     # What is held for the whole run grows with the library, so it is kept to what is needed: the paths the
     # warehouse knows (to find the gone ones) and, for bytes the warehouse knows, where they are now (moves).
-    _seen: set[str] = field(default_factory=set)  # paths seen this run that have a row in the warehouse
+    # paths seen this run that have a row (any profile) in the warehouse: a path is gone or not whatever the
+    # profiles a run asks, so a run asking only `caption` never marks a file's `detailed` row gone
+    _seen: set[str] = field(default_factory=set)
+    _known_paths: frozenset[str] = field(init=False)
     _hash_seen_at: dict[str, str] = field(default_factory=dict)  # known content hash -> first path seen now
     _known_hashes: frozenset[str] = field(init=False)
-    _leaders: dict[str, str] = field(default_factory=dict)  # content hash -> the path sent for it this run
+    _leaders: dict[tuple[str, str | None], str] = field(default_factory=dict)  # (hash, profile) -> path sent
     # Leader paths whose chunk has not committed yet, and one condition for duplicates waiting on them. Only
     # what is in flight is held (an Event per leader cost ~1 KB per file sent, for the whole run).
-    _uncommitted: set[str] = field(default_factory=set)
+    _uncommitted: set[tuple[str, str | None]] = field(default_factory=set)
     _committing: threading.Condition = field(default_factory=threading.Condition)
     _duplicates: list[DiscoveredFile] = field(default_factory=list)
     _unreadable_dirs: list[str] = field(default_factory=list)
     pair_raw_with_jpeg: bool = field(default_factory=lambda: PAIR_RAW_WITH_JPEG)
     _pairs: list[tuple[DiscoveredFile, str]] = field(default_factory=list)  # (RAW waiting, its JPEG's path)
-    _jpeg_fate: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # JPEGs with a RAW sibling
+    # (JPEG path, profile) -> its fate, for JPEGs with a RAW sibling: a RAW copies its JPEG's row of its profile
+    _jpeg_fate: dict[tuple[str, str | None], tuple[str, str | None]] = field(default_factory=dict)
     _dir_stems: tuple[str, dict[str, list[str]]] | None = None  # the last folder's {stem: [extensions]}
 
     def __post_init__(self) -> None:
         self._known_hashes = frozenset(s.content_hash for s in self.state.by_path.values()
                                        if s.content_hash and s.status != Status.GONE)
+        self._known_paths = frozenset(path for path, _ in self.state.by_path)
 
     # -- the walk ---------------------------------------------------------------------------------------
     def note_seen(self, path: str) -> None:
         """`path` exists but gets no row now (an open batch job holds its bytes): it is not gone."""
-        if path in self.state.by_path:
+        if path in self._known_paths:
             self._seen.add(path)
 
     def admit(self, file: DiscoveredFile) -> bool:
         """True if `file` goes into a chunk now (a row to write); False if it needs no row or waits."""
-        last = self.state.by_path.get(file.path)
-        if last is not None:
+        key = (file.path, file.profile)
+        last = self.state.by_path.get(key)
+        if file.path in self._known_paths:
             self._seen.add(file.path)
         for root in self.roots:
             if _under(file.path, [root]):
@@ -169,38 +177,38 @@ class Planner:
             return True  # not hashed: nothing to match on
         if h in self._known_hashes:
             self._hash_seen_at.setdefault(h, file.path)
-        version = self.version_of(file.kind)
+        version = self.version_of(file.kind, file.profile)
         role, partner = self._pair_role(file)
         if "all" not in self.reprocess and last is not None and last.content_hash == h \
                 and self._final(last, version):
             self.unchanged += 1
             if role == "jpeg" and last.status == Status.OK:
-                self._jpeg_fate[file.path] = ("described", h)
+                self._jpeg_fate[key] = ("described", h)
             return False
         if role == "raw":  # waits for the walk to tell what became of its JPEG
             self._pairs.append((file, partner))
             return False
-        if h in self._leaders:  # the same bytes are already being sent in this run
-            self.copies[file.path] = CopyFrom(self.run_id, self._leaders[h])
+        if (h, file.profile) in self._leaders:  # the same bytes are already being sent in this run
+            self.copies[key] = CopyFrom(self.run_id, self._leaders[(h, file.profile)])
             self._duplicates.append(file)
             if role == "jpeg":
-                self._jpeg_fate[file.path] = ("run", self._leaders[h])
+                self._jpeg_fate[key] = ("run", self._leaders[(h, file.profile)])
             return False
         if "all" not in self.reprocess:
-            source = self._described(h, version)
+            source = self._described(h, file.profile, version)
             if source is not None:
-                self.copies[file.path] = CopyFrom(source.run_id, source.path)
+                self.copies[key] = CopyFrom(source.run_id, source.path)
                 if role == "jpeg":  # its copied row is written in its chunk: the RAW waits for that
-                    self._jpeg_fate[file.path] = ("run", file.path)
+                    self._jpeg_fate[key] = ("run", file.path)
                     with self._committing:
-                        self._uncommitted.add(file.path)
+                        self._uncommitted.add(key)
                 return True
         if file.kind is not None and version is not None:
-            self._leaders[h] = file.path
+            self._leaders[(h, file.profile)] = file.path
             with self._committing:
-                self._uncommitted.add(file.path)
+                self._uncommitted.add(key)
             if role == "jpeg":
-                self._jpeg_fate[file.path] = ("run", file.path)
+                self._jpeg_fate[key] = ("run", file.path)
         return True
 
     # -- RAW+JPEG pairs ----------------------------------------------------------------------------------
@@ -243,14 +251,14 @@ class Planner:
         """The RAWs of RAW+JPEG pairs, each planned as a copy of its JPEG's row where there will be one."""
         pairs, self._pairs = self._pairs, []
         for raw, jpeg in pairs:
-            fate = self._jpeg_fate.get(jpeg)
+            fate = self._jpeg_fate.get((jpeg, raw.profile))
             if fate is not None and fate[0] == "run":
-                self.copies[raw.path] = CopyFrom(self.run_id, fate[1] or jpeg, pair=True)
+                self.copies[(raw.path, raw.profile)] = CopyFrom(self.run_id, fate[1] or jpeg, pair=True)
             elif fate is not None and fate[0] == "described":
-                done = self.state.ok_by_hash.get(fate[1] or "", {})
+                done = self.state.ok_by_hash.get((fate[1] or "", raw.profile), {})
                 source = next((d for d in done.values() if d.path == jpeg), None) or next(iter(done.values()), None)
                 if source is not None:
-                    self.copies[raw.path] = CopyFrom(source.run_id, source.path, pair=True)
+                    self.copies[(raw.path, raw.profile)] = CopyFrom(source.run_id, source.path, pair=True)
             yield raw  # without a copy planned, the RAW is described itself
         self._jpeg_fate.clear()
 
@@ -268,8 +276,8 @@ class Planner:
             return False  # a skip or failure under another model/prompt/schema says nothing about this one
         return not ("failed" in self.reprocess and last.status in (Status.ERROR, Status.BLOCKED))
 
-    def _described(self, h: str, version: str | None) -> Described | None:
-        done = self.state.ok_by_hash.get(h)
+    def _described(self, h: str, profile: str | None, version: str | None) -> Described | None:
+        done = self.state.ok_by_hash.get((h, profile))
         if not done:
             return None
         if version in done:
@@ -279,21 +287,21 @@ class Planner:
         return next(iter(done.values()))  # keep an older description rather than pay again
 
     # -- chunks ------------------------------------------------------------------------------------------
-    def take_copy(self, path: str) -> CopyFrom | None:
-        return self.copies.pop(path, None)
+    def take_copy(self, file: DiscoveredFile) -> CopyFrom | None:
+        return self.copies.pop((file.path, file.profile), None)
 
-    def wait_for_leader(self, ref: CopyFrom) -> None:
+    def wait_for_leader(self, ref: CopyFrom, profile: str | None = None) -> None:
         """A duplicate copies its leader's row: wait until the leader's chunk has committed (or failed)."""
         if ref.run_id != self.run_id:
             return
         with self._committing:
-            self._committing.wait_for(lambda: ref.path not in self._uncommitted)
+            self._committing.wait_for(lambda: (ref.path, profile) not in self._uncommitted)
 
     def chunk_done(self, files: Iterable[DiscoveredFile]) -> None:
         """Called when a chunk has committed (or failed): wake duplicates waiting on its leaders."""
         with self._committing:
             before = len(self._uncommitted)
-            self._uncommitted.difference_update(f.path for f in files)
+            self._uncommitted.difference_update((f.path, f.profile) for f in files)
             if len(self._uncommitted) != before:
                 self._committing.notify_all()
 
@@ -308,10 +316,15 @@ class Planner:
     def _mass_removals(self, roots: list[str]) -> list[str]:
         """The roots under which marking paths gone is withheld (see MASS_REMOVAL_MIN); records why."""
         withheld = []
+        # counted per path, whatever its profiles: a path is there or gone for all of them
+        paths: dict[str, PathState] = {}
+        for (path, _profile), last in self.state.by_path.items():
+            if last.status != Status.GONE:
+                paths.setdefault(path, last)
         for root in roots:
             known = lost = 0
-            for path, last in self.state.by_path.items():
-                if last.status == Status.GONE or not _under(path, [root]) or _under(path, self._unreadable_dirs):
+            for path, last in paths.items():
+                if not _under(path, [root]) or _under(path, self._unreadable_dirs):
                     continue
                 known += 1
                 if path not in self._seen and not (last.content_hash and last.content_hash in self._hash_seen_at) \
@@ -327,7 +340,7 @@ class Planner:
 
     def _gone(self, roots: list[str]) -> Iterator[DiscoveredFile]:
         held_back = self._mass_removals(roots)
-        for path, last in self.state.by_path.items():
+        for (path, profile), last in self.state.by_path.items():
             if last.status == Status.GONE or path in self._seen or not _under(path, roots):
                 continue
             if _under(path, self._unreadable_dirs) or _under(path, held_back) or _still_there(path):
@@ -338,39 +351,84 @@ class Planner:
             else:
                 kind, error = ErrorKind.REMOVED, "no longer found under the scanned folder"
             yield DiscoveredFile(path=path, size=last.size_bytes or 0, mtime_ns=0, kind=last.kind, mime=last.mime,
-                                 content_hash=last.content_hash, status=Status.GONE, error_kind=kind, error=error)
+                                 content_hash=last.content_hash, status=Status.GONE, error_kind=kind, error=error,
+                                 profile=profile)
 
 
-def current_versions(settings) -> Callable[[str | None], str | None]:
-    """kind -> the enrichment version a run with `settings` would give its rows (no backend needed)."""
-    from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
+def profiles_of(settings) -> list:
+    """The profiles a run or estimate with `settings` asks (schemas/profiles.py), a bad one as a ConfigError."""
+    from enrich.schemas.profiles import ProfileError, profiles_for_run
+
+    try:
+        return profiles_for_run(settings)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def known_schemas(settings) -> dict:
+    """Every output schema of every profile the settings know, keyed by tasks/records.py profile_key: what
+    collecting a batch job needs to read answers of any profile."""
+    from enrich.schemas.profiles import ProfileError, known_profiles
+    from enrich.tasks.records import profile_key
+
+    try:
+        known = known_profiles(settings).known
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from None
+    return {profile_key(p.name, kind): p.schemas[kind] for p in known.values() for kind in p.kinds()}
+
+
+def current_versions(settings) -> Callable[[str | None, str | None], str | None]:
+    """(kind, profile) -> the enrichment version a run with `settings` would give its rows (no backend)."""
     from enrich.tasks.context import context_fields
-    from enrich.tasks.records import enrichment_version, schema_hash, short_hash
 
-    context = ",".join(context_fields(settings.context))
-
-    versions: dict[str, str | None] = {}
-    for kind, schema in DESCRIPTION_SCHEMAS.items():
-        prompt = settings.prompts.get(kind)
-        versions[kind] = enrichment_version(settings.model, short_hash(prompt) if prompt else None,
-                                            schema_hash(schema), settings.resolution, context)
-    return lambda kind: versions.get(kind or "")
+    info = run_info_for(profiles_of(settings), run_id="estimate", backend="", model=settings.model,
+                        resolution=settings.resolution, price_date="", default_profile=settings.profile,
+                        context=",".join(context_fields(settings.context)))
+    return lambda kind, profile=None: info.version_of(kind, profile)[2]
 
 
-def would_send(state: WarehouseState, version_of: Callable[[str | None], str | None],
+def run_info_for(profiles, **kw):
+    """The RunInfo of a run asking `profiles` (schemas/profiles.py Profile): prompt and schema hashes per
+    (profile, kind)."""
+    from enrich.tasks.records import RunInfo, profile_key, schema_hash, short_hash
+
+    prompts, schemas, thinking = [], [], []
+    for p in profiles:
+        for kind in p.kinds():
+            prompts.append((profile_key(p.name, kind), short_hash(p.prompts[kind])))
+            schemas.append((profile_key(p.name, kind), schema_hash(p.schemas[kind])))
+        if p.thinking_key():
+            thinking.append((p.name, p.thinking_key()))
+    return RunInfo(prompt_hashes=tuple(sorted(prompts)), schema_hashes=tuple(sorted(schemas)),
+                   thinking=tuple(sorted(thinking)), **kw)
+
+
+def describe_inputs(profiles) -> tuple[dict, dict, dict]:
+    """(prompts, schemas, thinking) a Describer needs for `profiles`: prompts and schemas keyed by
+    tasks/records.py profile_key, thinking (budget, level) by profile name (only profiles that set one)."""
+    from enrich.tasks.records import profile_key
+
+    prompts = {profile_key(p.name, k): p.prompts[k] for p in profiles for k in p.kinds()}
+    schemas = {profile_key(p.name, k): p.schemas[k] for p in profiles for k in p.kinds()}
+    thinking = {p.name: (p.thinking_budget, p.thinking_level) for p in profiles if p.thinking_key()}
+    return prompts, schemas, thinking
+
+
+def would_send(state: WarehouseState, version_of: Callable[[str | None, str | None], str | None],
                reprocess: Iterable[str] = ()) -> Callable[[DiscoveredFile], bool]:
-    """For estimates (which read headers, not content): True unless the file's latest row is for the same
-    path, size and mtime and a run would not redo it. Moved files and duplicates are still counted, so an
-    estimate can only be high, never low."""
+    """For estimates (which read headers, not content): True unless the file's latest row (for its profile)
+    is for the same path, size and mtime and a run would not redo it. Moved files and duplicates are still
+    counted, so an estimate can only be high, never low."""
     wanted = parse_reprocess(reprocess)
     probe = Planner(state, "estimate", version_of, wanted)
 
     def include(file: DiscoveredFile) -> bool:
-        last = state.by_path.get(file.path)
+        last = state.by_path.get((file.path, file.profile))
         if last is None or "all" in wanted:
             return True
         if (last.size_bytes, last.mtime_us) != (file.size, epoch_us(mtime_of(file.mtime_ns))):
             return True
-        return not probe._final(last, version_of(file.kind))
+        return not probe._final(last, version_of(file.kind, file.profile))
 
     return include

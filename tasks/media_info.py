@@ -474,6 +474,7 @@ def media_tokens(info: dict[str, Any], model: str, resolution: str) -> tuple[int
 
 def input_tokens_for(info: dict[str, Any], model: str, resolution: str, prompt: str,
                      schema: type[BaseModel] | None) -> tuple[int, int]:
-    """(input tokens of one request, of which audio): the prompt, the response schema and the media."""
+    """(input tokens of one request, of which audio): the prompt, the response schema, the media and, for a
+    document, the untrusted-content system instruction."""
     media, audio = media_tokens(info, model, resolution)
-    return prompt_tokens(prompt, schema) + media, audio
+    return prompt_tokens(prompt, schema, documents=info.get("kind") in ("pdf", "text")) + media, audio

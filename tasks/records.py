@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from enrich.backends.base import DescribeResult
-from enrich.schemas.parquet import DESCRIPTION_COLUMNS
 from enrich.tasks.discover import DiscoveredFile
 
 
@@ -35,27 +34,41 @@ class RunInfo:
     price_date: str
     batch: bool = False
     flex: bool = False  # interactive on the Flex service tier (priced at flex_factor)
-    prompt_hashes: tuple[tuple[str, str], ...] = ()  # (kind, hash)
+    # ("profile/kind" or, for the detailed profile and callers without profiles, "kind", hash)
+    prompt_hashes: tuple[tuple[str, str], ...] = ()
     schema_hashes: tuple[tuple[str, str], ...] = ()
     context: str = ""  # the --context fields, canonical order, comma-separated ("" = none)
+    thinking: tuple[tuple[str, str], ...] = ()  # (profile, its thinking setting) where one is set
+    default_profile: str = "detailed"  # the profile of a file that names none
 
-    def version_of(self, kind: str | None) -> tuple[str | None, str | None, str | None]:
-        """(prompt hash, schema hash, enrichment version) for items of `kind` in this run."""
-        return _version_of(self, kind)
+    def version_of(self, kind: str | None, profile: str | None = None) -> tuple[str | None, str | None, str | None]:
+        """(prompt hash, schema hash, enrichment version) for items of `kind` asked with `profile`."""
+        return _version_of(self, kind, profile or self.default_profile)
 
 
-@lru_cache(maxsize=256)
-def _version_of(run: RunInfo, kind: str | None) -> tuple[str | None, str | None, str | None]:
+def profile_key(profile: str, kind: str | None) -> str:
+    return (kind or "") if profile == "detailed" else f"{profile}/{kind or ''}"
+
+
+@lru_cache(maxsize=1024)
+def _version_of(run: RunInfo, kind: str | None, profile: str) -> tuple[str | None, str | None, str | None]:
     """The same for every row of a run, so cached (it is computed per row)."""
-    prompt = dict(run.prompt_hashes).get(kind or "")
-    schema = dict(run.schema_hashes).get(kind or "")
-    return prompt, schema, enrichment_version(run.model, prompt, schema, run.resolution, run.context)
+    key = profile_key(profile, kind)
+    prompt = dict(run.prompt_hashes).get(key)
+    schema = dict(run.schema_hashes).get(key)
+    return prompt, schema, enrichment_version(run.model, prompt, schema, run.resolution, run.context, profile,
+                                              dict(run.thinking).get(profile))
 
 
 def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | None, resolution: str,
-                       context: str = "") -> str | None:
-    """What a description depends on besides the bytes: model id, prompt, output schema, media resolution, and
-    the context fields put into the prompt (`--context`; without any, the version is what it always was).
+                       context: str = "", profile: str = "detailed", thinking: str | None = None) -> str | None:
+    """What a description depends on besides the bytes: model id, prompt, output schema, media resolution, the
+    context fields put into the prompt (`--context`; without any, the version is what it always was), and the
+    profile (with its thinking setting, when it has one).
+
+    The detailed profile's versions are computed as before profiles existed (model|prompt|schema|resolution,
+    plus the context tail), so rows written then keep matching while their prompt and schema are unchanged;
+    every other profile adds its name, so two profiles with the same prompt and schema still never share rows.
 
     Results are keyed by (content_hash, enrichment_version): an `ok` row at the current version means the
     bytes need no model call; one at another version is *stale* (`enrich run --reprocess stale`).
@@ -65,8 +78,14 @@ def enrichment_version(model: str, prompt_hash: str | None, schema_hash: str | N
     """
     if prompt_hash is None or schema_hash is None:
         return None
-    tail = f"|context={context}" if context else ""
-    return short_hash(f"{model}|{prompt_hash}|{schema_hash}|{resolution}{tail}")
+    text = f"{model}|{prompt_hash}|{schema_hash}|{resolution}"
+    if context:
+        text += f"|context={context}"
+    if profile != "detailed":
+        text += f"|profile={profile}"
+    if thinking:
+        text += f"|{thinking}"
+    return short_hash(text)
 
 
 def mtime_of(mtime_ns: int) -> datetime | None:
@@ -79,8 +98,10 @@ def now_utc() -> datetime:
 
 
 def base_row(file: DiscoveredFile, run: RunInfo) -> dict[str, Any]:
-    prompt, schema, version = run.version_of(file.kind)
+    profile = file.profile or run.default_profile
+    prompt, schema, version = run.version_of(file.kind, profile)
     return {
+        "profile": profile,
         "run_id": run.run_id,
         "path": file.path,
         "content_hash": file.content_hash,
@@ -162,13 +183,27 @@ def apply_result(row: dict[str, Any], result: DescribeResult, *, cost: Decimal, 
         peak_memory_mb=result.extra.get("peak_memory_mb"),
     )
     if result.description is not None:
-        data = result.description.model_dump(mode="json")
-        for col in DESCRIPTION_COLUMNS:
-            if col in data:
-                row[col] = data[col]
-        for col, value in data.items():  # other kinds' typed columns (same names as their schema fields)
-            row.setdefault(col, value)
+        row.update(answer_columns(result.description))
     return row
+
+
+def answer_columns(description: BaseModel) -> dict[str, Any]:
+    """A model's answer as row columns: each field in its typed column when the results schema has one of
+    that name and type (schemas/profiles.py column_for), the others in `fields_json`."""
+    from enrich.schemas.profiles import column_for, model_arrow_fields
+
+    data = description.model_dump(mode="json")
+    types = model_arrow_fields(type(description))
+    out: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in data.items():
+        if column_for(name, types[name]) is not None:
+            out[name] = value
+        else:
+            extra[name] = value
+    if extra:
+        out["fields_json"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
+    return out
 
 
 # What a copied row takes from the run that copies it rather than from its source: it cost nothing here.
@@ -197,5 +232,6 @@ def copied_row(file: DiscoveredFile, run: RunInfo, source: dict[str, Any]) -> di
         started_at=ts,
         finished_at=ts,
         reused_from=source["path"],
+        profile=file.profile or source.get("profile") or run.default_profile,
     )
     return row

@@ -13,6 +13,9 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="enrich-tests-"))
 os.environ["ENRICH_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The tests written before profiles existed check the `detailed` profile's columns; tests/test_profiles.py
+# covers the lean default (`caption`) and the others explicitly.
+os.environ["ENRICH_PROFILE"] = "detailed"
 os.environ["MLX_DISABLE_COMPILE"] = "1"
 for _var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "ENRICH_WAREHOUSE", "PREFECT_API_URL"):
     os.environ.pop(_var, None)

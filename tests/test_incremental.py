@@ -137,7 +137,7 @@ def test_a_prompt_change_makes_rows_stale_and_reprocess_stale_redescribes_each_i
     assert len(first) == 5 and set(first.values()) == {1}
 
     prompts = config / "prompts.toml"
-    prompts.write_text(prompts.read_text().replace("Be concrete and plain", "Be concrete, plain and brief"))
+    prompts.write_text(prompts.read_text().replace("searchable library", "searchable library, briefly"))
     run_flow([root])  # stale rows are kept by default: nothing is paid for again
     assert gemini.stats()["billed_by_media_hash"] == first
 

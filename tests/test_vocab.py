@@ -128,16 +128,17 @@ VERSION = "v1"
 def test_the_next_run_retries_exactly_the_transient_kinds(kind):
     """A file whose latest row (same bytes, current version) is an `error` of this kind."""
     path, digest = "/lib/a.jpg", "ab" * 32
-    state = WarehouseState(by_path={path: PathState(digest, 10, 0, Status.ERROR, kind, "why", VERSION, "image",
+    state = WarehouseState(by_path={(path, "detailed"): PathState(digest, 10, 0, Status.ERROR, kind, "why", VERSION, "image",
                                                     "image/jpeg")})
-    planner = Planner(state=state, run_id="r2", version_of=lambda _kind: VERSION)
+    planner = Planner(state=state, run_id="r2", version_of=lambda _kind, _profile=None: VERSION)
     file = DiscoveredFile(path=path, size=10, mtime_ns=0, kind=MediaKind.IMAGE, mime="image/jpeg",
-                          content_hash=digest, status=Status.PENDING, error_kind=None, error=None)
+                          content_hash=digest, status=Status.PENDING, error_kind=None, error=None,
+                          profile="detailed")
     sent = planner.admit(file)
     assert sent is (kind.retry is Retry.TRANSIENT)
     assert planner.unchanged == (0 if sent else 1)
 
-    failed_too = Planner(state=state, run_id="r3", version_of=lambda _kind: VERSION,
+    failed_too = Planner(state=state, run_id="r3", version_of=lambda _kind, _profile=None: VERSION,
                          reprocess=frozenset({"failed"}))
     assert failed_too.admit(file) is True  # --reprocess failed redoes the final ones as well
 

@@ -27,7 +27,7 @@ def _query(warehouse_dir: str | Path, sql: str, params: list, *, ledger: bool = 
         return []
     from enrich.warehouse.views import connect
 
-    con = connect(warehouse_dir)
+    con = connect(warehouse_dir, profile="detailed")  # results only: no need to read the profile setting
     try:
         return con.execute(sql, params).fetchall()
     finally:
@@ -61,15 +61,16 @@ def spent_today(warehouse_dir: str | Path, now: datetime | None = None) -> Decim
     return spent_since(warehouse_dir, start_of_day_utc(now))
 
 
-def output_token_medians(warehouse_dir: str | Path, model: str) -> dict[str, Median]:
-    """Median output tokens (visible + thinking) of earlier ok rows of `model`, per kind."""
+def output_token_medians(warehouse_dir: str | Path, model: str) -> dict[tuple[str, str], Median]:
+    """Median output tokens (visible + thinking) of earlier ok rows of `model`, per (kind, profile). Copied
+    rows (reused_from) made no request and are left out."""
     rows = _query(
         warehouse_dir,
-        """SELECT kind, median(output_tokens + thinking_tokens), count(*) FROM results
-           WHERE status = 'ok' AND model = ? AND kind IS NOT NULL GROUP BY kind""",
+        """SELECT kind, profile, median(output_tokens + thinking_tokens), count(*) FROM results
+           WHERE status = 'ok' AND model = ? AND kind IS NOT NULL AND reused_from IS NULL GROUP BY kind, profile""",
         [model],
     )
-    return {kind: Median(math.ceil(med), n) for kind, med, n in rows if med is not None}
+    return {(kind, profile): Median(math.ceil(med), n) for kind, profile, med, n in rows if med is not None}
 
 
 def latency_median_s(warehouse_dir: str | Path, model: str) -> tuple[float, int] | None:

@@ -51,29 +51,31 @@ class Described:
 
 @dataclass
 class WarehouseState:
-    by_path: dict[str, PathState] = field(default_factory=dict)
-    ok_by_hash: dict[str, dict[str | None, Described]] = field(default_factory=dict)
+    # keyed by (path, profile) and (content hash, profile): a file has one current row per profile
+    by_path: dict[tuple[str, str], PathState] = field(default_factory=dict)
+    ok_by_hash: dict[tuple[str, str], dict[str | None, Described]] = field(default_factory=dict)
 
 
 def load_state(warehouse: Warehouse) -> WarehouseState:
     def read(con) -> WarehouseState:
         state = WarehouseState()
-        # the latest row per path, except that a transient read error (no hash) does not hide an earlier row:
-        # once the file reads again, its bytes are compared with what was described, not sent again
-        for (path, h, size, mtime_us, status, error_kind, error, version, kind, mime) in con.execute(
-            "SELECT path, content_hash, size_bytes, epoch_us(mtime), status, error_kind, error, "
+        # the latest row per (path, profile), except that a transient read error (no hash) does not hide an
+        # earlier row: once the file reads again, its bytes are compared with what was described, not sent again
+        for (path, profile, h, size, mtime_us, status, error_kind, error, version, kind, mime) in con.execute(
+            "SELECT path, profile, content_hash, size_bytes, epoch_us(mtime), status, error_kind, error, "
             "enrichment_version, kind, mime FROM results "
-            f"QUALIFY row_number() OVER (PARTITION BY path ORDER BY {unread_sql()}, "
+            f"QUALIFY row_number() OVER (PARTITION BY path, profile ORDER BY {unread_sql()}, "
             "finished_at DESC NULLS LAST, run_id DESC) = 1"
         ).fetchall():
-            state.by_path[path] = PathState(h, size, mtime_us, status, error_kind, error, version, kind, mime)
-        for h, version, path, run_id in con.execute(
-            """SELECT content_hash, enrichment_version, path, run_id FROM results
+            state.by_path[(path, profile)] = PathState(h, size, mtime_us, status, error_kind, error, version, kind,
+                                                       mime)
+        for h, profile, version, path, run_id in con.execute(
+            """SELECT content_hash, profile, enrichment_version, path, run_id FROM results
                WHERE status = 'ok' AND content_hash IS NOT NULL
-               QUALIFY row_number() OVER (PARTITION BY content_hash, enrichment_version
+               QUALIFY row_number() OVER (PARTITION BY content_hash, profile, enrichment_version
                                           ORDER BY finished_at DESC NULLS LAST, run_id DESC) = 1"""
         ).fetchall():
-            state.ok_by_hash.setdefault(h, {})[version] = Described(path, run_id, version)
+            state.ok_by_hash.setdefault((h, profile), {})[version] = Described(path, run_id, version)
         return state
 
     return read_snapshot(warehouse.root, read)
@@ -83,15 +85,16 @@ def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
-def load_rows(warehouse: Warehouse, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Full rows by (run_id, path). Parts hold paths in walk order, so the Parquet min/max statistics on
-    `path` let DuckDB skip most row groups."""
+def load_rows(warehouse: Warehouse, refs: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Full rows by (run_id, path, profile). Parts hold paths in walk order, so the Parquet min/max
+    statistics on `path` let DuckDB skip most row groups."""
     refs = set(refs)
     if not refs:
         return {}
-    sql = f"SELECT * FROM results WHERE path IN ({_sql_list(sorted({p for _, p in refs}))})"
+    sql = f"SELECT * FROM results WHERE path IN ({_sql_list(sorted({p for _, p, _ in refs}))})"
     rows = read_snapshot(warehouse.root, lambda con: con.sql(sql).to_arrow_table().to_pylist())
-    return {(r["run_id"], r["path"]): r for r in rows if (r["run_id"], r["path"]) in refs}
+    return {(r["run_id"], r["path"], r["profile"]): r for r in rows
+            if (r["run_id"], r["path"], r["profile"]) in refs}
 
 
 # --------------------------------------------------------------------------------------------------

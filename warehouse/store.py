@@ -3,6 +3,7 @@
 Layout under the warehouse root:
     results/part-<run_id>-<seq>.parquet   one row per item outcome
     runs/run-<run_id>-<seq>.parquet       run snapshots
+    profiles/<name>.json                  the fields of each profile a run asked (for the profile_<name> views)
     .tmp/                                 files being written; never read; cleaned at start-up
     ledger/run-<run_id>.jsonl             billed requests not yet (or never) committed (warehouse/ledger.py)
     quarantine/                           parts found unreadable, moved aside with a warning (never read)
@@ -35,6 +36,7 @@ from enrich.private_fs import open_private, own_state_dir, private_dirs
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
+PROFILES_DIR = "profiles"
 TMP_DIR = ".tmp"
 COMPACT_PREFIX = "compact-"
 REPLACES_KEY = b"enrich.replaces"
@@ -286,6 +288,42 @@ class Warehouse:
             self.guard()
         name = f"run-{snapshot['run_id']}-{int(snapshot['seq']):06d}.parquet"
         return publish_table(table, self.runs_dir / name, self.tmp_dir)
+
+    def write_profile(self, doc: dict[str, Any]) -> Path:
+        """Record a profile's fields (schemas/profiles.py Profile.describe), atomically, replacing an older
+        record of the same name: the profile_<name> view types its columns from the latest one."""
+        dest = self.root / PROFILES_DIR / f"{doc['name']}.json"
+        if dest.is_file():
+            try:
+                if json.loads(dest.read_text()) == doc:
+                    return dest
+            except (OSError, ValueError):
+                pass
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    def profile_docs(self) -> dict[str, dict[str, Any]]:
+        """The recorded profiles, by name (unreadable records are skipped: the view is then not made)."""
+        out = {}
+        folder = self.root / PROFILES_DIR
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                try:
+                    doc = json.loads(path.read_text())
+                    out[str(doc["name"])] = doc
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return out
 
     def clean_tmp(self) -> int:
         """Remove temp files left by a killed writer. Only call while holding the run lock."""

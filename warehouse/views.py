@@ -1,11 +1,16 @@
 """DuckDB views over the warehouse's Parquet parts. Read-only: importing this never imports Prefect.
 
 Views:
-    results  every outcome row ever written (one per item per run)
-    latest   the latest row per file path, including paths marked `gone` (moved away or deleted)
-    items    the latest outcome per file path that still exists (latest without `gone`); a later row that
-             records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for the same
-             bytes, so an interrupted reprocess never makes a committed description vanish from view
+    results  every outcome row ever written (one per item, profile and run); rows written before profiles
+             existed read as profile `detailed`
+    latest   the latest row per (file path, profile), including paths marked `gone` (moved away or deleted)
+    current  the current outcome per (file path, profile) that still exists (latest without `gone`); a later
+             row that records no outcome (`interrupted`, `over_budget`) does not hide an earlier outcome for
+             the same bytes, so an interrupted reprocess never makes a committed description vanish from view
+    items    `current` for the default profile (the `profile` setting), every column
+    profile_<name>  `current` for one profile: the file's identity, outcome and cost, and the profile's
+             fields as typed columns (those kept in fields_json extracted with DuckDB's JSON functions); one
+             per built-in profile and per profile a run recorded in the warehouse (profiles/<name>.json)
     runs     the latest snapshot per run
     evals    evaluation scores (`enrich eval`): one row per item per configuration (schemas/evals.py)
     eval_summary  one row per evaluation and configuration: items, rates and means of the scores, spend
@@ -53,22 +58,71 @@ def _source_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Sc
     return f"SELECT * FROM {empty_name} UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true)"
 
 
-def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views over a snapshot of the committed parts.
+# What each profile_<name> view shows besides the profile's own fields.
+PROFILE_VIEW_COLUMNS = ["path", "content_hash", "kind", "status", "error_kind", "error", "model",
+                        "enrichment_version", "input_tokens", "output_tokens", "thinking_tokens", "cost_usd",
+                        "reused_from", "run_id", "finished_at"]
+
+
+def _profile_fields(wh: Warehouse) -> dict[str, dict[str, dict]]:
+    """name -> {field: {type, column}}: the built-ins, then what runs recorded (the latest record wins)."""
+    from enrich.schemas.profiles import BUILTIN_SCHEMAS, Profile
+
+    out = {name: Profile(name=name, schemas=schemas, prompts={}).describe()["fields"]
+           for name, schemas in BUILTIN_SCHEMAS.items()}
+    for name, doc in wh.profile_docs().items():
+        if isinstance(doc.get("fields"), dict):
+            out[name] = doc["fields"]
+    return out
+
+
+def _field_sql(name: str, spec: dict) -> str | None:
+    ident = '"' + name.replace('"', '""') + '"'
+    typ = str(spec.get("type", ""))
+    if not typ.replace("[]", "").isalpha():
+        return None
+    if spec.get("column"):
+        col = '"' + str(spec["column"]).replace('"', '""') + '"'
+        return f"CAST({col} AS {typ}) AS {ident}"
+    path = "'$." + name.replace("'", "''") + "'"
+    if typ == "VARCHAR":
+        return f"json_extract_string(fields_json, {path}) AS {ident}"
+    return f"TRY_CAST(json_extract(fields_json, {path}) AS {typ}) AS {ident}"
+
+
+def default_profile() -> str:
+    """The `profile` setting (the items view's profile)."""
+    from enrich.settings import load_settings
+
+    return load_settings().profile
+
+
+def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None, *,
+            profile: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views over a snapshot of the committed parts. `items` shows
+    `profile` (default: the `profile` setting).
 
     The file list is taken once: files published later are not seen by this connection, and temp files
     (in .tmp/) are never listed, so a reader never sees a partial file.
     """
+    from enrich.schemas.profiles import DETAILED, view_name
+
     wh = Warehouse(warehouse_dir)
     con = con or duckdb.connect(":memory:")
-    con.execute(f"CREATE OR REPLACE VIEW results AS {_source_sql(con, wh.result_files(), RESULT_SCHEMA, '_empty_results')}")
+    # Every view below is bound against the parts' footers; parts are immutable (published once by rename,
+    # never rewritten), so they are read once per connection, not once per view (the profile_<name> views
+    # would otherwise double the cost of a connection).
+    con.execute("SET parquet_metadata_cache = true")
+    source = _source_sql(con, wh.result_files(), RESULT_SCHEMA, '_empty_results')
+    con.execute(f"CREATE OR REPLACE VIEW results AS SELECT * REPLACE (coalesce(profile, '{DETAILED}') AS profile) "
+                f"FROM ({source})")
     con.execute(f"CREATE OR REPLACE VIEW runs_all AS {_source_sql(con, wh.run_files(), RUN_SCHEMA, '_empty_runs')}")
     con.execute(
         """
         CREATE OR REPLACE VIEW latest AS
         SELECT * EXCLUDE (_rank) FROM (
             SELECT *, row_number() OVER (
-                PARTITION BY path ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _rank
+                PARTITION BY path, profile ORDER BY finished_at DESC NULLS LAST, run_id DESC) AS _rank
             FROM results)
         WHERE _rank = 1
         """
@@ -78,19 +132,26 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     # are those of the newest row that read the file: a transient read error (no hash) does not say.
     con.execute(
         f"""
-        CREATE OR REPLACE VIEW items AS
+        CREATE OR REPLACE VIEW current AS
         SELECT * EXCLUDE (_current, _pick) FROM (
             SELECT *, row_number() OVER (
-                PARTITION BY path ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
+                PARTITION BY path, profile ORDER BY content_hash IS NOT DISTINCT FROM _current DESC,
                                            {transient_sql()},
                                            finished_at DESC NULLS LAST, run_id DESC) AS _pick
             FROM (SELECT *, first_value(content_hash) OVER (
-                      PARTITION BY path ORDER BY {unread_sql()}, finished_at DESC NULLS LAST, run_id DESC)
+                      PARTITION BY path, profile ORDER BY {unread_sql()}, finished_at DESC NULLS LAST, run_id DESC)
                       AS _current
                   FROM results))
         WHERE _pick = 1 AND status <> 'gone'
         """
     )
+    chosen = (profile or default_profile()).replace("'", "''")
+    con.execute(f"CREATE OR REPLACE VIEW items AS SELECT * FROM current WHERE profile = '{chosen}'")
+    for name, fields in _profile_fields(wh).items():
+        cols = [c for c in (_field_sql(f, spec) for f, spec in fields.items() if isinstance(spec, dict)) if c]
+        quoted = name.replace("'", "''")
+        con.execute(f"CREATE OR REPLACE VIEW {view_name(name)} AS SELECT {', '.join(PROFILE_VIEW_COLUMNS + cols)} "
+                    f"FROM current WHERE profile = '{quoted}'")
     con.register("_ledger", read_ledgers(wh.root))
     con.execute("CREATE OR REPLACE VIEW ledger AS SELECT * FROM _ledger")
     # A run's spend: its snapshot (committed rows) or its ledger (billed requests), whichever is larger; they

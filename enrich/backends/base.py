@@ -93,6 +93,8 @@ class DescribeRequest:
     media: tuple[MediaPart, ...]
     max_output_tokens: int
     resolution: str = "low"  # low | medium | high
+    thinking_budget: int | None = None  # the profile's thinking; None: none sent (the model's least)
+    thinking_level: str | None = None
 
 
 @dataclass

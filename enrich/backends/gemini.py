@@ -19,7 +19,8 @@ from google.genai import types
 from pydantic import SecretStr, ValidationError
 
 from enrich.schemas.vocab import ErrorKind, Status
-from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+from enrich.schemas.descriptions import system_instruction_for
+from enrich.tokens import schema_json
 
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.gemini_files import delete_quietly, upload_active
@@ -179,13 +180,16 @@ class GeminiBackend:
     def _config(self, request: DescribeRequest) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
             response_mime_type="application/json",
-            response_schema=request.schema,
-            # the files are data: text inside them must not pose as instructions
-            system_instruction=UNTRUSTED_CONTENT_INSTRUCTION,
+            # the JSON Schema as is (titles left out, schemas/descriptions.py LeanModel): response_schema would
+            # add a propertyOrdering list that repeats every field name, billed with every request
+            response_json_schema=schema_json(request.schema),
+            # documents are data: text inside them must not pose as instructions (none for images, audio, video)
+            system_instruction=system_instruction_for(m.mime for m in request.media),
             max_output_tokens=request.max_output_tokens,
             media_resolution=RESOLUTIONS.get(request.resolution),
             temperature=0.2,
             service_tier=self.service_tier,
+            thinking_config=_thinking(request),
         )
 
     async def _contents(self, request: DescribeRequest, uploaded: list[str], *, inline: bool = True) -> list[Any]:
@@ -295,7 +299,9 @@ class GeminiBackend:
             return DescribeResult(status=Status.ERROR, usage=usage, error_kind=ErrorKind.MAX_TOKENS,
                                   error=f"output cut at max_output_tokens={request.max_output_tokens}",
                                   finish_reason=finish_name, raw_text=text, model_version=version)
-        parsed = response.parsed
+        # The schema goes as response_json_schema, so the SDK parses to a dict (or nothing): the answer is
+        # validated against the profile's model here, untrusted like any model output.
+        parsed = response.parsed if isinstance(response.parsed, request.schema) else None
         if parsed is None and text:
             try:
                 parsed = request.schema.model_validate_json(text)
@@ -368,3 +374,16 @@ async def _bytes_of(media: MediaPart) -> bytes:
     import asyncio
 
     return await asyncio.to_thread(media.read_bytes)  # checks a file sent as is was not replaced meanwhile
+
+
+def _thinking(request: DescribeRequest) -> types.ThinkingConfig | None:
+    """The profile's thinking budget or level; none when it sets neither (the model then thinks the least it
+    allows: Flash-Lite models do not think unless asked)."""
+    if request.thinking_budget is None and request.thinking_level is None:
+        return None
+    kw: dict[str, Any] = {}
+    if request.thinking_budget is not None:
+        kw["thinking_budget"] = request.thinking_budget
+    if request.thinking_level is not None:
+        kw["thinking_level"] = request.thinking_level
+    return types.ThinkingConfig(**kw)

@@ -27,7 +27,7 @@ import httpx
 from pydantic import BaseModel
 
 from enrich.schemas.vocab import ErrorKind, Status
-from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
+from enrich.schemas.descriptions import system_instruction_for
 from enrich.backends.base import Capabilities, DescribeRequest, DescribeResult, MediaPart, Usage
 from enrich.backends.jsonrepair import REPAIR_SUFFIX, InvalidOutput, parse_or_repair, schema_prompt
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
@@ -217,11 +217,12 @@ class OpenAICompatBackend:
                                        kind=ErrorKind.UNSUPPORTED_MEDIA)
             content.append({"type": "image_url", "image_url": {"url": _data_uri(part)}})
         content.append({"type": "text", "text": self.build_prompt(request, repair=repair)})
+        # documents are data: text inside them must not pose as instructions (none for images, audio, video)
+        system = system_instruction_for(part.mime for part in request.media)
         body: dict[str, Any] = {
             "model": self.server_model,
-            # the files are data: text inside them must not pose as instructions
-            "messages": [{"role": "system", "content": UNTRUSTED_CONTENT_INSTRUCTION},
-                         {"role": "user", "content": content}],
+            "messages": ([{"role": "system", "content": system}] if system else [])
+            + [{"role": "user", "content": content}],
             "max_tokens": request.max_output_tokens,
             "temperature": self._temperature,
             "stream": False,

@@ -61,8 +61,9 @@ MEDIA_COMMANDS = ("run", "estimate", "serve")
 
 def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Declare the flags `run`, `estimate` and `serve` share: PATH..., --model, --resolution, --warehouse,
-    --reprocess, what is sent (--kinds, --include, --exclude, --hidden, --max-file-size), trial runs (--sample,
-    --limit, --seed) and --context; and for the two that send requests (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
+    --reprocess, --profile, --prompt, --schema, what is sent (--kinds, --include, --exclude, --hidden,
+    --max-file-size), trial runs (--sample, --limit, --seed) and --context; and for the two that send requests
+    (`run`, `serve`) --budget, --concurrency, --rpm, --tpm,
     --progress, --chunk-size, --keep-metadata and --emulator. `overrides_from` reads them back."""
     if command not in MEDIA_COMMANDS:
         raise ValueError(f"add_media_flags is for {', '.join(MEDIA_COMMANDS)}, not {command!r}")
@@ -74,6 +75,12 @@ def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
                    help=_REPROCESS_HELP.get(command, DEFAULT_REPROCESS_HELP))
     _add_selection_flags(p)
     p.add_argument("--mode", choices=MODES, help=_MODE_HELP.get(command, DEFAULT_MODE_HELP))
+    p.add_argument("--profile", action="append", metavar="NAME",
+                   help="what to ask: caption, detailed, alt-text, key-facts or a [profiles.NAME] of your "
+                   "enrich.toml (default: the `profile` setting, caption); repeatable: one request per profile")
+    p.add_argument("--prompt", metavar="TEXT", help="an ad-hoc profile's prompt (with --schema; named by their hash)")
+    p.add_argument("--schema", metavar="SPEC",
+                   help="an ad-hoc profile's fields, e.g. 'caption, tags list, has_people bool, mood enum(calm,busy)'")
     if command == "estimate":
         return
     group = p.add_argument_group("run options") if command == "serve" else p
@@ -155,6 +162,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_size": getattr(args, "chunk_size", None),
         "strip_metadata": False if getattr(args, "keep_metadata", False) else None,
         "mode": getattr(args, "mode", None),
+        "run_profiles": list(args.profile) if getattr(args, "profile", None) else None,
+        "adhoc_prompt": getattr(args, "prompt", None),
+        "adhoc_schema": getattr(args, "schema", None),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from enrich.commands._common import add_media_flags, resolve_paths, selection_overrides
+from enrich.commands._common import add_media_flags, overrides_from, resolve_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +25,7 @@ def main(args: argparse.Namespace) -> int:
     from enrich.settings import load_settings
 
     roots = resolve_paths(args.paths)
-    settings = load_settings().with_overrides(warehouse=args.warehouse, model=args.model,
-                                              resolution=args.resolution, mode=args.mode, **selection_overrides(args))
+    settings = load_settings().with_overrides(**overrides_from(args))  # the flags run takes, --profile too
     est = estimate(roots, settings, mode=settings.mode, include=skip_done_filter(settings, args.reprocess))
     if args.json:
         print(json.dumps(est.as_json(), indent=2))
