@@ -333,16 +333,21 @@ def test_fast_jsonl_lines_are_what_the_sdk_would_send(gemini):
 
 
 def test_serve_takes_the_mode_to_each_scheduled_run(tmp_path):
-    """`enrich serve --mode batch`: the deployment's parameters carry the mode, so each nightly run collects
-    the jobs of the night before and submits new ones (what every batch run does, tested above)."""
+    """`enrich serve --mode batch`: the serving process's environment carries the mode (a flow parameter may
+    not set it: flows/run_options.py), so each nightly run it starts collects the jobs of the night before and
+    submits new ones (what every batch run does, tested above)."""
     import inspect
 
     from enrich.cli import build_parser
-    from enrich.commands.serve import flow_parameters
+    from enrich.commands.serve import flow_parameters, process_environment
+    from enrich.settings import load_settings
 
     args = build_parser().parse_args(["serve", str(tmp_path), "--cron", "0 2 * * *", "--mode", "batch"])
     params = flow_parameters([str(tmp_path)], args)
-    assert params["overrides"]["mode"] == "batch"
+    assert "mode" not in params["overrides"]
+    env = process_environment(args)
+    assert env["ENRICH_MODE"] == "batch"
+    assert load_settings(env).mode == "batch", "what a scheduled run of that process loads"
     from enrich.flows.enrich_flow import enrich_flow
 
     assert set(params) <= set(inspect.signature(enrich_flow.fn).parameters)

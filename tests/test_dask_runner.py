@@ -60,8 +60,13 @@ def test_three_workers_share_one_budget_one_rate_limit_and_survive_a_killed_work
     summary_box = {}
 
     def run() -> None:
-        flow = dask_flow(address=cl.scheduler_address)
-        summary_box["summary"] = flow([str(root)], overrides, runner={"kind": "dask", "workers": 3})
+        # like `enrich run --runner dask`: the settings travel in-process, only the safe options as parameters
+        from enrich.flows.run_options import split_overrides, trusted_settings
+
+        options, _ = split_overrides(overrides)
+        with trusted_settings(load_settings().with_overrides(**overrides)):
+            flow = dask_flow(address=cl.scheduler_address)
+            summary_box["summary"] = flow([str(root)], options.as_parameters(), runner={"kind": "dask", "workers": 3})
 
     t = threading.Thread(target=run)
     t.start()
