@@ -1,5 +1,5 @@
 """`--runner dask`: a local Dask cluster of 3 worker processes against the emulator (its own process) with an
-RPM limit and faults, a budget at 30% of the estimate, and one worker killed mid-run."""
+RPM limit and faults, two profiles, a budget at 30% of the estimate, and one worker killed mid-run."""
 from __future__ import annotations
 
 import os
@@ -47,11 +47,12 @@ def test_three_workers_share_one_budget_one_rate_limit_and_survive_a_killed_work
     cl, client = cluster
     emu = emulator_process
     root = tmp_path / "lib"
-    make_photos(root, 90, size=(16, 12))
+    make_photos(root, 45, size=(16, 12))  # x 2 profiles: 90 items
     rpm = 900
     emu.set_config(faults={"500": 0.1, "429": 0.03}, retry_delay_s=0.2, latency_ms=[50, 120], rpm_limit=rpm, seed=3)
     overrides = {"chunk_size": 10, "rpm": rpm, "tpm": 0, "max_attempts": 4, "backoff_initial_s": 0.01,
-                 "backoff_max_s": 0.05, "throttle_quiet_s": 0.0, "progress": "off", "concurrency": 8}
+                 "backoff_max_s": 0.05, "throttle_quiet_s": 0.0, "progress": "off", "concurrency": 8,
+                 "run_profiles": ("caption", "alt-text")}
     settings = load_settings().with_overrides(**overrides)
     est = estimate([str(root)], settings)
     budget = (est.cost_usd * Decimal("0.3")).quantize(Decimal("0.000001"))
@@ -88,8 +89,11 @@ def test_three_workers_share_one_budget_one_rate_limit_and_survive_a_killed_work
     assert summary["status"] == "finished", summary.get("message")
 
     con = connect(enrich_home / "warehouse")
-    n, paths = con.execute("SELECT count(*), count(DISTINCT path) FROM results").fetchone()
-    assert n == paths == 90, "exactly one row per file, the killed worker's chunk redone by another"
+    n, items, paths = con.execute(
+        "SELECT count(*), count(DISTINCT (path, profile)), count(DISTINCT path) FROM results").fetchone()
+    assert n == items == 90 and paths == 45, "exactly one row per (file, profile), the killed chunk redone"
+    assert dict(con.execute("SELECT profile, count(*) FROM results GROUP BY ALL").fetchall()) == \
+        {"caption": 45, "alt-text": 45}
     by = dict(con.execute("SELECT status, count(*) FROM results GROUP BY ALL").fetchall())
     assert by.get("ok", 0) > 0 and by.get("over_budget", 0) > 0, by
 
