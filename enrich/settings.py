@@ -211,7 +211,7 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    warehouse: Path
+    warehouse: Path | str  # a folder, or an object-storage URL (a str, see `warehouse_location`)
     config_dir: Path  # the user config folder (its files override the packaged defaults key by key)
 
     # [run]
@@ -401,7 +401,7 @@ class Settings:
         """Apply command-line flags (None means 'not given')."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if "warehouse" in changes:
-            changes["warehouse"] = Path(changes["warehouse"]).expanduser().resolve()
+            changes["warehouse"] = warehouse_location(changes["warehouse"])
         new = replace(self, **changes, sources={**self.sources, **{k: FLAG for k in changes}})
         new.validate()
         return new
@@ -563,12 +563,40 @@ def config_dir_flag(path: str | os.PathLike[str] | None) -> Iterator[None]:
             os.environ["ENRICH_CONFIG_DIR"] = saved_env
 
 
+OBJECT_STORE_SCHEMES = ("s3://",)
+
+
+def is_object_url(location: object) -> bool:
+    """True for a warehouse on object storage (`s3://bucket/prefix`, kept as a str); a folder is a Path."""
+    return isinstance(location, str) and location.startswith(OBJECT_STORE_SCHEMES)
+
+
+def warehouse_location(value: str | os.PathLike[str]) -> Path | str:
+    """A warehouse folder (resolved Path) or an object-storage URL, normalised to `s3://bucket[/prefix]`.
+    Credentials and endpoint come only from the standard AWS environment: a URL carrying any (user info, a
+    query) is refused without echoing it."""
+    text = value if isinstance(value, str) else None
+    if text is None or not text.startswith(OBJECT_STORE_SCHEMES):
+        return Path(value).expanduser().resolve()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if "@" in parts.netloc or parts.query or parts.fragment or ":" in parts.netloc:
+        raise ConfigError("the warehouse URL must be s3://bucket/prefix with nothing else in it: give credentials "
+                          "and the endpoint in the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                          "AWS_ENDPOINT_URL, AWS_REGION)")
+    if not parts.netloc:
+        raise ConfigError("the warehouse URL names no bucket (expected s3://bucket/prefix)")
+    prefix = parts.path.strip("/")
+    return f"{parts.scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else "")
+
+
 def resolve_paths(env: dict[str, str]) -> tuple[Path, Path, Path, dict[str, str]]:
     """(home, warehouse, user config folder, their sources)."""
     sources = {}
     home = Path(env.get("ENRICH_HOME") or Path.home() / ".enrich").expanduser().resolve()
     sources["home"] = "env ENRICH_HOME" if env.get("ENRICH_HOME") else DEFAULT
-    warehouse = Path(env.get("ENRICH_WAREHOUSE") or home / "warehouse").expanduser().resolve()
+    warehouse = warehouse_location(env.get("ENRICH_WAREHOUSE") or home / "warehouse")
     sources["warehouse"] = "env ENRICH_WAREHOUSE" if env.get("ENRICH_WAREHOUSE") else DEFAULT
     if _FLAG_CONFIG_DIR is not None:
         config_dir, sources["config_dir"] = _FLAG_CONFIG_DIR, FLAG

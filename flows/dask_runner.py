@@ -25,7 +25,9 @@ first looks for the chunk's part: if the dead attempt had committed it, nothing 
 committed is billed twice); else the chunk is redone under a new lease. The dead attempt's lease is held, then
 charged (tasks/coordination.py).
 
-Not built yet, the design for object storage (`--warehouse s3://bucket/prefix`): keep the warehouse's layout
+Object storage (`--warehouse s3://bucket/prefix`, warehouse/object_store.py and object_lock.py) follows the design
+below, with two differences: the app transaction's id names the chunk (`<run_id>/<seq>`, see object_store.py
+for why), and readers register deltalake's pyarrow dataset in DuckDB (no DuckDB extension). The design: keep the warehouse's layout
 and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake, mode append, one
 commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link). Exactly-once per
 chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent writes), so a redone
@@ -199,8 +201,17 @@ def _slim(row: dict[str, Any]) -> dict[str, Any]:
 
 def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
     """Prepare, describe and commit one chunk on this worker. Returns the slim rows and the request counters."""
+    from enrich.warehouse.store import open_warehouse
+
     dest = part_path(spec.warehouse, spec.run_id, spec.seq)
-    if dest.exists():  # an earlier attempt (on a worker that died) committed it: describe nothing again
+    remote = open_warehouse(spec.warehouse)
+    remote = remote if remote.remote else None  # object storage: commits are Delta transactions, not files
+    if remote is not None and remote.chunk_committed(spec.run_id, spec.seq):
+        # an earlier attempt committed it (its app transaction is in the table): describe nothing again
+        return {"rows": remote.chunk_rows(spec.run_id, [f.path for f in spec.files], list(SLIM_KEYS)),
+                "redone": False, "already_committed": True, "requests": 0, "throttled": 0, "retries": 0,
+                "fatal": None}
+    if remote is None and dest.exists():  # an earlier attempt (on a worker that died) committed it: describe nothing again
         import pyarrow.parquet as pq
 
         return {"rows": pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist(), "redone": False,
@@ -280,8 +291,13 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
                 rows[i] = out.result() if hasattr(out, "result") else out
         final = [r for r in rows if r is not None]
         assert len(final) == len(spec.files), "every file gets exactly one row"
-        committed = publish_once(final, dest, Path(spec.warehouse) / ".tmp")
-        if not committed:  # a twin attempt committed first: report its rows, not ours
+        if remote is not None:
+            committed = remote.commit_chunk_once(final, spec.run_id, spec.seq)
+            if not committed:  # a twin attempt committed first: report its rows, not ours
+                final = remote.chunk_rows(spec.run_id, [f.path for f in spec.files], list(SLIM_KEYS))
+        else:
+            committed = publish_once(final, dest, Path(spec.warehouse) / ".tmp")
+        if not committed and remote is None:  # a twin attempt committed first: report its rows, not ours
             import pyarrow.parquet as pq
 
             final = pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist()

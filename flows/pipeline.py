@@ -58,9 +58,9 @@ from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.jobs import JobStore, open_keys, open_reserved_in, item_key
-from enrich.warehouse.lock import WarehouseLock
+from enrich.warehouse.lock import WarehouseLock, warehouse_lock
 from enrich.warehouse.state import load_rows, load_state, recover
-from enrich.warehouse.store import Warehouse
+from enrich.warehouse.store import Warehouse, open_warehouse
 
 log = scrubbed_logger("enrich.run")
 
@@ -195,7 +195,7 @@ def open_run(roots: list[str], settings: Settings, *, run_id: str | None = None,
     run_id = run_id or new_run_id()
     reprocess_set = parse_reprocess(reprocess)
     sweep_media_temp()  # temporary copies a killed run left behind, whatever this run will strip
-    lock = WarehouseLock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
+    lock = warehouse_lock(settings.warehouse, f"enrich run {run_id}").acquire(wait=wait_for_lock)
     try:
         return _open_locked(roots, settings, run_id, reprocess_set, lock, allow_mass_removal)
     except BaseException:
@@ -243,7 +243,7 @@ def _open_locked(roots: list[str], settings: Settings, run_id: str, reprocess: f
         roots=[str(r) for r in roots],
         info=info,
         describer=describer,
-        warehouse=Warehouse(settings.warehouse, guard=lock.verify),
+        warehouse=open_warehouse(settings.warehouse, guard=lock.verify),
         prepare_pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich-prepare"),
         prepare_options=PrepareOptions.from_settings(settings),
         started_at=datetime.now(timezone.utc),

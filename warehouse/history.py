@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from enrich.settings import is_object_url
 from enrich.warehouse.ledger import ledger_dir
 from enrich.warehouse.store import Warehouse
 
@@ -23,7 +24,7 @@ class Median:
 
 
 def _query(warehouse_dir: str | Path, sql: str, params: list, *, ledger: bool = False) -> list[tuple]:
-    if not Warehouse(warehouse_dir).result_files() and not (ledger and any(ledger_dir(warehouse_dir).glob("*.jsonl"))):
+    if not is_object_url(warehouse_dir) and not Warehouse(warehouse_dir).result_files() and not (ledger and any(ledger_dir(warehouse_dir).glob("*.jsonl"))):
         return []
     from enrich.warehouse.views import connect
 

@@ -78,7 +78,7 @@ def load_state(warehouse: Warehouse) -> WarehouseState:
             state.ok_by_hash.setdefault((h, profile), {})[version] = Described(path, run_id, version)
         return state
 
-    return read_snapshot(warehouse.root, read)
+    return read_snapshot(warehouse.location, read)
 
 
 def _sql_list(values: Iterable[str]) -> str:
@@ -92,7 +92,7 @@ def load_rows(warehouse: Warehouse, refs: Iterable[tuple[str, str, str]]) -> dic
     if not refs:
         return {}
     sql = f"SELECT * FROM results WHERE path IN ({_sql_list(sorted({p for _, p, _ in refs}))})"
-    rows = read_snapshot(warehouse.root, lambda con: con.sql(sql).to_arrow_table().to_pylist())
+    rows = read_snapshot(warehouse.location, lambda con: con.sql(sql).to_arrow_table().to_pylist())
     return {(r["run_id"], r["path"], r["profile"]): r for r in rows
             if (r["run_id"], r["path"], r["profile"]) in refs}
 
@@ -132,7 +132,7 @@ def mark_crashed_runs(warehouse: Warehouse, marked_by: str) -> list[str]:
             fig["spent_usd"] = max(fig.get("spent_usd") or Decimal(0), usd)
         return snaps, figures
 
-    snaps, figures = read_snapshot(warehouse.root, read)
+    snaps, figures = read_snapshot(warehouse.location, read)
     marked = []
     for snap in snaps:
         fig = figures.get(snap["run_id"], {})
@@ -161,6 +161,6 @@ def recover(warehouse: Warehouse, marked_by: str) -> dict[str, Any]:
 
     return {
         "tmp_files_removed": warehouse.clean_tmp(),
-        "replaced_parts_removed": remove_replaced(warehouse),
+        "replaced_parts_removed": 0 if warehouse.remote else remove_replaced(warehouse),
         "runs_marked_crashed": mark_crashed_runs(warehouse, marked_by),
     }

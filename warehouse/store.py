@@ -32,6 +32,7 @@ from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
 from enrich.private_fs import open_private, own_state_dir, private_dirs
+from enrich.settings import is_object_url
 
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
@@ -60,6 +61,10 @@ def _not_a_folder(root: Path) -> str | None:
 
 def check_readable(root: str | Path) -> None:
     """For readers (`query`, `runs`): the warehouse must exist and be a readable folder."""
+    if is_object_url(root):
+        from enrich.warehouse.object_store import check_readable as object_check
+
+        return object_check(root)
     root = Path(root)
     problem = _not_a_folder(root)
     if problem:
@@ -74,6 +79,10 @@ def check_readable(root: str | Path) -> None:
 def check_writable(root: str | Path) -> None:
     """For writers (`run`, `compact`, `serve`), before anything starts: the warehouse folder exists or can be
     created, and a file can be created in it."""
+    if is_object_url(root):
+        from enrich.warehouse.object_store import check_writable as object_check
+
+        return object_check(root)
     root = Path(root)
     problem = _not_a_folder(root)
     if problem:
@@ -241,6 +250,15 @@ def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
     raise RuntimeError(f"{directory}: parts keep changing while being listed")
 
 
+def open_warehouse(location: str | Path, guard: Callable[[], None] | None = None):
+    """The warehouse at `location`: a folder (`Warehouse`) or object storage (`ObjectWarehouse`)."""
+    if is_object_url(location):
+        from enrich.warehouse.object_store import ObjectWarehouse
+
+        return ObjectWarehouse(str(location), guard=guard)
+    return Warehouse(location, guard=guard)
+
+
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     rows = list(rows)
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
@@ -250,11 +268,17 @@ def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table
 class Warehouse:
     """A folder of Parquet parts. Cheap to construct; creates folders lazily on first write."""
 
+    remote = False  # warehouse/object_store.py ObjectWarehouse is the other implementation
+
     def __init__(self, root: str | Path, guard: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
         # called before every part is published; a run passes its lock's `verify`, so a warehouse deleted or
         # replaced mid-run fails the run instead of being recreated
         self.guard = guard
+
+    @property
+    def location(self) -> Path:
+        return self.root
 
     @property
     def results_dir(self) -> Path:

@@ -34,7 +34,7 @@ from enrich.schemas.parquet import JOB_SCHEMA, RESULT_SCHEMA, RUN_SCHEMA, transi
 from enrich.warehouse.evals import score_files
 from enrich.warehouse.jobs import JobStore
 from enrich.warehouse.ledger import read_ledgers
-from enrich.warehouse.store import Warehouse, quarantine_unreadable
+from enrich.warehouse.store import Warehouse, open_warehouse, quarantine_unreadable
 
 
 def literal_path(path: Path | str) -> str:
@@ -107,16 +107,20 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
     """
     from enrich.schemas.profiles import DETAILED, view_name
 
-    wh = Warehouse(warehouse_dir)
+    wh = open_warehouse(warehouse_dir)
     con = con or duckdb.connect(":memory:")
     # Every view below is bound against the parts' footers; parts are immutable (published once by rename,
     # never rewritten), so they are read once per connection, not once per view (the profile_<name> views
     # would otherwise double the cost of a connection).
     con.execute("SET parquet_metadata_cache = true")
-    source = _source_sql(con, wh.result_files(), RESULT_SCHEMA, '_empty_results')
+    if wh.remote:  # object storage: one Delta table version each (warehouse/object_store.py), same views
+        source, runs_source = wh.register_sources(con, '_empty_results', '_empty_runs')
+    else:
+        source = _source_sql(con, wh.result_files(), RESULT_SCHEMA, '_empty_results')
+        runs_source = _source_sql(con, wh.run_files(), RUN_SCHEMA, '_empty_runs')
     con.execute(f"CREATE OR REPLACE VIEW results AS SELECT * REPLACE (coalesce(profile, '{DETAILED}') AS profile) "
                 f"FROM ({source})")
-    con.execute(f"CREATE OR REPLACE VIEW runs_all AS {_source_sql(con, wh.run_files(), RUN_SCHEMA, '_empty_runs')}")
+    con.execute(f"CREATE OR REPLACE VIEW runs_all AS {runs_source}")
     con.execute(
         """
         CREATE OR REPLACE VIEW latest AS
@@ -168,9 +172,10 @@ def connect(warehouse_dir: str | Path, con: duckdb.DuckDBPyConnection | None = N
         WHERE _rank = 1
         """
     )
-    con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, score_files(warehouse_dir), EVAL_SCHEMA, '_empty_evals')}")
+    evals = [] if wh.remote else score_files(warehouse_dir)  # evaluations: folder warehouses only, for now
+    con.execute(f"CREATE OR REPLACE VIEW evals AS {_source_sql(con, evals, EVAL_SCHEMA, '_empty_evals')}")
     con.execute(f"CREATE OR REPLACE VIEW eval_summary AS {EVAL_SUMMARY_SQL}")
-    jobs = _source_sql(con, JobStore(wh).job_files(), JOB_SCHEMA, '_empty_jobs')
+    jobs = _source_sql(con, [] if wh.remote else JobStore(wh).job_files(), JOB_SCHEMA, '_empty_jobs')
     con.execute(
         f"""
         CREATE OR REPLACE VIEW jobs AS
@@ -234,7 +239,9 @@ def read_snapshot(warehouse_dir: str | Path, fn: Callable[[duckdb.DuckDBPyConnec
             if not _vanished(exc):
                 # a part that passed the cheap check but cannot be read (a damaged footer or page): quarantine
                 # it and read again; any other error (bad SQL) is the caller's
-                wh = Warehouse(warehouse_dir)
+                wh = open_warehouse(warehouse_dir)
+                if wh.remote:
+                    raise
                 if not quarantine_unreadable(wh.result_files() + wh.run_files()):
                     raise
         finally:

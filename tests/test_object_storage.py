@@ -1,0 +1,232 @@
+"""The warehouse on object storage (`--warehouse s3://bucket/prefix`): Delta Lake tables on a local S3 server
+(moto in server mode, started here on 127.0.0.1), the real deltalake, boto3, DuckDB and Prefect."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deltalake")
+pytest.importorskip("moto.server")
+
+from tests.support.photos import make_photos
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCESS_KEY = "AKIAENRICHTEST7Q2X9Z"
+SECRET_KEY = "enrich-test-secret/Zq8w3Xv5Lp0Rt7Yu2Io9"
+BUCKET = "enrich-wh"
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The standard AWS environment pointed at the local server, and a fresh warehouse URL in its bucket."""
+    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                        "AWS_ENDPOINT_URL": s3_server, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    from enrich.warehouse.object_lock import s3_client
+
+    client = s3_client()
+    try:
+        client.create_bucket(Bucket=BUCKET)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return f"s3://{BUCKET}/wh-{uuid.uuid4().hex[:8]}"
+
+
+def enrich_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "enrich", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ), timeout=120)
+
+
+def result_row(i: int, run_id: str, path: str | None = None) -> dict:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    return {"path": path or f"/lib/p{i:04d}.jpg", "profile": "detailed", "content_hash": f"{i:064x}",
+            "kind": "image", "status": "ok", "run_id": run_id, "cost_usd": Decimal("0.000010"),
+            "input_tokens": 10, "output_tokens": 5, "finished_at": datetime.now(timezone.utc)}
+
+
+def no_credentials_in(text: str) -> None:
+    assert ACCESS_KEY not in text and SECRET_KEY not in text
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enrich_home, s3, capsys):
+    from enrich.cli import main
+
+    make_photos(tmp_path / "lib", 7)
+    args = ["run", str(tmp_path / "lib"), "--warehouse", s3, "--json", "--yes", "--chunk-size", "3",
+            "--profile", "caption", "--profile", "alt-text"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    assert summary["status"] == "finished" and summary["by_status"] == {"ok": 14}
+    no_credentials_in(out.out + out.err)
+    # a second run over the same files sends nothing: the state was read back from the Delta tables
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "finished" and gemini.stats()["billed_requests"] == 14
+
+    proc = enrich_cli("query", "SELECT path, profile, status, run_id FROM current ORDER BY path, profile",
+                      "--warehouse", s3, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    keys = [(r["path"], r["profile"]) for r in rows]
+    assert len(keys) == 14 and len(set(keys)) == 14  # exactly one current row per (file, profile)
+    assert {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {summary["run_id"]}
+    runs = enrich_cli("runs", "--warehouse", s3, "--format", "json")
+    assert runs.returncode == 0, runs.stderr
+    assert [r["status"] for r in json.loads(runs.stdout)] == ["finished", "finished"]
+    # no credential in the rows, the run records or any output (the runs view holds every column of a snapshot)
+    dump = enrich_cli("query", "SELECT * FROM results UNION ALL BY NAME SELECT * FROM runs_all",
+                      "--warehouse", s3, "--format", "json")
+    assert dump.returncode == 0 and len(json.loads(dump.stdout)) == 14 + 4
+    for text in (proc.stdout, proc.stderr, runs.stdout, runs.stderr, dump.stdout, dump.stderr):
+        no_credentials_in(text)
+    # the items view and the profile views are the folder warehouse's (same SQL)
+    items = enrich_cli("query", "SELECT count(*) AS n FROM profile_alt_text", "--warehouse", s3, "--format", "json")
+    assert items.returncode == 0 and json.loads(items.stdout) == [{"n": 7}], items.stderr
+
+
+def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_home):
+    proc = enrich_cli("query", "SELECT 1", "--warehouse", s3 + "-nothing-here")
+    assert proc.returncode != 0 and "there is no warehouse at" in proc.stderr
+    bad = enrich_cli("query", "SELECT 1", "--warehouse", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}/x")
+    assert bad.returncode != 0 and "AWS environment" in bad.stderr
+    no_credentials_in(proc.stderr + bad.stderr)
+
+
+def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(s3, enrich_home):
+    """Writers on several threads commit chunks of 5 rows while a reader queries the views throughout: every
+    snapshot holds whole chunks only and no row twice; a chunk committed again (same run and seq, a redone Dask
+    task) is not appended again, even when both attempts race."""
+    from enrich.warehouse.object_store import ObjectWarehouse
+    from enrich.warehouse.views import read_snapshot
+
+    wh = ObjectWarehouse(s3)
+    writers, chunks_each, size = 4, 3, 5
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            for c in range(chunks_each):
+                seq = w * chunks_each + c
+                rows = [result_row(seq * size + i, "run-a") for i in range(size)]
+                assert wh.commit_chunk_once(rows, "run-a", seq) is True
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                seen.append(read_snapshot(s3, lambda con: con.execute(
+                    "SELECT count(*), count(DISTINCT path) FROM results").fetchone()))
+            except Exception as exc:  # noqa: BLE001 - before the first commit there is no table yet
+                if "there is no" not in str(exc):
+                    errors.append(exc)
+
+    wh.commit_chunk_once([result_row(9999, "run-0")], "run-0", 0)  # the table exists before the reader starts
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    assert not errors, errors
+    assert len(seen) >= 3, "the reader queried while the writers committed"
+    for total, distinct in seen:
+        assert total == distinct, "a row seen twice"
+        assert (total - 1) % size == 0, f"a partial chunk was visible ({total - 1} rows)"
+    total = writers * chunks_each * size
+    assert seen[-1][0] <= total + 1
+
+    # redone chunks: sequentially, then two attempts racing; neither appends again
+    rows = [result_row(i, "run-a") for i in range(size)]
+    assert wh.commit_chunk_once(rows, "run-a", 0) is False
+    fresh = [result_row(500 + i, "run-b") for i in range(size)]
+    outcomes: list[bool] = []
+    racers = [threading.Thread(target=lambda: outcomes.append(ObjectWarehouse(s3).commit_chunk_once(fresh, "run-b", 7)))
+              for _ in range(2)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert sorted(outcomes) == [False, True]
+    count = read_snapshot(s3, lambda con: con.execute(
+        "SELECT count(*) FILTER (run_id = 'run-a'), count(*) FILTER (run_id = 'run-b') FROM results").fetchone())
+    assert count == (total, size)
+    assert wh.chunk_committed("run-b", 7) and not wh.chunk_committed("run-b", 8)
+    assert len(wh.chunk_rows("run-b", [r["path"] for r in fresh], ["path", "status"])) == size
+
+
+def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
+    """The lock object: a second holder is refused (or waits with --wait semantics), a stale lock (its holder
+    stopped renewing) is taken over, and a holder whose lease was taken fails before its next commit."""
+    from enrich.errors import WarehouseLocked
+    from enrich.warehouse.lock import WarehouseChanged, is_locked, refuse_if_locked, warehouse_lock
+    from enrich.warehouse.object_lock import ObjectLock
+
+    first = warehouse_lock(s3, "enrich run one")
+    assert isinstance(first, ObjectLock)
+    first.lease_s = 2.0
+    first.acquire()
+    try:
+        assert is_locked(s3)
+        with pytest.raises(WarehouseLocked, match="in use .*enrich run one"):
+            refuse_if_locked(s3)
+        with pytest.raises(WarehouseLocked, match="in use"):
+            ObjectLock(s3, "enrich run two").acquire(wait=False)
+        time.sleep(2.5)  # longer than the lease: the renewals keep it held
+        with pytest.raises(WarehouseLocked):
+            ObjectLock(s3, "enrich run two").acquire(wait=0.3)
+        first.verify()
+        released = threading.Timer(0.5, first.release)
+        released.start()
+        t0 = time.monotonic()
+        second = ObjectLock(s3, "enrich run two").acquire(wait=True)  # --wait: queues behind the first
+        assert time.monotonic() - t0 >= 0.4
+        assert "waiting for the warehouse" in capsys.readouterr().err
+    finally:
+        first.release()
+    # the second holder dies without releasing (its renewals stop): the lock goes stale and is taken over
+    second._stop.set()
+    second._thread.join()
+    second.lease_s = 0.5
+    second._etag = second._put(IfMatch=second._etag)
+    time.sleep(0.7)
+    assert not is_locked(s3)
+    third = ObjectLock(s3, "enrich run three").acquire()
+    try:
+        assert "took over the warehouse lock" in capsys.readouterr().err
+        with pytest.raises(WarehouseChanged, match="lost the lock"):
+            second.verify()  # its lease ran out: it must not commit beside the new holder
+        third.verify()
+    finally:
+        third.release()
+        second._etag = None
+    assert not is_locked(s3)

@@ -1,0 +1,298 @@
+"""The warehouse on object storage (`--warehouse s3://bucket/prefix`): Delta Lake tables written with `deltalake`.
+
+Same interface as the folder warehouse (warehouse/store.py `Warehouse`), so flows/pipeline.py and
+flows/dask_runner.py commit chunks and record runs the same way; the views (warehouse/views.py) are the same SQL.
+
+Layout under the URL:
+    results/    a Delta table, one row per item outcome; one append commit per chunk
+    runs/       a Delta table of run snapshots
+    profiles/   a Delta table of the profiles runs asked (name, doc_json, recorded_at): the profile_<name> views
+    _lock       the run lock (warehouse/object_lock.py)
+
+Commits: each chunk is one Delta transaction (`write_deltalake`, mode append). The commit is the conditional
+put of the next `_delta_log/NNN.json` (If-None-Match: *, storage option `conditional_put=etag`), so a chunk's
+rows are all visible or none are, and concurrent writers (Dask workers) never overwrite each other's commit.
+Exactly once per chunk: the commit carries a Delta app transaction `app_id=<run_id>/<seq>`; an attempt that finds
+that id in the table (a redone chunk whose first attempt committed) appends nothing. The app id names the chunk,
+not the run (the issue's sketch was app_id=run, version=seq): a Delta app transaction records only the highest
+version per app id, and chunks of one run commit out of order, so a run-wide id would hide uncommitted chunks.
+
+Readers take `DeltaTable(...).to_pyarrow_dataset()`: the files of one table version, so a query never sees part
+of a commit, and register it in DuckDB (no DuckDB extension needed).
+
+What stays on the machine that starts the run, under `$ENRICH_HOME/remote/<bucket>/<prefix>/`: the spend ledger
+of billed requests not yet committed (warehouse/ledger.py; appended per request, which object storage cannot do)
+and temp files. Batch jobs, evaluations, the search index, `compact`, `browse`, `search` and `export` are not
+available on object storage yet.
+
+Credentials and the endpoint come only from the standard AWS environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP), read by deltalake
+and boto3 themselves: nothing here passes them on, and every error raised here has them masked (`scrub`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+
+from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
+from enrich.settings import is_object_url
+from enrich.warehouse.store import RESULTS_DIR, RUNS_DIR, PROFILES_DIR, TMP_DIR, WarehouseUnusable, rows_to_table
+
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# object_store's S3 client: commits by conditional put (If-None-Match), so concurrent writers need no lock service
+STORAGE_OPTIONS = {"conditional_put": "etag"}
+PROFILE_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("doc_json", pa.string()),
+                            pa.field("recorded_at", pa.timestamp("us", tz="UTC"))])
+REMOTE_DIR = "remote"
+
+
+def scrub(text: str) -> str:
+    """`text` with every credential of the AWS environment masked (error messages of the S3 clients can quote
+    the access key id)."""
+    for var in SECRET_ENV:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class ObjectStoreError(WarehouseUnusable):
+    """The object-storage warehouse cannot be read or written (credentials, endpoint, bucket, network)."""
+
+    kind = "warehouse_unusable"
+
+
+def fail(what: str, exc: BaseException) -> ObjectStoreError:
+    return ObjectStoreError(scrub(f"{what}: {_first_line(exc)}"))
+
+
+def staging_dir(url: str) -> Path:
+    """This machine's folder for the warehouse's local state (spend ledger, temp files)."""
+    from enrich.settings import resolve_paths
+
+    home = resolve_paths(dict(os.environ))[0]
+    rest = url.split("://", 1)[1]
+    return home / REMOTE_DIR / Path(*[p for p in rest.split("/") if p not in ("", ".", "..")])
+
+
+def _table_missing(exc: BaseException) -> bool:
+    from deltalake.exceptions import TableNotFoundError
+
+    return isinstance(exc, TableNotFoundError)
+
+
+class ObjectWarehouse:
+    """A warehouse at `s3://bucket/prefix`. Cheap to construct; the tables are created on first write."""
+
+    remote = True
+
+    def __init__(self, url: str, guard: Callable[[], None] | None = None) -> None:
+        if not is_object_url(url):
+            raise ValueError(f"not an object-storage URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.guard = guard
+        from enrich.redact import register_secret
+
+        for var in SECRET_ENV:  # masked in log lines too (enrich/redact.py), should a client quote one
+            register_secret(os.environ.get(var))
+        self._created: set[str] = set()
+        self.root = staging_dir(self.url)  # local state only (ledger, temp files); the data is at self.url
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / TMP_DIR
+
+    def table_url(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def table(self, name: str):
+        """The table's latest version, or None when it does not exist yet."""
+        from deltalake import DeltaTable
+
+        try:
+            return DeltaTable(self.table_url(name), storage_options=dict(STORAGE_OPTIONS))
+        except Exception as exc:  # noqa: BLE001 - any client error is reported without credentials
+            if _table_missing(exc):
+                return None
+            raise fail(f"cannot read the warehouse table {self.table_url(name)}", exc) from None
+
+    def exists(self) -> bool:
+        return any(self.table(name) is not None for name in (RUNS_DIR, RESULTS_DIR))
+
+    def dataset(self, name: str):
+        """A pyarrow dataset over one version of the table (None when the table does not exist)."""
+        dt = self.table(name)
+        if dt is None:
+            return None
+        try:
+            return dt.to_pyarrow_dataset()
+        except Exception as exc:  # noqa: BLE001
+            raise fail(f"cannot read the warehouse table {self.table_url(name)}", exc) from None
+
+    def register_sources(self, con, empty_results: str, empty_runs: str) -> tuple[str, str]:
+        """Register the results and runs tables (one snapshot each) in DuckDB: the SELECTs the views read from,
+        with every current column first (as the folder warehouse's `_source_sql`)."""
+        out = []
+        for name, schema, empty in ((RESULTS_DIR, RESULT_SCHEMA, empty_results), (RUNS_DIR, RUN_SCHEMA, empty_runs)):
+            con.register(empty, schema.empty_table())
+            ds = self.dataset(name)
+            if ds is None:
+                out.append(f"SELECT * FROM {empty}")
+                continue
+            con.register(f"{empty}_delta", ds)
+            out.append(f"SELECT * FROM {empty} UNION ALL BY NAME SELECT * FROM {empty}_delta")
+        return out[0], out[1]
+
+    def result_files(self) -> list[str]:
+        """The committed data files of the results table (for 'is there anything' checks)."""
+        dt = self.table(RESULTS_DIR)
+        return [] if dt is None else list(dt.file_uris())
+
+    def run_files(self) -> list[str]:
+        dt = self.table(RUNS_DIR)
+        return [] if dt is None else list(dt.file_uris())
+
+    def profile_docs(self) -> dict[str, dict[str, Any]]:
+        ds = self.dataset(PROFILES_DIR)
+        if ds is None:
+            return {}
+        out: dict[str, tuple[datetime, dict]] = {}
+        for row in ds.to_table().to_pylist():
+            try:
+                doc = json.loads(row["doc_json"])
+                name = str(doc["name"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if name not in out or row["recorded_at"] >= out[name][0]:
+                out[name] = (row["recorded_at"], doc)
+        return {name: doc for name, (_, doc) in sorted(out.items())}
+
+    # -- writing ------------------------------------------------------------------------------------------------
+    def _ensure(self, name: str, schema: pa.Schema) -> None:
+        """Create the table (version 0: its schema and protocol) unless it exists. Writers racing to create it
+        (the run's first chunks): one commit of version 0 wins, the others find the table and go on; without
+        this, concurrent first appends would each try to set the protocol and all but one fail."""
+        if name in self._created:
+            return
+        from deltalake import DeltaTable
+
+        if self.table(name) is None:
+            try:
+                DeltaTable.create(self.table_url(name), schema=schema, mode="ignore",
+                                  storage_options=dict(STORAGE_OPTIONS))
+            except Exception as exc:  # noqa: BLE001
+                if self.table(name) is None:
+                    raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
+        self._created.add(name)
+
+    def _append(self, name: str, table: pa.Table, app_id: str | None = None) -> None:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        self._ensure(name, table.schema)
+        props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=1)]) if app_id else None
+        try:
+            write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
+                            storage_options=dict(STORAGE_OPTIONS), commit_properties=props)
+        except Exception as exc:  # noqa: BLE001
+            raise fail(f"cannot commit to the warehouse table {self.table_url(name)}", exc) from None
+
+    def chunk_committed(self, run_id: str, seq: int) -> bool:
+        """True when a commit of this chunk (any attempt) is in the results table."""
+        dt = self.table(RESULTS_DIR)
+        return dt is not None and dt.transaction_version(chunk_app_id(run_id, seq)) is not None
+
+    def commit_chunk_once(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> bool:
+        """Append the chunk's rows in one Delta commit unless an attempt of the same chunk already committed
+        (True: this call did). Two attempts racing: Delta's conflict check refuses the second commit (same app
+        id), which then finds the first one's and returns False."""
+        if not rows:
+            return False
+        table = rows_to_table(rows, RESULT_SCHEMA)
+        if self.chunk_committed(run_id, seq):
+            return False
+        if self.guard is not None:
+            self.guard()
+        try:
+            self._append(RESULTS_DIR, table, chunk_app_id(run_id, seq))
+        except ObjectStoreError:
+            if self.chunk_committed(run_id, seq):
+                return False
+            raise
+        return True
+
+    def chunk_rows(self, run_id: str, paths: Iterable[str], columns: list[str]) -> list[dict[str, Any]]:
+        """The committed rows of a run for these paths (a chunk committed by an earlier attempt)."""
+        import pyarrow.compute as pc
+
+        ds = self.dataset(RESULTS_DIR)
+        if ds is None:
+            return []
+        flt = (pc.field("run_id") == run_id) & pc.field("path").isin(pa.array(sorted(set(paths)), pa.string()))
+        return ds.to_table(filter=flt, columns=columns).to_pylist()
+
+    def write_results(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> str | None:
+        if not rows:
+            return None
+        self.commit_chunk_once(rows, run_id, seq)
+        return self.table_url(RESULTS_DIR)
+
+    def write_run(self, snapshot: dict[str, Any]) -> str:
+        table = rows_to_table([snapshot], RUN_SCHEMA)
+        if self.guard is not None:
+            self.guard()
+        self._append(RUNS_DIR, table)
+        return self.table_url(RUNS_DIR)
+
+    def write_profile(self, doc: dict[str, Any]) -> str:
+        """Record a profile's fields unless the latest record of that name says the same."""
+        if self.profile_docs().get(str(doc["name"])) != doc:
+            self._append(PROFILES_DIR, pa.Table.from_pylist(
+                [{"name": str(doc["name"]), "doc_json": json.dumps(doc, sort_keys=True),
+                  "recorded_at": datetime.now(timezone.utc)}], schema=PROFILE_SCHEMA))
+        return self.table_url(PROFILES_DIR)
+
+    def clean_tmp(self) -> int:
+        removed = 0
+        if self.tmp_dir.is_dir():
+            for p in self.tmp_dir.iterdir():
+                p.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def chunk_app_id(run_id: str, seq: int) -> str:
+    return f"enrich-chunk/{run_id}/{int(seq):06d}"
+
+
+def check_readable(url: str) -> None:
+    if not ObjectWarehouse(url).exists():
+        raise WarehouseUnusable(f"there is no warehouse at {url} (nothing has been run into it; "
+                                "see --warehouse and ENRICH_WAREHOUSE)")
+
+
+def check_writable(url: str) -> None:
+    """Before a run starts: the bucket answers with these credentials (a table that exists must be readable;
+    writing is proven by taking the lock, the run's first write)."""
+    from enrich.warehouse.object_lock import s3_client, split_url
+
+    bucket, prefix = split_url(url)
+    try:
+        s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001
+        raise fail(f"cannot use the warehouse {url}", exc) from None
+    ObjectWarehouse(url).exists()
