@@ -201,7 +201,7 @@ def _slim(row: dict[str, Any]) -> dict[str, Any]:
 
 def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
     """Prepare, describe and commit one chunk on this worker. Returns the slim rows and the request counters."""
-    from enrich.warehouse.store import open_warehouse
+    from enrich.warehouse.location import open_warehouse
 
     dest = part_path(spec.warehouse, spec.run_id, spec.seq)
     remote = open_warehouse(spec.warehouse)

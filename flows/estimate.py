@@ -441,11 +441,12 @@ def skip_done_filter(settings: Settings, reprocess: Iterable[str] | None) -> Cal
     run` would leave out. None when the warehouse holds no results yet (nothing to leave out)."""
     from enrich.tasks.incremental import current_versions, would_send
     from enrich.warehouse.state import load_state
-    from enrich.warehouse.store import Warehouse
+    from enrich.warehouse.location import open_warehouse
 
-    if not Warehouse(settings.warehouse).result_files():
+    warehouse = open_warehouse(settings.warehouse)
+    if not warehouse.result_files():
         return None
-    return would_send(load_state(Warehouse(settings.warehouse)), current_versions(settings), list(reprocess or []))
+    return would_send(load_state(warehouse), current_versions(settings), list(reprocess or []))
 
 
 def _history_medians(settings: Settings, history: bool) -> dict:

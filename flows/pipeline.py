@@ -58,9 +58,10 @@ from enrich.tasks.selection import Selection, trial_pick
 from enrich.tasks.sniff import image_format_of_mime
 from enrich.warehouse.ledger import SpendLedger
 from enrich.warehouse.jobs import JobStore, open_keys, open_reserved_in, item_key
-from enrich.warehouse.lock import WarehouseLock, warehouse_lock
+from enrich.warehouse.location import open_warehouse, warehouse_lock
+from enrich.warehouse.lock import WarehouseLock
 from enrich.warehouse.state import load_rows, load_state, recover
-from enrich.warehouse.store import Warehouse, open_warehouse
+from enrich.warehouse.store import Warehouse
 
 log = scrubbed_logger("enrich.run")
 

@@ -188,7 +188,8 @@ def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
     """The lock object: a second holder is refused (or waits with --wait semantics), a stale lock (its holder
     stopped renewing) is taken over, and a holder whose lease was taken fails before its next commit."""
     from enrich.errors import WarehouseLocked
-    from enrich.warehouse.lock import WarehouseChanged, is_locked, refuse_if_locked, warehouse_lock
+    from enrich.warehouse.location import is_locked, refuse_if_locked, warehouse_lock
+    from enrich.warehouse.lock import WarehouseChanged
     from enrich.warehouse.object_lock import ObjectLock
 
     first = warehouse_lock(s3, "enrich run one")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from enrich.errors import WarehouseLocked
 from enrich.private_fs import private_dirs
-from enrich.settings import is_object_url
 
 LOCK_NAME = ".lock"
 # A reader's momentary probe (is_locked) must not make a starting run refuse: retry this long first.
@@ -134,22 +133,9 @@ class WarehouseLock:
         self.release()
 
 
-def warehouse_lock(root: str | Path, purpose: str = "enrich run"):
-    """The run lock of a warehouse: this module's for a folder, warehouse/object_lock.py's for object storage."""
-    if is_object_url(root):
-        from enrich.warehouse.object_lock import ObjectLock
-
-        return ObjectLock(str(root), purpose)
-    return WarehouseLock(root, purpose)
-
-
 def is_locked(root: str | Path) -> bool:
     """True while some process holds the warehouse lock. A shared, non-blocking probe: never waits and
     holds nothing afterwards (a writer starting at that instant retries for PROBE_GRACE_S)."""
-    if is_object_url(root):
-        from enrich.warehouse.object_lock import is_locked as object_is_locked
-
-        return object_is_locked(str(root))
     path = lock_path(root)
     if not path.exists():
         return False
@@ -168,9 +154,5 @@ def is_locked(root: str | Path) -> bool:
 
 def refuse_if_locked(root: str | Path) -> None:
     """Fail fast (before minutes of start-up) when another writer holds the warehouse."""
-    if is_object_url(root):
-        from enrich.warehouse.object_lock import refuse_if_locked as object_refuse
-
-        return object_refuse(str(root))
     if is_locked(root):
         raise WarehouseBusy(WarehouseLock(root)._busy_message(False))

@@ -22,25 +22,10 @@ from datetime import datetime, timezone
 
 from enrich.errors import WarehouseLocked
 from enrich.warehouse.lock import POLL_S, PROBE_GRACE_S, WarehouseChanged
+from enrich.warehouse.object_store import fail, s3_client, split_url
 
 LOCK_KEY = "_lock"
 LEASE_S = 60.0
-
-
-def split_url(url: str) -> tuple[str, str]:
-    rest = url.split("://", 1)[1]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, prefix.strip("/")
-
-
-def s3_client():
-    """boto3's S3 client from the standard AWS environment (endpoint, region and credentials)."""
-    import boto3
-    from botocore.config import Config
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))
 
 
 def _code(exc: BaseException) -> str:
@@ -108,8 +93,6 @@ class ObjectLock:
         return doc, got["ETag"]
 
     def _fail(self, what: str, exc: BaseException):
-        from enrich.warehouse.object_store import fail
-
         return fail(f"{what} {self.root}/{LOCK_KEY}", exc)
 
     def _put(self, **cond) -> str:

@@ -288,11 +288,26 @@ def check_readable(url: str) -> None:
 def check_writable(url: str) -> None:
     """Before a run starts: the bucket answers with these credentials (a table that exists must be readable;
     writing is proven by taking the lock, the run's first write)."""
-    from enrich.warehouse.object_lock import s3_client, split_url
-
     bucket, prefix = split_url(url)
     try:
         s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
     except Exception as exc:  # noqa: BLE001
         raise fail(f"cannot use the warehouse {url}", exc) from None
     ObjectWarehouse(url).exists()
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix`."""
+    rest = url.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    return bucket, prefix.strip("/")
+
+
+def s3_client():
+    """boto3's S3 client from the standard AWS environment (endpoint, region and credentials)."""
+    import boto3
+    from botocore.config import Config
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return boto3.client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))

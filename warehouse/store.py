@@ -32,7 +32,6 @@ from enrich.errors import ConfigError
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 
 from enrich.private_fs import open_private, own_state_dir, private_dirs
-from enrich.settings import is_object_url
 
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
@@ -61,10 +60,6 @@ def _not_a_folder(root: Path) -> str | None:
 
 def check_readable(root: str | Path) -> None:
     """For readers (`query`, `runs`): the warehouse must exist and be a readable folder."""
-    if is_object_url(root):
-        from enrich.warehouse.object_store import check_readable as object_check
-
-        return object_check(root)
     root = Path(root)
     problem = _not_a_folder(root)
     if problem:
@@ -79,10 +74,6 @@ def check_readable(root: str | Path) -> None:
 def check_writable(root: str | Path) -> None:
     """For writers (`run`, `compact`, `serve`), before anything starts: the warehouse folder exists or can be
     created, and a file can be created in it."""
-    if is_object_url(root):
-        from enrich.warehouse.object_store import check_writable as object_check
-
-        return object_check(root)
     root = Path(root)
     problem = _not_a_folder(root)
     if problem:
@@ -248,15 +239,6 @@ def live_parts(directory: Path, attempts: int = 5) -> list[Path]:
         # only the parts that will be read are checked (a compaction may be deleting the replaced ones)
         return readable_parts(f for f in files if f.name not in replaced and f not in bad)
     raise RuntimeError(f"{directory}: parts keep changing while being listed")
-
-
-def open_warehouse(location: str | Path, guard: Callable[[], None] | None = None):
-    """The warehouse at `location`: a folder (`Warehouse`) or object storage (`ObjectWarehouse`)."""
-    if is_object_url(location):
-        from enrich.warehouse.object_store import ObjectWarehouse
-
-        return ObjectWarehouse(str(location), guard=guard)
-    return Warehouse(location, guard=guard)
 
 
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -34,7 +34,8 @@ from enrich.schemas.parquet import JOB_SCHEMA, RESULT_SCHEMA, RUN_SCHEMA, transi
 from enrich.warehouse.evals import score_files
 from enrich.warehouse.jobs import JobStore
 from enrich.warehouse.ledger import read_ledgers
-from enrich.warehouse.store import Warehouse, open_warehouse, quarantine_unreadable
+from enrich.warehouse.location import open_warehouse
+from enrich.warehouse.store import Warehouse, quarantine_unreadable
 
 
 def literal_path(path: Path | str) -> str:

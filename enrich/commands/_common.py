@@ -214,6 +214,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def require_folder_warehouse(settings, command: str):
+    """`settings`, unless its warehouse is on object storage, which `command` does not support yet."""
+    from enrich.settings import is_object_url
+
+    if is_object_url(settings.warehouse):
+        raise UsageError(f"enrich {command} needs a warehouse folder: it does not work on object storage yet "
+                         "(run, query and runs do)")
+    return settings
+
+
 def run_query(warehouse: str, sql: str) -> tuple[list[str], list[tuple]]:
     """Run SQL over a snapshot of the warehouse views: (column names, rows)."""
     from enrich.warehouse.views import read_snapshot

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from enrich.commands._common import require_folder_warehouse
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,6 +33,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    require_folder_warehouse(settings, "browse")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     try:

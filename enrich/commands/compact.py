@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from enrich.commands._common import require_folder_warehouse
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -29,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    require_folder_warehouse(settings, "compact")
     target = args.target_rows or DEFAULT_TARGET_ROWS
     if target < 1:
         raise UsageError("--target-rows must be at least 1")

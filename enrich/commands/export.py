@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from enrich.commands._common import WAREHOUSE_HELP
+from enrich.commands._common import WAREHOUSE_HELP, require_folder_warehouse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    require_folder_warehouse(settings, "export")
     wh = Path(settings.warehouse)
     if not (wh / "results").is_dir():
         raise UsageError(f"no warehouse at {wh} (run `enrich run PATH` first)")

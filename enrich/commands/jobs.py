@@ -7,7 +7,8 @@ import sys
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from enrich.commands._common import WAREHOUSE_HELP, format_table, jsonable, run_query, start_emulator
+from enrich.commands._common import (WAREHOUSE_HELP, format_table, jsonable, require_folder_warehouse, run_query,
+                                    start_emulator)
 from enrich.errors import UsageError
 
 ACTIONS = ["list", "collect", "cancel"]
@@ -56,7 +57,7 @@ def list_jobs(warehouse: str, include_all: bool) -> tuple[list[str], list[tuple]
 def main(args: argparse.Namespace) -> int:
     from enrich.settings import load_settings
 
-    settings = load_settings().with_overrides(warehouse=args.warehouse)
+    settings = require_folder_warehouse(load_settings().with_overrides(warehouse=args.warehouse), "jobs")
     if args.action == "list":
         columns, rows = list_jobs(str(settings.warehouse), args.all)
         if args.json:

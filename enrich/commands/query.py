@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
-    from enrich.warehouse.store import check_readable
+    from enrich.warehouse.location import check_readable
 
     check_readable(settings.warehouse)  # a missing warehouse is said so, not answered with empty views
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from enrich.commands._common import require_folder_warehouse
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    require_folder_warehouse(settings, "report")
     if args.limit < 0:
         raise UsageError(f"--limit must be >= 0, got {args.limit}")
     try:

@@ -110,13 +110,13 @@ def main(args: argparse.Namespace) -> int:
         if settings.api_key is None and not settings.model.startswith(("mlx:", "openai:")):
             raise UsageError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or pass --emulator to run offline")
         from enrich.settings import is_object_url
-        from enrich.warehouse.store import check_writable
+        from enrich.warehouse.location import check_writable
 
         if is_object_url(settings.warehouse) and settings.mode == "batch":
             raise UsageError("--mode batch needs a warehouse folder: batch jobs are not kept on object storage yet")
         check_writable(settings.warehouse)  # a file, a read-only folder: one line, before anything starts
         if not args.wait:
-            from enrich.warehouse.lock import refuse_if_locked
+            from enrich.warehouse.location import refuse_if_locked
 
             refuse_if_locked(settings.warehouse)
         est, budget = estimate_and_budget(roots, settings, args.reprocess)

@@ -36,7 +36,7 @@ def _duration(started: datetime | None, finished: datetime | None) -> str:
 
 
 def list_runs(warehouse: str, limit: int = 20) -> list[dict[str, Any]]:
-    from enrich.warehouse.lock import is_locked
+    from enrich.warehouse.location import is_locked
     from enrich.warehouse.views import read_snapshot
 
     sql = ("SELECT run_id, status, started_at, finished_at, items, unchanged, reused, ok, errors, spent_usd, model "
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
-    from enrich.warehouse.store import check_readable
+    from enrich.warehouse.location import check_readable
 
     check_readable(settings.warehouse)
     rows = list_runs(str(settings.warehouse), args.limit)

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from enrich.commands._common import WAREHOUSE_HELP, format_table
+from enrich.commands._common import WAREHOUSE_HELP, format_table, require_folder_warehouse
 
 DEFAULT_LIMIT = 20
 
@@ -60,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
+    require_folder_warehouse(settings, "search")
     wh = Path(settings.warehouse)
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
