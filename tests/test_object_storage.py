@@ -231,3 +231,31 @@ def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
         third.release()
         second._etag = None
     assert not is_locked(s3)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("prefect_harness")
+def test_dask_workers_commit_chunks_to_s3(tmp_path, gemini, enrich_home, s3):
+    """`--runner dask` with the warehouse on S3: 2 worker processes (started after the AWS environment is set,
+    so they read it themselves) commit their chunks as Delta transactions; one row per file."""
+    pytest.importorskip("prefect_dask")
+    from distributed import LocalCluster
+
+    from enrich.flows.enrich_flow import dask_flow
+    from enrich.flows.run_options import split_overrides, trusted_settings
+    from enrich.settings import load_settings
+    from enrich.warehouse.views import read_snapshot
+
+    make_photos(tmp_path / "lib", 8)
+    overrides = {"warehouse": s3, "chunk_size": 3, "progress": "off", "concurrency": 4}
+    options, _ = split_overrides(overrides)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        with trusted_settings(load_settings().with_overrides(**overrides)):
+            summary = dask_flow(address=cluster.scheduler_address)(
+                [str(tmp_path / "lib")], options.as_parameters(), runner={"kind": "dask", "workers": 2})
+    assert summary["status"] == "finished", summary.get("message")
+    n, distinct, ok, runs = read_snapshot(s3, lambda con: con.execute(
+        "SELECT (SELECT count(*) FROM results), (SELECT count(DISTINCT path) FROM results), "
+        "(SELECT count(*) FROM items WHERE status = 'ok'), (SELECT count(*) FROM runs)").fetchone())
+    assert (n, distinct, ok, runs) == (8, 8, 8, 1)
+    assert gemini.stats()["billed_requests"] == 8

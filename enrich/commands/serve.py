@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
 
     roots = resolve_paths(args.paths)
     settings = load_settings()
-    from enrich.warehouse.store import check_writable
+    from enrich.warehouse.location import check_writable
 
     check_writable(settings.with_overrides(warehouse=args.warehouse).warehouse if getattr(args, "warehouse", None)
                    else settings.warehouse)
