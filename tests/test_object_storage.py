@@ -109,6 +109,20 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     assert len(dump) == 14 + 4 and alt == (7, 7)
     no_credentials_in(repr(dump))
 
+    # `enrich compact` is Delta's OPTIMIZE: fewer files, the same rows, and a reader holding the version before
+    # it still reads that version whole (nothing is deleted)
+    from enrich.warehouse.object_store import ObjectWarehouse
+
+    old_snapshot = ObjectWarehouse(s3).dataset("results")
+    before = old_snapshot.count_rows()
+    assert main(["compact", "--warehouse", s3]) == 0
+    assert "results: " in capsys.readouterr().out
+    assert len(ObjectWarehouse(s3).table("results").file_uris()) == 1
+    assert old_snapshot.to_table().num_rows == before == 14
+    after = read_snapshot(s3, lambda con: con.execute(
+        "SELECT count(*), count(DISTINCT (path, profile)) FROM current").fetchone())
+    assert after == (14, 14)
+
 
 def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_home):
     proc = enrich_cli("query", "SELECT 1", "--warehouse", s3 + "-nothing-here")

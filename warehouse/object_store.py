@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -49,6 +51,7 @@ STORAGE_OPTIONS = {"conditional_put": "etag"}
 PROFILE_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("doc_json", pa.string()),
                             pa.field("recorded_at", pa.timestamp("us", tz="UTC"))])
 REMOTE_DIR = "remote"
+COMMIT_ATTEMPTS = 5
 
 
 def scrub(text: str) -> str:
@@ -106,6 +109,7 @@ class ObjectWarehouse:
         for var in SECRET_ENV:  # masked in log lines too (enrich/redact.py), should a client quote one
             register_secret(os.environ.get(var))
         self._created: set[str] = set()
+        self._creating = threading.Lock()
         self.root = staging_dir(self.url)  # local state only (ledger, temp files); the data is at self.url
 
     @property
@@ -187,34 +191,47 @@ class ObjectWarehouse:
         """Create the table (version 0: its schema and protocol) unless it exists. Writers racing to create it
         (the run's first chunks): one commit of version 0 wins, the others find the table and go on; without
         this, concurrent first appends would each try to set the protocol and all but one fail."""
-        if name in self._created:
-            return
         from deltalake import DeltaTable
 
-        if self.table(name) is None:
-            try:
-                DeltaTable.create(self.table_url(name), schema=schema, mode="ignore",
-                                  storage_options=dict(STORAGE_OPTIONS))
-            except Exception as exc:  # noqa: BLE001
-                if self.table(name) is None:
-                    raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
-        self._created.add(name)
+        with self._creating:  # threads of one process create it once (racing creates can commit it twice)
+            if name in self._created:
+                return
+            if self.table(name) is None:
+                try:
+                    DeltaTable.create(self.table_url(name), schema=schema, mode="ignore",
+                                      storage_options=dict(STORAGE_OPTIONS))
+                except Exception as exc:  # noqa: BLE001
+                    if self.table(name) is None:
+                        raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
+            self._created.add(name)
 
     def _append(self, name: str, table: pa.Table, app_id: str | None = None) -> None:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         self._ensure(name, table.schema)
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=1)]) if app_id else None
-        try:
-            write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
-                            storage_options=dict(STORAGE_OPTIONS), commit_properties=props)
-        except Exception as exc:  # noqa: BLE001
-            raise fail(f"cannot commit to the warehouse table {self.table_url(name)}", exc) from None
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
+                                storage_options=dict(STORAGE_OPTIONS), commit_properties=props)
+                return
+            except Exception as exc:  # noqa: BLE001
+                # Appends never conflict with appends (deltalake retries those itself); a concurrent commit of
+                # the table's metadata or protocol (a schema change, its creation committed twice by processes
+                # racing) does: write again on the new version, unless this chunk's commit is in by now.
+                retry = "changed since last commit" in str(exc) and attempt + 1 < COMMIT_ATTEMPTS
+                if retry and not (app_id and self._txn_committed(name, app_id)):
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise fail(f"cannot commit to the warehouse table {self.table_url(name)}", exc) from None
+
+    def _txn_committed(self, name: str, app_id: str) -> bool:
+        dt = self.table(name)
+        return dt is not None and dt.transaction_version(app_id) is not None
 
     def chunk_committed(self, run_id: str, seq: int) -> bool:
         """True when a commit of this chunk (any attempt) is in the results table."""
-        dt = self.table(RESULTS_DIR)
-        return dt is not None and dt.transaction_version(chunk_app_id(run_id, seq)) is not None
+        return self._txn_committed(RESULTS_DIR, chunk_app_id(run_id, seq))
 
     def commit_chunk_once(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> bool:
         """Append the chunk's rows in one Delta commit unless an attempt of the same chunk already committed
@@ -255,6 +272,9 @@ class ObjectWarehouse:
         table = rows_to_table([snapshot], RUN_SCHEMA)
         if self.guard is not None:
             self.guard()
+        # the run's first snapshot (`running`) is written before any chunk: the results table is created then,
+        # by the run's one process, not by its first chunks racing (on Dask workers, in other processes)
+        self._ensure(RESULTS_DIR, RESULT_SCHEMA)
         self._append(RUNS_DIR, table)
         return self.table_url(RUNS_DIR)
 
@@ -265,6 +285,25 @@ class ObjectWarehouse:
                 [{"name": str(doc["name"]), "doc_json": json.dumps(doc, sort_keys=True),
                   "recorded_at": datetime.now(timezone.utc)}], schema=PROFILE_SCHEMA))
         return self.table_url(PROFILES_DIR)
+
+    def compact(self) -> dict[str, tuple[int, int]]:
+        """Delta's OPTIMIZE (bin-packing) of the results and runs tables: per table, (data files before, after).
+        One commit per table; the replaced files stay (no VACUUM), so a reader holding an older version still
+        reads it whole, and appends committing meanwhile do not conflict with it."""
+        out = {}
+        for name in (RESULTS_DIR, RUNS_DIR):
+            dt = self.table(name)
+            if dt is None:
+                continue
+            before = len(dt.file_uris())
+            if self.guard is not None:
+                self.guard()
+            try:
+                dt.optimize.compact()
+            except Exception as exc:  # noqa: BLE001
+                raise fail(f"cannot compact the warehouse table {self.table_url(name)}", exc) from None
+            out[name] = (before, len(self.table(name).file_uris()))
+        return out
 
     def clean_tmp(self) -> int:
         removed = 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from enrich.commands._common import require_folder_warehouse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from enrich.errors import UsageError
-    from enrich.settings import load_settings
+    from enrich.settings import is_object_url, load_settings
     from enrich.warehouse.compact import DEFAULT_TARGET_ROWS, compact
     from enrich.warehouse.lock import WarehouseLock
     from enrich.warehouse.store import Warehouse
@@ -31,7 +30,18 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
-    require_folder_warehouse(settings, "compact")
+    if is_object_url(settings.warehouse):  # Delta Lake tables: Delta's own compaction
+        from enrich.warehouse.location import check_readable, open_warehouse, warehouse_lock
+
+        check_readable(settings.warehouse)
+        lock = warehouse_lock(settings.warehouse, "enrich compact").acquire(wait=args.wait)
+        try:
+            done = open_warehouse(settings.warehouse, guard=lock.verify).compact()
+        finally:
+            lock.release()
+        for name, (before, after) in done.items():
+            print(f"{name}: {before} files -> {after}")
+        return 0
     target = args.target_rows or DEFAULT_TARGET_ROWS
     if target < 1:
         raise UsageError("--target-rows must be at least 1")
