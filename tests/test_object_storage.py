@@ -74,6 +74,15 @@ def no_credentials_in(text: str) -> None:
 def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enrich_home, s3, capsys):
     from enrich.cli import main
 
+    from enrich.warehouse.object_lock import ObjectLock
+    from enrich.warehouse.object_store import ObjectWarehouse
+
+    # a run on another machine died: its lock went stale and its last snapshot says `running`
+    ObjectWarehouse(s3).write_run({"run_id": "dead-run", "seq": 0, "status": "running", "items": 0})
+    dead = ObjectLock(s3, "enrich run dead-run", lease_s=0.3).acquire()
+    dead._stop.set()  # it stops renewing (killed); it never releases
+    time.sleep(0.4)
+
     make_photos(tmp_path / "lib", 7)
     args = ["run", str(tmp_path / "lib"), "--warehouse", s3, "--json", "--yes", "--chunk-size", "3",
             "--profile", "caption", "--profile", "alt-text"]
@@ -81,6 +90,7 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     out = capsys.readouterr()
     summary = json.loads(out.out)
     assert summary["status"] == "finished" and summary["by_status"] == {"ok": 14}
+    assert "took over the warehouse lock" in out.err and "enrich run dead-run" in out.err
     no_credentials_in(out.out + out.err)
     # a second run over the same files sends nothing: the state was read back from the Delta tables
     assert main(args) == 0
@@ -96,7 +106,8 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     assert {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {summary["run_id"]}
     runs = enrich_cli("runs", "--warehouse", s3, "--format", "json")
     assert runs.returncode == 0, runs.stderr
-    assert [r["status"] for r in json.loads(runs.stdout)] == ["finished", "finished"]
+    listed = {r["run_id"]: r["status"] for r in json.loads(runs.stdout)}
+    assert sorted(listed.values()) == ["crashed", "finished", "finished"] and listed["dead-run"] == "crashed"
     for text in (proc.stdout, proc.stderr, runs.stdout, runs.stderr):
         no_credentials_in(text)
     # no credential in any row or run record (every column of every snapshot); the profile views are the
@@ -106,7 +117,7 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     dump, alt = read_snapshot(s3, lambda con: (
         con.sql("SELECT * FROM results UNION ALL BY NAME SELECT * FROM runs_all").to_arrow_table().to_pylist(),
         con.execute("SELECT count(*), count(alt_text) FROM profile_alt_text").fetchone()))
-    assert len(dump) == 14 + 4 and alt == (7, 7)
+    assert len(dump) == 14 + 4 + 2 and alt == (7, 7)
     no_credentials_in(repr(dump))
 
     # `enrich compact` is Delta's OPTIMIZE: fewer files, the same rows, and a reader holding the version before
@@ -130,6 +141,12 @@ def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_
     bad = enrich_cli("query", "SELECT 1", "--warehouse", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}/x")
     assert bad.returncode != 0 and "AWS environment" in bad.stderr
     no_credentials_in(proc.stderr + bad.stderr)
+    # what the S3 clients say (an InvalidAccessKeyId body quotes the key) reaches no message unmasked
+    from enrich.warehouse.object_store import fail
+
+    err = fail("cannot read", RuntimeError(f"InvalidAccessKeyId <AWSAccessKeyId>{ACCESS_KEY}</AWSAccessKeyId>"))
+    assert "***" in str(err)
+    no_credentials_in(str(err))
 
 
 def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(s3, enrich_home):
