@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "runs": "enrich.commands.runs",
     "jobs": "enrich.commands.jobs",
     "compact": "enrich.commands.compact",
+    "migrate": "enrich.commands.migrate",
     "serve": "enrich.commands.serve",
     "config": "enrich.commands.config",
     "eval": "enrich.commands.eval",

@@ -303,3 +303,33 @@ def test_dask_workers_commit_chunks_to_s3(tmp_path, gemini, enrich_home, s3):
         "(SELECT count(*) FROM items WHERE status = 'ok'), (SELECT count(*) FROM runs)").fetchone())
     assert (n, distinct, ok, runs) == (8, 8, 8, 1)
     assert gemini.stats()["billed_requests"] == 8
+
+
+def test_enrich_migrate_copies_a_folder_warehouse_once(tmp_path, s3, enrich_home, capsys):
+    """`enrich migrate --to s3://...`: the folder's live parts (a compacted one instead of those it replaced)
+    and runs, then the same views on S3; a second migrate copies nothing."""
+    from datetime import datetime, timezone
+
+    from enrich.cli import main
+    from enrich.warehouse.compact import compact
+    from enrich.warehouse.store import Warehouse
+    from enrich.warehouse.views import read_snapshot
+
+    folder = Warehouse(tmp_path / "wh")
+    for seq in range(3):
+        folder.write_results([result_row(seq * 10 + i, "run-f") for i in range(4)], "run-f", seq)
+    folder.write_run({"run_id": "run-f", "seq": 0, "status": "finished", "items": 12,
+                      "started_at": datetime.now(timezone.utc)})
+    compact(folder, 8)  # 2 of the 3 parts merged into one: the replaced ones must not be copied too
+    folder.write_results([result_row(99, "run-f")], "run-f", 3)
+    assert any(f.name.startswith("compact-") for f in folder.result_files())
+    sql = "SELECT count(*), count(DISTINCT path), (SELECT count(*) FROM runs) FROM results"
+    expected = read_snapshot(folder.root, lambda con: con.execute(sql).fetchone())
+    assert expected == (13, 13, 1)
+
+    assert main(["migrate", "--warehouse", str(folder.root), "--to", s3]) == 0
+    assert "already there" in capsys.readouterr().out
+    assert read_snapshot(s3, lambda con: con.execute(sql).fetchone()) == expected
+    assert main(["migrate", "--warehouse", str(folder.root), "--to", s3]) == 0
+    assert " 0 result parts and 0 run parts copied" in capsys.readouterr().out
+    assert read_snapshot(s3, lambda con: con.execute(sql).fetchone()) == expected

@@ -314,6 +314,37 @@ class ObjectWarehouse:
         return removed
 
 
+def copy_folder_warehouse(source, target: ObjectWarehouse, progress: Callable[[str], None] | None = None
+                          ) -> dict[str, int]:
+    """Copy a folder warehouse (warehouse/store.py `Warehouse`) into `target`: its live result and run parts
+    (those a compaction replaced are left out, as readers do) and its profile records. Each part is one Delta
+    commit carrying the app transaction `enrich-migrate/<folder>/<part>`, so copying again after an interruption
+    (or twice) copies only what is missing. The caller holds both warehouses' locks. Returns parts copied and
+    skipped per table."""
+    import pyarrow.parquet as pq
+
+    done = {"results": 0, "runs": 0, "skipped": 0, "profiles": 0}
+    for name, files, schema in ((RESULTS_DIR, source.result_files(), RESULT_SCHEMA),
+                                (RUNS_DIR, source.run_files(), RUN_SCHEMA)):
+        target._ensure(name, schema)
+        for part in files:
+            app_id = f"enrich-migrate/{name}/{part.name}"
+            if target._txn_committed(name, app_id):
+                done["skipped"] += 1
+                continue
+            table = pq.read_table(part)
+            # parts written before a column existed lack it: the table has every current column
+            rows = table.to_pylist()
+            target._append(name, rows_to_table(rows, schema), app_id)
+            done[name] += 1
+            if progress is not None:
+                progress(f"{name}/{part.name}: {len(rows)} rows")
+    for doc in source.profile_docs().values():
+        target.write_profile(doc)
+        done["profiles"] += 1
+    return done
+
+
 def chunk_app_id(run_id: str, seq: int) -> str:
     return f"enrich-chunk/{run_id}/{int(seq):06d}"
 

@@ -30,6 +30,8 @@ DEFAULT_MODE_HELP = ("sync: interactive requests; batch: Gemini Batch jobs at th
                      "24 h, collected by a later run or `enrich jobs collect`; flex: interactive on the Flex tier "
                      "at its price, slow (default: the mode setting, sync)")
 WAREHOUSE_HELP = "warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)"
+OBJECT_WAREHOUSE_HELP = ("warehouse folder, or s3://bucket/prefix on object storage (default: $ENRICH_WAREHOUSE "
+                         "or $ENRICH_HOME/warehouse)")
 
 # -- the flags of run, estimate and serve -------------------------------------------------------------------
 
@@ -70,7 +72,7 @@ def add_media_flags(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=_PATHS_HELP[command])
     p.add_argument("--model", help=_MODEL_HELP.get(command, DEFAULT_MODEL_HELP))
     p.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution tier")
-    p.add_argument("--warehouse", help=_WAREHOUSE_HELP.get(command, WAREHOUSE_HELP))
+    p.add_argument("--warehouse", help=_WAREHOUSE_HELP.get(command, OBJECT_WAREHOUSE_HELP))
     p.add_argument("--reprocess", action="append", metavar="WHAT", choices=REPROCESS,
                    help=_REPROCESS_HELP.get(command, DEFAULT_REPROCESS_HELP))
     _add_selection_flags(p)

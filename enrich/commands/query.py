@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 
-from enrich.commands._common import WAREHOUSE_HELP, format_table, jsonable, run_query
+from enrich.commands._common import OBJECT_WAREHOUSE_HELP, format_table, jsonable, run_query
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "marked gone), evals and eval_summary (enrich eval scores).",
     )
     p.add_argument("sql", help='e.g. "SELECT status, count(*) FROM items GROUP BY status"')
-    p.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    p.add_argument("--warehouse", help=OBJECT_WAREHOUSE_HELP)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (default), csv, or json (an array of row objects)")
     p.set_defaults(handler=main)

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from enrich.commands._common import WAREHOUSE_HELP, format_table, jsonable
+from enrich.commands._common import OBJECT_WAREHOUSE_HELP, format_table, jsonable
 
 COLUMNS = ["run_id", "status", "started_at", "duration", "items", "unchanged", "reused", "ok", "errors",
            "spent_usd", "model"]
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interrupted, failed, crashed), rows written (items), files that needed nothing (unchanged), rows "
         "copied without a model call (reused), outcomes, and spend.",
     )
-    p.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    p.add_argument("--warehouse", help=OBJECT_WAREHOUSE_HELP)
     p.add_argument("--limit", type=int, default=20, help="show at most N runs (default 20; 0 for all)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(handler=main)
