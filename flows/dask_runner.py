@@ -26,15 +26,15 @@ committed is billed twice); else the chunk is redone under a new lease. The dead
 charged (tasks/coordination.py).
 
 Object storage (`--warehouse s3://bucket/prefix`, warehouse/object_store.py and object_lock.py) follows the design
-below, with two differences: the app transaction's id names the chunk (`<run_id>/<seq>`, see object_store.py
-for why), and readers register deltalake's pyarrow dataset in DuckDB (no DuckDB extension). The design: keep the warehouse's layout
-and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake, mode append, one
-commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link). Exactly-once per
-chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent writes), so a redone
-chunk whose first attempt committed sees its own txn and does not append again. Runs stay snapshot rows in a
-second table. The run lock becomes a conditional write of `s3://.../_lock` (If-None-Match: *) with a lease time
-the coordinator renews; `--wait` polls it. Readers: DuckDB's `delta_scan` over the same views (a snapshot
-version per query, so never partial data). Compaction is Delta's OPTIMIZE; `gone`/current-row logic stays
+below, with two differences: the app transaction's id names the chunk (`<run_id>/<seq>`, see object_store.py for
+why), and readers register deltalake's pyarrow dataset in DuckDB (no DuckDB extension). The design: keep the
+warehouse's layout and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake,
+mode append, one commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link).
+Exactly-once per chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent
+writes), so a redone chunk whose first attempt committed sees its own txn and does not append again. Runs stay
+snapshot rows in a second table. The run lock becomes a conditional write of `s3://.../_lock` (If-None-Match: *)
+with a lease time the coordinator renews; `--wait` polls it. Readers: DuckDB's `delta_scan` over the same views (a
+snapshot version per query, so never partial data). Compaction is Delta's OPTIMIZE; `gone`/current-row logic stays
 in the views. Test: moto in server mode, concurrent writers plus a reader counting rows throughout.
 """
 from __future__ import annotations
@@ -206,12 +206,12 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
     dest = part_path(spec.warehouse, spec.run_id, spec.seq)
     remote = open_warehouse(spec.warehouse)
     remote = remote if remote.remote else None  # object storage: commits are Delta transactions, not files
+    keys = [(f.path, f.profile or spec.info.default_profile) for f in spec.files]
     if remote is not None and remote.chunk_committed(spec.run_id, spec.seq):
         # an earlier attempt committed it (its app transaction is in the table): describe nothing again
-        return {"rows": remote.chunk_rows(spec.run_id, [f.path for f in spec.files], list(SLIM_KEYS)),
-                "redone": False, "already_committed": True, "requests": 0, "throttled": 0, "retries": 0,
-                "fatal": None}
-    if remote is None and dest.exists():  # an earlier attempt (on a worker that died) committed it: describe nothing again
+        return {"rows": remote.chunk_rows(spec.run_id, keys, list(SLIM_KEYS)), "redone": False,
+                "already_committed": True, "requests": 0, "throttled": 0, "retries": 0, "fatal": None}
+    if remote is None and dest.exists():  # an earlier attempt (on a worker that died) committed it
         import pyarrow.parquet as pq
 
         return {"rows": pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist(), "redone": False,
@@ -294,13 +294,13 @@ def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
         if remote is not None:
             committed = remote.commit_chunk_once(final, spec.run_id, spec.seq)
             if not committed:  # a twin attempt committed first: report its rows, not ours
-                final = remote.chunk_rows(spec.run_id, [f.path for f in spec.files], list(SLIM_KEYS))
+                final = remote.chunk_rows(spec.run_id, keys, list(SLIM_KEYS))
         else:
             committed = publish_once(final, dest, Path(spec.warehouse) / ".tmp")
-        if not committed and remote is None:  # a twin attempt committed first: report its rows, not ours
-            import pyarrow.parquet as pq
+            if not committed:  # a twin attempt committed first: report its rows, not ours
+                import pyarrow.parquet as pq
 
-            final = pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist()
+                final = pq.read_table(dest, columns=list(SLIM_KEYS)).to_pylist()
     finally:
         try:
             describer.close()

@@ -216,19 +216,22 @@ def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(
     count = read_snapshot(s3, lambda con: con.execute(
         "SELECT count(*) FILTER (run_id = 'run-a'), count(*) FILTER (run_id = 'run-b') FROM results").fetchone())
     assert count == (total, size)
-    assert wh.chunk_committed("run-b", 7) and not wh.chunk_committed("run-b", 8)
-    assert len(wh.chunk_rows("run-b", [r["path"] for r in fresh], ["path", "status"])) == size
+    assert wh.chunk_committed("run-b", 7) and not wh.chunk_committed("run-b", 9)
+    # the run's rows of the chunk's (path, profile) keys only: another profile's row of a path is another chunk's
+    wh.commit_chunk_once([dict(result_row(500, "run-b"), profile="caption")], "run-b", 8)
+    keys = [(r["path"], "detailed") for r in fresh]
+    assert sorted(r["path"] for r in wh.chunk_rows("run-b", keys, ["path", "status"])) == sorted(p for p, _ in keys)
 
     # a Dask task redone after its first attempt committed: the worker describes nothing and reports the rows
     from enrich.flows.dask_runner import ChunkSpec, describe_chunk_on_worker
     from enrich.schemas.vocab import Status
     from enrich.tasks.discover import DiscoveredFile
 
-    files = [DiscoveredFile(r["path"], 1, 0, "image", "image/jpeg", r["content_hash"], Status.PENDING, None, None)
-             for r in fresh]
+    files = [DiscoveredFile(r["path"], 1, 0, "image", "image/jpeg", r["content_hash"], Status.PENDING, None, None,
+                            profile="detailed") for r in fresh]
     out = describe_chunk_on_worker(ChunkSpec("run-b", 7, s3, {}, None, files))
     assert out["already_committed"] and out["requests"] == 0
-    assert sorted(r["path"] for r in out["rows"]) == sorted(r["path"] for r in fresh)
+    assert sorted(r["path"] for r in out["rows"]) == sorted(r["path"] for r in fresh)  # not the caption row
 
 
 def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):

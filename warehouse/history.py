@@ -24,7 +24,10 @@ class Median:
 
 
 def _query(warehouse_dir: str | Path, sql: str, params: list, *, ledger: bool = False) -> list[tuple]:
-    if not is_object_url(warehouse_dir) and not Warehouse(warehouse_dir).result_files() and not (ledger and any(ledger_dir(warehouse_dir).glob("*.jsonl"))):
+    if is_object_url(warehouse_dir):
+        pass  # object storage: the views say whether there is anything (no cheap folder listing)
+    elif not Warehouse(warehouse_dir).result_files() and not (
+            ledger and any(ledger_dir(warehouse_dir).glob("*.jsonl"))):
         return []
     from enrich.warehouse.views import connect
 

@@ -252,15 +252,19 @@ class ObjectWarehouse:
             raise
         return True
 
-    def chunk_rows(self, run_id: str, paths: Iterable[str], columns: list[str]) -> list[dict[str, Any]]:
-        """The committed rows of a run for these paths (a chunk committed by an earlier attempt)."""
+    def chunk_rows(self, run_id: str, keys: Iterable[tuple[str, str]], columns: list[str]) -> list[dict[str, Any]]:
+        """The committed rows of a run for these (path, profile) keys (a chunk an earlier attempt committed: the
+        run's other chunks may hold the same paths for other profiles)."""
         import pyarrow.compute as pc
 
+        keys = set(keys)
         ds = self.dataset(RESULTS_DIR)
-        if ds is None:
+        if ds is None or not keys:
             return []
-        flt = (pc.field("run_id") == run_id) & pc.field("path").isin(pa.array(sorted(set(paths)), pa.string()))
-        return ds.to_table(filter=flt, columns=columns).to_pylist()
+        paths = pa.array(sorted({p for p, _ in keys}), pa.string())
+        flt = (pc.field("run_id") == run_id) & pc.field("path").isin(paths)
+        rows = ds.to_table(filter=flt, columns=sorted({*columns, "path", "profile"})).to_pylist()
+        return [{c: r[c] for c in columns} for r in rows if (r["path"], r["profile"]) in keys]
 
     def write_results(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> str | None:
         if not rows:
