@@ -138,7 +138,15 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     assert after == (14, 14)
 
 
-def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_home):
+def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_home, capsys, tmp_path,
+                                                                     monkeypatch):
+    from enrich.cli import main
+
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key-123")
+    for args in (["search", "bicycle"], ["export", "xmp"], ["jobs"], ["run", str(tmp_path), "--mode", "batch"]):
+        assert main([*args, "--warehouse", s3]) == 2
+        err = capsys.readouterr().err
+        assert "needs a warehouse folder" in err, (args, err)
     proc = enrich_cli("query", "SELECT 1", "--warehouse", s3 + "-nothing-here")
     assert proc.returncode != 0 and "there is no warehouse at" in proc.stderr
     bad = enrich_cli("query", "SELECT 1", "--warehouse", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}/x")

@@ -206,7 +206,7 @@ def print_report(result) -> None:
 
 # -- the command ------------------------------------------------------------------------------------------
 def main(args: argparse.Namespace) -> int:
-    from enrich.commands._common import confirm_spend, exit_code, preflight, start_emulator
+    from enrich.commands._common import confirm_spend, exit_code, preflight, require_folder_warehouse, start_emulator
     from enrich.flows.estimate import estimate
     from enrich.budget import describe_budget
     from enrich.flows.pipeline import budget_from_settings
@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
     try:
         overrides = {"warehouse": args.warehouse, "budget_usd": args.budget}
-        base = load_settings().with_overrides(**overrides)
+        base = require_folder_warehouse(load_settings().with_overrides(**overrides), "eval")
         resolved = []
         total = Decimal(0)
         files = [str(i.file) for i in eval_set.items]
