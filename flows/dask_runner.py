@@ -201,12 +201,15 @@ def _slim(row: dict[str, Any]) -> dict[str, Any]:
 
 def describe_chunk_on_worker(spec: ChunkSpec) -> dict[str, Any]:
     """Prepare, describe and commit one chunk on this worker. Returns the slim rows and the request counters."""
-    from enrich.warehouse.location import open_warehouse
+    from enrich.settings import is_object_url
 
     dest = part_path(spec.warehouse, spec.run_id, spec.seq)
-    remote = open_warehouse(spec.warehouse)
-    remote = remote if remote.remote else None  # object storage: commits are Delta transactions, not files
-    keys = [(f.path, f.profile or spec.info.default_profile) for f in spec.files]
+    remote = keys = None
+    if is_object_url(spec.warehouse):  # object storage: commits are Delta transactions, not files
+        from enrich.warehouse.object_store import ObjectWarehouse
+
+        remote = ObjectWarehouse(spec.warehouse)
+        keys = [(f.path, f.profile or spec.info.default_profile) for f in spec.files]
     if remote is not None and remote.chunk_committed(spec.run_id, spec.seq):
         # an earlier attempt committed it (its app transaction is in the table): describe nothing again
         return {"rows": remote.chunk_rows(spec.run_id, keys, list(SLIM_KEYS)), "redone": False,
