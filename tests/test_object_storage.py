@@ -52,9 +52,9 @@ def s3(s3_server, monkeypatch):
     return f"s3://{BUCKET}/wh-{uuid.uuid4().hex[:8]}"
 
 
-def enrich_cli(*args: str) -> subprocess.CompletedProcess:
+def enrich_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "enrich", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120)
+                          env={**os.environ, **(env or {})}, timeout=120)
 
 
 def result_row(i: int, run_id: str, path: str | None = None) -> dict:
@@ -101,7 +101,7 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     assert est["files"] == 7 and est["items"] == 0, est
 
     proc = enrich_cli("query", "SELECT path, profile, status, run_id FROM current ORDER BY path, profile",
-                      "--warehouse", s3, "--format", "json")
+                      "--format", "json", env={"ENRICH_WAREHOUSE": s3})  # the warehouse from the environment
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     keys = [(r["path"], r["profile"]) for r in rows]
