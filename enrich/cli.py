@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from enrich.errors import ConfigError, FatalRunError, UsageError, WarehouseLocked
     from enrich.settings import config_dir_flag
 
+    import logging
+
+    # A log handler that fails (its stream closed under it) would otherwise print "--- Logging error ---" with
+    # the exception being handled at the time: the text of a model's answer, which may echo the API key.
+    logging.raiseExceptions = False
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

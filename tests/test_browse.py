@@ -433,7 +433,7 @@ def datetime_utc(y: int, m: int, d: int):
     return datetime(y, m, d, tzinfo=timezone.utc)
 
 
-def test_a_profile_column_if_the_warehouse_has_one_becomes_a_filter(tmp_path):
+def test_profiles_become_a_filter_once_the_warehouse_has_more_than_one(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from starlette.testclient import TestClient
@@ -450,10 +450,10 @@ def test_a_profile_column_if_the_warehouse_has_one_becomes_a_filter(tmp_path):
     assert not Snapshot(tmp_path).has_profile
     rows = [{"run_id": "r2", "path": p, "status": "ok", "caption": c, "profile": prof}
             for p, c, prof in (("/w.pdf", "invoice", "work"), ("/h.jpg", "holiday", "family"))]
-    with_profile = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA.append(pa.field("profile", pa.string())))
+    with_profile = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
     pq.write_table(with_profile, tmp_path / "results" / "part-r2-000001.parquet")
     snap = Snapshot(tmp_path)
-    assert snap.has_profile and snap.profiles == ["family", "work"]
+    assert snap.has_profile and snap.profiles == ["detailed", "family", "work"]  # rows without one: detailed
     assert [r["path"] for r in snap.gallery(Filters(profile="work")).items] == ["/w.pdf"]
     client = TestClient(create_app(tmp_path, token="t", thumbs_dir=tmp_path / "thumbs"), base_url="http://127.0.0.1")
     page = client.get("/", params={"token": "t", "profile": "family"})

@@ -137,9 +137,9 @@ def test_text_report_and_a_followed_injection(gemini, enrich_home, tmp_path, cap
 def test_the_budget_covers_the_whole_evaluation(gemini, enrich_home, tmp_path, capsys):
     folder = _small_set(tmp_path, ["images/coffee.jpg", "images/hopper.jpg", "images/chelsea.jpg",
                                    "images/coins.jpg"])
-    # an image request reserves its worst case, ~$0.0018 (1024 output tokens at $1.50/M plus the input), and
-    # settles at ~$0.0003: the first fits, and the fourth cannot (3 x 0.0003 + 0.0018 > 0.0025)
-    budget = Decimal("0.0025")
+    # an image request reserves its worst case, ~$0.0017 (1024 output tokens at $1.50/M plus the input), and
+    # settles at ~$0.00027: the first fits, and the third cannot (2 x 0.00027 + 0.0017 > 0.0022)
+    budget = Decimal("0.0022")
     rc, out = _eval(capsys, "--set", str(folder), "--warehouse", str(enrich_home / "warehouse"),
                     "--budget", str(budget), "--yes")
     assert rc == 0

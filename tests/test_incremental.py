@@ -137,7 +137,9 @@ def test_a_prompt_change_makes_rows_stale_and_reprocess_stale_redescribes_each_i
     assert len(first) == 5 and set(first.values()) == {1}
 
     prompts = config / "prompts.toml"
-    prompts.write_text(prompts.read_text().replace("searchable library", "searchable library, briefly"))
+    # the tests' default profile is `detailed` (tests/conftest.py), whose image prompt is [image]
+    assert '"""Describe this photo."""' in prompts.read_text()
+    prompts.write_text(prompts.read_text().replace('"""Describe this photo."""', '"""Describe this photo briefly."""'))
     run_flow([root])  # stale rows are kept by default: nothing is paid for again
     assert gemini.stats()["billed_by_media_hash"] == first
 

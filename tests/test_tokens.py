@@ -72,17 +72,20 @@ def test_audio_video_and_pdf_rules_agree_with_the_emulators_billing(model, secon
     assert tokens.pdf_tokens(model, pages, resolution) == billed.pdf_tokens(family, pages)
 
 
-def test_schema_tokens_count_the_schema_as_the_sdk_sends_it():
-    """The SDK turns the pydantic model into a wire schema; billing counts its compact, key-sorted JSON."""
-    from google.genai import _transformers, types
+def test_schema_tokens_count_the_schema_as_the_backend_sends_it():
+    """The Gemini backend sends the model's JSON Schema as `response_json_schema` (no SDK conversion); billing
+    counts its compact, key-sorted JSON, and so does the estimate."""
+    from enrich.tokens import schema_json
 
-    sent = _transformers.t_schema(None, ImageDescription)
-    wire = sent.model_dump(mode="json", exclude_none=True) if isinstance(sent, types.Schema) else sent
+    wire = ImageDescription.model_json_schema()
+    assert schema_json(ImageDescription) == wire
+    assert "title" not in json.dumps(wire), "titles are left out: they would be billed with every request"
     assert tokens.schema_tokens(ImageDescription) == billed.schema_tokens(wire)
     assert tokens.schema_tokens(ImageDescription) == math.ceil(
         len(json.dumps(wire, separators=(",", ":"), sort_keys=True)) / 4)
-    # every request also carries the system instruction marking the files as untrusted data
+    # only a request carrying a document also carries the system instruction marking it as untrusted data
     from enrich.schemas.descriptions import UNTRUSTED_CONTENT_INSTRUCTION
 
-    assert tokens.prompt_tokens("x" * 10, ImageDescription) == 3 + tokens.schema_tokens(ImageDescription) + \
-        math.ceil(len(UNTRUSTED_CONTENT_INSTRUCTION) / 4)
+    assert tokens.prompt_tokens("x" * 10, ImageDescription) == 3 + tokens.schema_tokens(ImageDescription)
+    assert tokens.prompt_tokens("x" * 10, ImageDescription, documents=True) == \
+        3 + tokens.schema_tokens(ImageDescription) + math.ceil(len(UNTRUSTED_CONTENT_INSTRUCTION) / 4)

@@ -305,11 +305,11 @@ class Warehouse:
                     return dest
             except (OSError, ValueError):
                 pass
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        own_state_dir(self.tmp_dir)
+        own_state_dir(dest.parent)
         tmp = self.tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
         try:
-            with open(tmp, "w") as fh:
+            with os.fdopen(open_private(tmp), "w") as fh:
                 json.dump(doc, fh, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())

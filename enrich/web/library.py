@@ -54,7 +54,7 @@ class Filters:
     folder: str = ""
     date_from: str = ""  # YYYY-MM-DD, inclusive
     date_to: str = ""  # YYYY-MM-DD, inclusive
-    profile: str = ""  # only when the warehouse has a `profile` column
+    profile: str = ""  # "" = every profile
     run: str = ""  # items whose current outcome this run wrote
 
     @classmethod
@@ -125,14 +125,15 @@ class Snapshot:
         self.con = self._build()
         cur = self.con.cursor()
         self.columns: list[str] = [r[0] for r in cur.execute("DESCRIBE lib").fetchall()]
-        self.has_profile = "profile" in self.columns
         self.kinds = [r[0] for r in cur.execute("SELECT DISTINCT kind FROM lib WHERE kind IS NOT NULL ORDER BY 1").fetchall()]
         self.statuses = [r[0] for r in cur.execute("SELECT DISTINCT status FROM lib ORDER BY 1").fetchall()]
         self.folders = [r[0] for r in cur.execute(
             "SELECT _folder FROM lib GROUP BY 1 ORDER BY 1 LIMIT 2000").fetchall()]
-        self.profiles = ([r[0] for r in cur.execute(
+        # every row has a profile (rows from before profiles read as `detailed`); a file described with several
+        # profiles has a card for each, and the filter appears once there is more than one to choose from
+        self.profiles = [r[0] for r in cur.execute(
             "SELECT DISTINCT profile FROM lib WHERE profile IS NOT NULL ORDER BY 1").fetchall()]
-            if self.has_profile else [])
+        self.has_profile = len(self.profiles) > 1
         self.count = cur.execute("SELECT count(*) FROM lib").fetchone()[0]
         cur.close()
 
@@ -156,16 +157,16 @@ class Snapshot:
     def _materialise(con: duckdb.DuckDBPyConnection) -> None:
         # Read every committed row once into a table (one pass over the Parquet parts) ...
         con.execute("CREATE TABLE _res AS SELECT row_number() OVER () AS _rid, * FROM results")
-        # ... and let the `items` view itself pick the current row per path, run over a narrow projection of
-        # that table (its window functions then sort six columns, not eighty: ~8x faster at 100,000 rows).
-        # If the view ever needs another column, binding fails and it runs over the whole rows instead.
+        # ... and let the `current` view itself pick the current row per (path, profile), run over a narrow
+        # projection of that table (its window functions then sort seven columns, not eighty: ~8x faster at
+        # 100,000 rows). If the view ever needs another column, binding fails and it runs over the whole rows.
         try:
             con.execute("CREATE OR REPLACE VIEW results AS "
-                        "SELECT _rid, path, content_hash, status, finished_at, run_id FROM _res")
-            con.execute("CREATE TABLE _pick AS SELECT _rid FROM items")
+                        "SELECT _rid, path, profile, content_hash, status, finished_at, run_id FROM _res")
+            con.execute("CREATE TABLE _pick AS SELECT _rid FROM current")
         except duckdb.Error:
             con.execute("CREATE OR REPLACE VIEW results AS SELECT * FROM _res")
-            con.execute("CREATE OR REPLACE TABLE _pick AS SELECT _rid FROM items")
+            con.execute("CREATE OR REPLACE TABLE _pick AS SELECT _rid FROM current")
         types = {r[0]: r[1] for r in con.execute("DESCRIBE _res").fetchall()}
         texts = []
         for col in SEARCH_COLUMNS:
@@ -175,7 +176,7 @@ class Snapshot:
         con.execute(f"""
             CREATE TABLE lib AS
             SELECT * EXCLUDE (_rid),
-                   substr(md5(path), 1, 16) AS _id,
+                   substr(md5(path || chr(0) || profile), 1, 16) AS _id,
                    coalesce(CAST(taken_at AS TIMESTAMP), timezone('UTC', mtime), timezone('UTC', finished_at),
                             TIMESTAMP '1970-01-01') AS _sort,
                    regexp_replace(path, '/[^/]*$', '') AS _folder,
