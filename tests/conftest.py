@@ -43,8 +43,15 @@ def emulator():
 @pytest.fixture
 def gemini(emulator, monkeypatch):
     """The emulator, reset, with the SDK pointed at it through the environment like a user would."""
+    import time
+
     from enrich.emulator import Faults
 
+    # An earlier test's requests may still be in the emulator (a `slow` fault answers seconds after the client
+    # timed out, and is billed then): wait for them, or they would be counted in this test's bill.
+    deadline = time.monotonic() + 15
+    while emulator.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     emulator.reset()
     emulator.set_config(faults=Faults(), latency_ms=(0, 0), rpm_limit=None)
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
