@@ -482,7 +482,8 @@ def test_ledger_sums_and_media_hashes(emu, c):
 
 
 def test_concurrency_sync_and_async(emu, c):
-    emu.set_config(latency_ms=(200, 200))
+    # 1 s each: long enough for 64 threads to be started and overlapping even on a loaded machine
+    emu.set_config(latency_ms=(1000, 1000))
     with cf.ThreadPoolExecutor(64) as ex:
         list(ex.map(lambda i: c.models.generate_content(model=M2, contents=[f"q{i}"]), range(64)))
     assert emu.stats()["max_concurrency"] >= 32

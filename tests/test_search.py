@@ -88,6 +88,9 @@ def write_labelled(wh, rows=LABELLED, run="r1", seq=1, minutes=0):
 def warehouse(tmp_path_factory):
     wh = tmp_path_factory.mktemp("search") / "wh"
     write_labelled(wh)
+    # the index exists before any test runs: tests of one module may run in any order, on any xdist worker,
+    # and a query with nothing to search for ("***") builds nothing
+    assert cli(["search", "--warehouse", str(wh), "red"]) == 0
     return wh
 
 
