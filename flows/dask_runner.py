@@ -169,30 +169,13 @@ def part_path(warehouse: str | Path, run_id: str, seq: int) -> Path:
 
 
 def publish_once(rows: list[dict[str, Any]], dest: Path, tmp_dir: Path) -> bool:
-    """Commit a chunk's part unless an earlier attempt of the same chunk already did (True: this one did).
-    Same protocol as the warehouse (temp file, fsync, one atomic step), with link() instead of rename() so an
-    existing part is never replaced."""
-    import pyarrow.parquet as pq
-
+    """Commit a chunk's part unless an earlier attempt of the same chunk already did (True: this one did):
+    the warehouse's own protocol (private temp file, fsync, one atomic step), with link() so an existing part
+    is never replaced."""
     from enrich.schemas.parquet import RESULT_SCHEMA
-    from enrich.warehouse.store import _fsync_dir, rows_to_table
+    from enrich.warehouse.store import publish_table_once, rows_to_table
 
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{dest.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(rows_to_table(rows, RESULT_SCHEMA), fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            return False
-        _fsync_dir(dest.parent)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
+    return publish_table_once(rows_to_table(rows, RESULT_SCHEMA), dest, tmp_dir)
 
 
 def _slim(row: dict[str, Any]) -> dict[str, Any]:

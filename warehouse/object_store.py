@@ -43,7 +43,9 @@ import pyarrow as pa
 
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 from enrich.settings import is_object_url
-from enrich.warehouse.store import RESULTS_DIR, RUNS_DIR, PROFILES_DIR, TMP_DIR, WarehouseUnusable, rows_to_table
+from enrich.warehouse.store import (
+    RESULTS_DIR, RUNS_DIR, PROFILES_DIR, TMP_DIR, WarehouseUnusable, clear_tmp, rows_to_table,
+)
 
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # object_store's S3 client: commits by conditional put (If-None-Match), so concurrent writers need no lock service
@@ -310,12 +312,7 @@ class ObjectWarehouse:
         return out
 
     def clean_tmp(self) -> int:
-        removed = 0
-        if self.tmp_dir.is_dir():
-            for p in self.tmp_dir.iterdir():
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        return clear_tmp(self.tmp_dir)
 
 
 def copy_folder_warehouse(source, target: ObjectWarehouse, progress: Callable[[str], None] | None = None

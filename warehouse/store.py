@@ -98,8 +98,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
-    """Write `table` to `dest` atomically: temp file in tmp_dir (same filesystem), fsync, rename."""
+def _write_temp(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
+    """`table` as a private temp file in tmp_dir (same filesystem as `dest`), written and fsynced."""
     private_dirs(tmp_dir.parent)
     own_state_dir(tmp_dir)
     own_state_dir(dest.parent)
@@ -109,12 +109,47 @@ def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish_table(table: pa.Table, dest: Path, tmp_dir: Path) -> Path:
+    """Write `table` to `dest` atomically: temp file in tmp_dir (same filesystem), fsync, rename."""
+    tmp = _write_temp(table, dest, tmp_dir)
+    try:
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(dest.parent)
     return dest
+
+
+def publish_table_once(table: pa.Table, dest: Path, tmp_dir: Path) -> bool:
+    """Like publish_table, but never replaces an existing `dest` (link() instead of rename()): False when one
+    was already there (another attempt of the same chunk published it first)."""
+    tmp = _write_temp(table, dest, tmp_dir)
+    try:
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dest.parent)
+    return True
+
+
+def clear_tmp(tmp_dir: Path) -> int:
+    """Remove the temp files a killed writer left in `tmp_dir` (only while holding the run lock); how many."""
+    removed = 0
+    if tmp_dir.is_dir():
+        for p in tmp_dir.iterdir():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 MAGIC = b"PAR1"
@@ -333,9 +368,4 @@ class Warehouse:
 
     def clean_tmp(self) -> int:
         """Remove temp files left by a killed writer. Only call while holding the run lock."""
-        removed = 0
-        if self.tmp_dir.is_dir():
-            for p in self.tmp_dir.iterdir():
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        return clear_tmp(self.tmp_dir)
