@@ -563,18 +563,20 @@ def config_dir_flag(path: str | os.PathLike[str] | None) -> Iterator[None]:
             os.environ["ENRICH_CONFIG_DIR"] = saved_env
 
 
-OBJECT_STORE_SCHEMES = ("s3://",)
+# Amazon S3 (and S3-compatible stores), Google Cloud Storage, Azure Blob Storage: warehouse/object_stores.py
+OBJECT_STORE_SCHEMES = ("s3://", "gs://", "az://")
 
 
 def is_object_url(location: object) -> bool:
-    """True for a warehouse on object storage (`s3://bucket/prefix`, kept as a str); a folder is a Path."""
+    """True for a warehouse on object storage (`s3://bucket/prefix`, `gs://...`, `az://container/prefix`, kept
+    as a str); a folder is a Path."""
     return isinstance(location, str) and location.startswith(OBJECT_STORE_SCHEMES)
 
 
 def warehouse_location(value: str | os.PathLike[str]) -> Path | str:
-    """A warehouse folder (resolved Path) or an object-storage URL, normalised to `s3://bucket[/prefix]`.
-    Credentials and endpoint come only from the standard AWS environment: a URL carrying any (user info, a
-    query) is refused without echoing it."""
+    """A warehouse folder (resolved Path) or an object-storage URL, normalised to `SCHEME://bucket[/prefix]`.
+    Credentials and endpoint come only from the store's standard environment (AWS_*, GOOGLE_*, AZURE_*): a URL
+    carrying any (user info, a port, a query) is refused without echoing it."""
     text = value if isinstance(value, str) else None
     if text is None or not text.startswith(OBJECT_STORE_SCHEMES):
         return Path(value).expanduser().resolve()
@@ -582,11 +584,13 @@ def warehouse_location(value: str | os.PathLike[str]) -> Path | str:
 
     parts = urlsplit(text)
     if "@" in parts.netloc or parts.query or parts.fragment or ":" in parts.netloc:
-        raise ConfigError("the warehouse URL must be s3://bucket/prefix with nothing else in it: give credentials "
-                          "and the endpoint in the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                          "AWS_ENDPOINT_URL, AWS_REGION)")
+        raise ConfigError("the warehouse URL must be s3://bucket/prefix, gs://bucket/prefix or "
+                          "az://container/prefix with nothing else in it: give credentials and the endpoint in the "
+                          "store's environment (AWS environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                          "AWS_ENDPOINT_URL, AWS_REGION; Google: GOOGLE_APPLICATION_CREDENTIALS; Azure: "
+                          "AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY)")
     if not parts.netloc:
-        raise ConfigError("the warehouse URL names no bucket (expected s3://bucket/prefix)")
+        raise ConfigError(f"the warehouse URL names no bucket (expected {parts.scheme}://bucket/prefix)")
     prefix = parts.path.strip("/")
     return f"{parts.scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else "")
 

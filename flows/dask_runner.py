@@ -25,14 +25,14 @@ first looks for the chunk's part: if the dead attempt had committed it, nothing 
 committed is billed twice); else the chunk is redone under a new lease. The dead attempt's lease is held, then
 charged (tasks/coordination.py).
 
-Object storage (`--warehouse s3://bucket/prefix`, warehouse/object_store.py and object_lock.py) follows the design
+Object storage (`--warehouse s3://`, `gs://`, `az://`; warehouse/object_store.py and object_lock.py) follows the design
 below, with two differences: the app transaction's id names the chunk (`<run_id>/<seq>`, see object_store.py for
 why), and readers register deltalake's pyarrow dataset in DuckDB (no DuckDB extension). The design: keep the
 warehouse's layout and views, but make each chunk's commit a Delta Lake transaction (`deltalake` write_deltalake,
 mode append, one commit per chunk; the `_delta_log` conditional put is the atomic step, replacing rename/link).
 Exactly-once per chunk: the commit carries `app_id=run_id, version=seq` as a Delta "txn" action (idempotent
 writes), so a redone chunk whose first attempt committed sees its own txn and does not append again. Runs stay
-snapshot rows in a second table. The run lock becomes a conditional write of `s3://.../_lock` (If-None-Match: *)
+snapshot rows in a second table. The run lock becomes a conditional write of `<url>/_lock` (create only if absent)
 with a lease time the coordinator renews; `--wait` polls it. Readers: DuckDB's `delta_scan` over the same views (a
 snapshot version per query, so never partial data). Compaction is Delta's OPTIMIZE; `gone`/current-row logic stays
 in the views. Test: moto in server mode, concurrent writers plus a reader counting rows throughout.

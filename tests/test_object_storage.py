@@ -1,5 +1,6 @@
-"""The warehouse on object storage (`--warehouse s3://bucket/prefix`): Delta Lake tables on a local S3 server
-(moto in server mode, started here on 127.0.0.1), the real deltalake, boto3, DuckDB and Prefect."""
+"""The warehouse on object storage: Delta Lake tables and the lock object on a local server of each kind of store
+(started here on 127.0.0.1: moto for S3, Azurite for Azure, tests/support/gcs_emulator.py for GCS), with the
+real deltalake, obstore, DuckDB and Prefect. Tests on `store` run on all three; the Dask and migrate tests on S3."""
 from __future__ import annotations
 
 import json
@@ -14,42 +15,62 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("deltalake")
+pytest.importorskip("obstore")
 pytest.importorskip("moto.server")
 
+from tests.support.object_stores import S3_ACCESS_KEY as ACCESS_KEY, S3_SECRET_KEY as SECRET_KEY
+from tests.support.object_stores import AZURITE_KEY, AzureServer, GcsServer, S3Server
 from tests.support.photos import make_photos
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCESS_KEY = "AKIAENRICHTEST7Q2X9Z"
-SECRET_KEY = "enrich-test-secret/Zq8w3Xv5Lp0Rt7Yu2Io9"
 BUCKET = "enrich-wh"
+STORES = ("s3", "gs", "az")
 
 
 @pytest.fixture(scope="module")
 def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server = S3Server()
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def gs_server(tmp_path_factory):
+    server = GcsServer(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def az_server(tmp_path_factory):
+    if not AzureServer.available():
+        pytest.skip("Azurite is not installed (scripts/bootstrap.sh installs it with npm)")
+    server = AzureServer(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+def _warehouse_on(server, monkeypatch) -> str:
+    """The store's standard environment pointed at the local server, and a fresh warehouse URL in its bucket."""
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    server.create_bucket(BUCKET)
+    return f"{server.scheme}://{BUCKET}/wh-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
 def s3(s3_server, monkeypatch):
-    """The standard AWS environment pointed at the local server, and a fresh warehouse URL in its bucket."""
-    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                        "AWS_ENDPOINT_URL": s3_server, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    from enrich.warehouse.object_lock import s3_client
+    return _warehouse_on(s3_server, monkeypatch)
 
-    client = s3_client()
-    try:
-        client.create_bucket(Bucket=BUCKET)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    return f"s3://{BUCKET}/wh-{uuid.uuid4().hex[:8]}"
+
+@pytest.fixture(params=STORES)
+def store(request, monkeypatch):
+    """A fresh warehouse URL on each kind of store in turn (s3://, gs://, az://)."""
+    server = request.getfixturevalue(f"{request.param}_server")
+    url = _warehouse_on(server, monkeypatch)
+    request.node.store_secrets = server.secrets()
+    return url
 
 
 def enrich_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -67,24 +88,25 @@ def result_row(i: int, run_id: str, path: str | None = None) -> dict:
 
 
 def no_credentials_in(text: str) -> None:
-    assert ACCESS_KEY not in text and SECRET_KEY not in text
+    for secret in (ACCESS_KEY, SECRET_KEY, AZURITE_KEY):  # every store's test credentials (Azurite's key is public,
+        assert secret not in text                         # but it is set as AZURE_STORAGE_ACCOUNT_KEY, a secret)
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enrich_home, s3, capsys):
+def test_enrich_run_writes_to_object_storage_and_query_reads_it_back(tmp_path, gemini, enrich_home, store, capsys):
     from enrich.cli import main
 
     from enrich.warehouse.object_lock import ObjectLock
     from enrich.warehouse.object_store import ObjectWarehouse
 
     # a run on another machine died: its lock went stale and its last snapshot says `running`
-    ObjectWarehouse(s3).write_run({"run_id": "dead-run", "seq": 0, "status": "running", "items": 0})
-    dead = ObjectLock(s3, "enrich run dead-run", lease_s=0.3).acquire()
+    ObjectWarehouse(store).write_run({"run_id": "dead-run", "seq": 0, "status": "running", "items": 0})
+    dead = ObjectLock(store, "enrich run dead-run", lease_s=0.3).acquire()
     dead._stop.set()  # it stops renewing (killed); it never releases
     time.sleep(0.4)
 
     make_photos(tmp_path / "lib", 7)
-    args = ["run", str(tmp_path / "lib"), "--warehouse", s3, "--json", "--yes", "--chunk-size", "3",
+    args = ["run", str(tmp_path / "lib"), "--warehouse", store, "--json", "--yes", "--chunk-size", "3",
             "--profile", "caption", "--profile", "alt-text"]
     assert main(args) == 0
     out = capsys.readouterr()
@@ -95,19 +117,19 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     assert gemini.stats()["billed_requests"] == 14
 
     # the state is read back from the Delta tables: nothing left to send (what a next run would skip)
-    assert main(["estimate", str(tmp_path / "lib"), "--warehouse", s3, "--json",
+    assert main(["estimate", str(tmp_path / "lib"), "--warehouse", store, "--json",
                  "--profile", "caption", "--profile", "alt-text"]) == 0
     est = json.loads(capsys.readouterr().out)
     assert est["files"] == 7 and est["items"] == 0, est
 
     proc = enrich_cli("query", "SELECT path, profile, status, run_id FROM current ORDER BY path, profile",
-                      "--format", "json", env={"ENRICH_WAREHOUSE": s3})  # the warehouse from the environment
+                      "--format", "json", env={"ENRICH_WAREHOUSE": store})  # the warehouse from the environment
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     keys = [(r["path"], r["profile"]) for r in rows]
     assert len(keys) == 14 and len(set(keys)) == 14  # exactly one current row per (file, profile)
     assert {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {summary["run_id"]}
-    assert main(["runs", "--warehouse", s3, "--format", "json"]) == 0
+    assert main(["runs", "--warehouse", store, "--format", "json"]) == 0
     runs = capsys.readouterr()
     listed = {r["run_id"]: r["status"] for r in json.loads(runs.out)}
     assert listed == {"dead-run": "crashed", summary["run_id"]: "finished"}
@@ -117,7 +139,7 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     # folder warehouse's (same SQL)
     from enrich.warehouse.views import read_snapshot
 
-    dump, alt = read_snapshot(s3, lambda con: (
+    dump, alt = read_snapshot(store, lambda con: (
         con.sql("SELECT * FROM results UNION ALL BY NAME SELECT * FROM runs_all").to_arrow_table().to_pylist(),
         con.execute("SELECT count(*), count(alt_text) FROM profile_alt_text").fetchone()))
     assert len(dump) == 14 + 2 + 2 and alt == (7, 7)
@@ -127,13 +149,13 @@ def test_enrich_run_writes_to_s3_and_query_reads_it_back(tmp_path, gemini, enric
     # it still reads that version whole (nothing is deleted)
     from enrich.warehouse.object_store import ObjectWarehouse
 
-    old_snapshot = ObjectWarehouse(s3).dataset("results")
+    old_snapshot = ObjectWarehouse(store).dataset("results")
     before = old_snapshot.count_rows()
-    assert main(["compact", "--warehouse", s3]) == 0
+    assert main(["compact", "--warehouse", store]) == 0
     assert "results: " in capsys.readouterr().out
-    assert len(ObjectWarehouse(s3).table("results").file_uris()) == 1
-    assert old_snapshot.to_table().num_rows == before == 14
-    after = read_snapshot(s3, lambda con: con.execute(
+    assert len(ObjectWarehouse(store).table("results").file_uris()) == 1
+    assert old_snapshot.to_table(use_threads=False).num_rows == before == 14
+    after = read_snapshot(store, lambda con: con.execute(
         "SELECT count(*), count(DISTINCT (path, profile)) FROM current").fetchone())
     assert after == (14, 14)
 
@@ -152,6 +174,15 @@ def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_
     bad = enrich_cli("query", "SELECT 1", "--warehouse", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}/x")
     assert bad.returncode != 0 and "AWS environment" in bad.stderr
     no_credentials_in(proc.stderr + bad.stderr)
+    from enrich.settings import ConfigError, warehouse_location
+
+    for url in (f"az://{BUCKET}@account.blob.core.windows.net/x?sig={SECRET_KEY}", f"gs://{BUCKET}:443/x",
+                f"gs://{BUCKET}/x?access_token={SECRET_KEY}"):
+        with pytest.raises(ConfigError, match="with nothing else in it") as refused:
+            warehouse_location(url)
+        no_credentials_in(str(refused.value))
+    assert warehouse_location("gs://bkt//a/b/") == "gs://bkt/a/b"
+    assert warehouse_location("az://container") == "az://container"
     # what the S3 clients say (an InvalidAccessKeyId body quotes the key) reaches no message unmasked
     from enrich.warehouse.object_store import fail
 
@@ -160,14 +191,14 @@ def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_
     no_credentials_in(str(err))
 
 
-def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(s3, enrich_home):
+def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(store, enrich_home):
     """Writers on several threads commit chunks of 5 rows while a reader queries the views throughout: every
     snapshot holds whole chunks only and no row twice; a chunk committed again (same run and seq, a redone Dask
     task) is not appended again, even when both attempts race."""
     from enrich.warehouse.object_store import ObjectWarehouse
     from enrich.warehouse.views import read_snapshot
 
-    wh = ObjectWarehouse(s3)
+    wh = ObjectWarehouse(store)
     writers, chunks_each, size = 3, 2, 5
     seen: list[tuple[int, int]] = []
     done = threading.Event()
@@ -189,7 +220,7 @@ def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(
     def read() -> None:
         while not done.is_set():
             try:
-                seen.append(read_snapshot(s3, lambda con: con.execute(
+                seen.append(read_snapshot(store, lambda con: con.execute(
                     "SELECT count(*), count(DISTINCT path) FROM results").fetchone()))
             except Exception as exc:  # noqa: BLE001 - before the first commit there is no table yet
                 if "there is no" not in str(exc):
@@ -219,14 +250,14 @@ def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(
     assert wh.commit_chunk_once(rows, "run-a", 0) is False
     fresh = [result_row(500 + i, "run-b") for i in range(size)]
     outcomes: list[bool] = []
-    racers = [threading.Thread(target=lambda: outcomes.append(ObjectWarehouse(s3).commit_chunk_once(fresh, "run-b", 7)))
+    racers = [threading.Thread(target=lambda: outcomes.append(ObjectWarehouse(store).commit_chunk_once(fresh, "run-b", 7)))
               for _ in range(2)]
     for t in racers:
         t.start()
     for t in racers:
         t.join()
     assert sorted(outcomes) == [False, True]
-    count = read_snapshot(s3, lambda con: con.execute(
+    count = read_snapshot(store, lambda con: con.execute(
         "SELECT count(*) FILTER (run_id = 'run-a'), count(*) FILTER (run_id = 'run-b') FROM results").fetchone())
     assert count == (total, size)
     assert wh.chunk_committed("run-b", 7) and not wh.chunk_committed("run-b", 9)
@@ -242,12 +273,12 @@ def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(
 
     files = [DiscoveredFile(r["path"], 1, 0, "image", "image/jpeg", r["content_hash"], Status.PENDING, None, None,
                             profile="detailed") for r in fresh]
-    out = describe_chunk_on_worker(ChunkSpec("run-b", 7, s3, {}, None, files))
+    out = describe_chunk_on_worker(ChunkSpec("run-b", 7, store, {}, None, files))
     assert out["already_committed"] and out["requests"] == 0
     assert sorted(r["path"] for r in out["rows"]) == sorted(r["path"] for r in fresh)  # not the caption row
 
 
-def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
+def test_one_run_per_warehouse_across_machines(store, enrich_home, capsys):
     """The lock object: a second holder is refused (or waits with --wait semantics), a stale lock (its holder
     stopped renewing) is taken over, and a holder whose lease was taken fails before its next commit."""
     from enrich.errors import WarehouseLocked
@@ -255,34 +286,36 @@ def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
     from enrich.warehouse.lock import WarehouseChanged
     from enrich.warehouse.object_lock import ObjectLock
 
-    first = warehouse_lock(s3, "enrich run one")
+    first = warehouse_lock(store, "enrich run one")
     assert isinstance(first, ObjectLock)
     first.lease_s = 1.0
     first.acquire()
     try:
-        assert is_locked(s3)
+        assert is_locked(store)
         with pytest.raises(WarehouseLocked, match="in use .*enrich run one"):
-            refuse_if_locked(s3)
+            refuse_if_locked(store)
         time.sleep(1.3)  # longer than the lease: the renewals keep it held
         with pytest.raises(WarehouseLocked):
-            ObjectLock(s3, "enrich run two").acquire(wait=0.3)
+            ObjectLock(store, "enrich run two").acquire(wait=0.3)
         first.verify()
         released = threading.Timer(0.5, first.release)
         released.start()
         t0 = time.monotonic()
-        second = ObjectLock(s3, "enrich run two").acquire(wait=True)  # --wait: queues behind the first
+        second = ObjectLock(store, "enrich run two").acquire(wait=True)  # --wait: queues behind the first
         assert time.monotonic() - t0 >= 0.4
-        assert "waiting for the warehouse" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "waiting for the warehouse" in err
+        assert "took over" not in err  # a released lock is taken without a word (it is left, marked released)
     finally:
         first.release()
     # the second holder dies without releasing (its renewals stop): the lock goes stale and is taken over
     second._stop.set()
     second._thread.join()
     second.lease_s = 0.5
-    second._etag = second._put(IfMatch=second._etag)
+    second._etag = second._put(second._etag)
     time.sleep(0.7)
-    assert not is_locked(s3)
-    third = ObjectLock(s3, "enrich run three").acquire()
+    assert not is_locked(store)
+    third = ObjectLock(store, "enrich run three").acquire()
     try:
         assert "took over the warehouse lock" in capsys.readouterr().err
         with pytest.raises(WarehouseChanged, match="lost the lock"):
@@ -291,7 +324,7 @@ def test_one_run_per_warehouse_across_machines(s3, enrich_home, capsys):
     finally:
         third.release()
         second._etag = None
-    assert not is_locked(s3)
+    assert not is_locked(store)
 
 
 @pytest.mark.timeout(300)

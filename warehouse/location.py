@@ -11,7 +11,7 @@ from enrich.warehouse import store as folder_store
 
 
 def open_warehouse(location: str | Path, guard: Callable[[], None] | None = None):
-    """The warehouse at `location`: `Warehouse` (a folder) or `ObjectWarehouse` (s3://bucket/prefix)."""
+    """The warehouse at `location`: `Warehouse` (a folder) or `ObjectWarehouse` (s3://, gs:// or az:// bucket/prefix)."""
     if is_object_url(location):
         from enrich.warehouse.object_store import ObjectWarehouse
 

@@ -1,14 +1,18 @@
-"""One run per warehouse on object storage: a lock object `<prefix>/_lock` written with a conditional put.
+"""One run per warehouse on object storage: a lock object `<prefix>/_lock` written with conditional writes.
 
-- acquire: PUT with `If-None-Match: *` (only one writer can create it); the body names the holder and an expiry;
-- renew: a thread rewrites it every LEASE_S / 4 with `If-Match: <our ETag>` (fails if anyone replaced it);
-- a stale lock (its expiry passed: the holder died without releasing it) is taken over with a PUT
-  `If-Match: <the stale ETag>`, so of two machines taking over at once only one wins;
-- release: DELETE with `If-Match: <our ETag>`.
+The same code on every store (obstore, warehouse/object_stores.py); the store turns each mode into its own
+precondition: S3 and Azure `If-None-Match: *` / `If-Match: <ETag>`, GCS a generation match.
+- acquire: create the object only if it does not exist (one writer wins); the body names the holder and an expiry;
+- renew: a thread rewrites it every LEASE_S / 4, only if it is still the version we wrote (fails if anyone
+  replaced it);
+- a stale lock (its expiry passed: the holder died without releasing it) is taken over by a write conditional
+  on the stale version, so of two machines taking over at once only one wins;
+- release: the holder rewrites it, conditional on its own version, as released (expired at once). It is not
+  deleted: the stores offer no conditional delete, and an unconditional one could delete the lock of a
+  newcomer who took it over meanwhile. The next run takes a released lock over without a word.
 `verify()` (called before every commit, as the folder lock's) fails the run once its lease is lost or has run
 out: a holder that was paused past its expiry must not write beside a new one. Expiry is judged on the
 clock of the machine that looks at the lock, so clocks must agree to well within LEASE_S (60 s).
-Supported by AWS S3, MinIO and moto (conditional writes).
 """
 from __future__ import annotations
 
@@ -22,27 +26,29 @@ from datetime import datetime, timezone
 
 from enrich.errors import WarehouseLocked
 from enrich.warehouse.lock import POLL_S, PROBE_GRACE_S, WarehouseChanged
-from enrich.warehouse.object_store import fail, s3_client, split_url
+from enrich.warehouse.object_stores import fail, open_store
 
 LOCK_KEY = "_lock"
 LEASE_S = 60.0
 
 
-def _code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-
-
-def _status(exc: BaseException) -> int:
-    return int(getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
 def _refused(exc: BaseException) -> bool:
-    """A conditional write lost (412 PreconditionFailed, or 409 ConditionalRequestConflict on S3)."""
-    return _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+    """A conditional write lost: the object exists (create) or is not the version we named (update)."""
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+    return isinstance(exc, (AlreadyExistsError, PreconditionError))
 
 
 def _missing(exc: BaseException) -> bool:
-    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404")
+    return isinstance(exc, FileNotFoundError)
+
+
+def _version(meta: dict) -> dict:
+    """The put mode 'replace only this version' (GCS needs its generation, the others the ETag)."""
+    mode = {"e_tag": meta["e_tag"]}
+    if meta.get("version") is not None:
+        mode["version"] = meta["version"]
+    return mode
 
 
 class ObjectLock:
@@ -52,10 +58,8 @@ class ObjectLock:
         self.root = url
         self.purpose = purpose
         self.lease_s = float(lease_s if lease_s is not None else LEASE_S)
-        self.bucket, prefix = split_url(url)
-        self.key = f"{prefix}/{LOCK_KEY}" if prefix else LOCK_KEY
-        self._client = None
-        self._etag: str | None = None
+        self._store = None
+        self._etag: dict | None = None  # the version we wrote last (put mode "update only this version")
         self._expires = 0.0  # monotonic time our lease runs out
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -63,25 +67,28 @@ class ObjectLock:
         self._thread: threading.Thread | None = None
 
     @property
-    def client(self):
-        if self._client is None:
-            self._client = s3_client()
-        return self._client
+    def store(self):
+        if self._store is None:
+            self._store = open_store(self.root)
+        return self._store
 
     @property
     def held(self) -> bool:
         return self._etag is not None
 
-    def _body(self) -> bytes:
+    def _body(self, released: bool = False) -> bytes:
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return json.dumps({"holder": f"pid {os.getpid()} on {socket.gethostname()}, {self.purpose}",
-                           "since": getattr(self, "_since", since), "expires_at": time.time() + self.lease_s}).encode()
+                           "since": getattr(self, "_since", since), "released": released,
+                           "expires_at": 0 if released else time.time() + self.lease_s}).encode()
 
-    def read(self) -> tuple[dict, str] | None:
-        """(the lock's body, its ETag), or None when there is no lock."""
+    def read(self) -> tuple[dict, dict] | None:
+        """(the lock's body, its version), or None when there is no lock."""
+        import obstore
+
         try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
-            body = got["Body"].read()
+            got = obstore.get(self.store, LOCK_KEY)
+            body = bytes(got.bytes())
         except Exception as exc:  # noqa: BLE001
             if _missing(exc):
                 return None
@@ -90,16 +97,19 @@ class ObjectLock:
             doc = json.loads(body)
         except ValueError:
             doc = {}
-        return doc, got["ETag"]
+        return doc, _version(got.meta)
 
     def _fail(self, what: str, exc: BaseException):
         return fail(f"{what} {self.root}/{LOCK_KEY}", exc)
 
-    def _put(self, **cond) -> str:
+    def _put(self, mode, released: bool = False) -> dict:
+        """Write the lock with `mode` ("create", or the version it must still be); the version written."""
+        import obstore
+
         started = time.monotonic()
-        got = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(), **cond)
+        got = obstore.put(self.store, LOCK_KEY, self._body(released), mode=mode)
         self._expires = started + self.lease_s
-        return got["ETag"]
+        return _version(got)
 
     def acquire(self, wait: bool | float = False) -> "ObjectLock":
         if self._etag is not None:
@@ -110,17 +120,18 @@ class ObjectLock:
         self._since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         while True:
             try:
-                self._etag = self._put(IfNoneMatch="*")
+                self._etag = self._put("create")
                 break
             except Exception as exc:  # noqa: BLE001
                 if not _refused(exc):
                     raise self._fail("cannot write the warehouse lock", exc) from None
             current = self.read()
             if current is not None and float(current[0].get("expires_at") or 0) < time.time():
-                try:  # stale: its holder stopped renewing it; take it over unless someone else just did
-                    self._etag = self._put(IfMatch=current[1])
-                    print(f"enrich: took over the warehouse lock of {self.root} from a holder that stopped renewing "
-                          f"it ({current[0].get('holder', 'unknown')})", file=sys.stderr, flush=True)
+                try:  # released, or stale (its holder stopped renewing it): take it over unless someone just did
+                    self._etag = self._put(current[1])
+                    if not current[0].get("released"):
+                        print(f"enrich: took over the warehouse lock of {self.root} from a holder that stopped "
+                              f"renewing it ({current[0].get('holder', 'unknown')})", file=sys.stderr, flush=True)
                     break
                 except Exception as exc:  # noqa: BLE001
                     if not (_refused(exc) or _missing(exc)):
@@ -149,7 +160,7 @@ class ObjectLock:
                 if etag is None:
                     return
                 try:
-                    self._etag = self._put(IfMatch=etag)
+                    self._etag = self._put(etag)
                 except Exception as exc:  # noqa: BLE001
                     if _refused(exc) or _missing(exc):
                         self._lost = "another process replaced or deleted the lock"
@@ -183,7 +194,7 @@ class ObjectLock:
         if etag is None:
             return
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+            self._put(etag, released=True)
         except Exception:  # noqa: BLE001 - replaced by a taker, or unreachable: it expires by itself
             pass
 

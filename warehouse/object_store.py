@@ -1,7 +1,10 @@
-"""The warehouse on object storage (`--warehouse s3://bucket/prefix`): Delta Lake tables written with `deltalake`.
+"""The warehouse on object storage (`--warehouse s3://bucket/prefix`, `gs://bucket/prefix` or
+`az://container/prefix`): Delta Lake tables written with `deltalake`.
 
 Same interface as the folder warehouse (warehouse/store.py `Warehouse`), so flows/pipeline.py and
 flows/dask_runner.py commit chunks and record runs the same way; the views (warehouse/views.py) are the same SQL.
+Every store goes through the same code: what differs between S3, GCS and Azure (environment, secrets, options) is
+declared once in warehouse/object_stores.py.
 
 Layout under the URL:
     results/    a Delta table, one row per item outcome; one append commit per chunk
@@ -10,24 +13,27 @@ Layout under the URL:
     _lock       the run lock (warehouse/object_lock.py)
 
 Commits: each chunk is one Delta transaction (`write_deltalake`, mode append). The commit is the conditional
-put of the next `_delta_log/NNN.json` (If-None-Match: *, storage option `conditional_put=etag`), so a chunk's
-rows are all visible or none are, and concurrent writers (Dask workers) never overwrite each other's commit.
+create of the next `_delta_log/NNN.json` (S3: If-None-Match: *, storage option `conditional_put=etag`; GCS: a
+generation-match of 0; Azure: If-None-Match: *), so a chunk's rows are all visible or none are, and concurrent
+writers (Dask workers) never overwrite each other's commit.
 Exactly once per chunk: the commit carries a Delta app transaction `app_id=<run_id>/<seq>`; an attempt that finds
 that id in the table (a redone chunk whose first attempt committed) appends nothing. The app id names the chunk,
 not the run (the issue's sketch was app_id=run, version=seq): a Delta app transaction records only the highest
 version per app id, and chunks of one run commit out of order, so a run-wide id would hide uncommitted chunks.
 
 Readers take `DeltaTable(...).to_pyarrow_dataset()`: the files of one table version, so a query never sees part
-of a commit, and register it in DuckDB (no DuckDB extension needed).
+of a commit, and register it in DuckDB (no DuckDB extension needed). Python-side reads of such a dataset use
+`use_threads=False`: with pyarrow's threaded scanner over deltalake's filesystem, the process aborted at exit
+("terminate called without an active exception", exit 134) in most runs, after a successful read.
 
 What stays on the machine that starts the run, under `$ENRICH_HOME/remote/<bucket>/<prefix>/`: the spend ledger
 of billed requests not yet committed (warehouse/ledger.py; appended per request, which object storage cannot do)
-and temp files. Batch jobs, evaluations, the search index, `compact`, `browse`, `search` and `export` are not
-available on object storage yet.
+and temp files. Batch jobs, evaluations, the search index, `browse`, `search` and `export` are not available on
+object storage yet.
 
-Credentials and the endpoint come only from the standard AWS environment (AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP), read by deltalake
-and boto3 themselves: nothing here passes them on, and every error raised here has them masked (`scrub`).
+Credentials and the endpoint come only from each store's standard environment (AWS_*, GOOGLE_*, AZURE_*: see
+warehouse/object_stores.py), read by deltalake and obstore themselves: nothing here passes them on, and every
+error raised here has them masked (`scrub`).
 """
 from __future__ import annotations
 
@@ -43,42 +49,17 @@ import pyarrow as pa
 
 from enrich.schemas.parquet import RESULT_SCHEMA, RUN_SCHEMA
 from enrich.settings import is_object_url
+from enrich.warehouse.object_stores import (  # noqa: F401 - ObjectStoreError and scrub are this module's API too
+    ObjectStoreError, check_reachable, fail, register_secrets, scrub, table_options,
+)
 from enrich.warehouse.store import (
     RESULTS_DIR, RUNS_DIR, PROFILES_DIR, TMP_DIR, WarehouseUnusable, clear_tmp, rows_to_table,
 )
 
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-# object_store's S3 client: commits by conditional put (If-None-Match), so concurrent writers need no lock service
-STORAGE_OPTIONS = {"conditional_put": "etag"}
 PROFILE_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("doc_json", pa.string()),
                             pa.field("recorded_at", pa.timestamp("us", tz="UTC"))])
 REMOTE_DIR = "remote"
 COMMIT_ATTEMPTS = 5
-
-
-def scrub(text: str) -> str:
-    """`text` with every credential of the AWS environment masked (error messages of the S3 clients can quote
-    the access key id)."""
-    for var in SECRET_ENV:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
-
-
-class ObjectStoreError(WarehouseUnusable):
-    """The object-storage warehouse cannot be read or written (credentials, endpoint, bucket, network)."""
-
-    kind = "warehouse_unusable"
-
-
-def fail(what: str, exc: BaseException) -> ObjectStoreError:
-    return ObjectStoreError(scrub(f"{what}: {_first_line(exc)}"))
 
 
 def staging_dir(url: str) -> Path:
@@ -97,7 +78,8 @@ def _table_missing(exc: BaseException) -> bool:
 
 
 class ObjectWarehouse:
-    """A warehouse at `s3://bucket/prefix`. Cheap to construct; the tables are created on first write."""
+    """A warehouse at `s3://`, `gs://` or `az://` + bucket/prefix. Cheap to construct; the tables are created on
+    first write."""
 
     remote = True
 
@@ -106,10 +88,8 @@ class ObjectWarehouse:
             raise ValueError(f"not an object-storage URL: {url!r}")
         self.url = url.rstrip("/")
         self.guard = guard
-        from enrich.redact import register_secret
-
-        for var in SECRET_ENV:  # masked in log lines too (enrich/redact.py), should a client quote one
-            register_secret(os.environ.get(var))
+        self.options = table_options(self.url)  # deltalake's storage options for this kind of store
+        register_secrets()
         self._created: set[str] = set()
         self._creating = threading.Lock()
         self.root = staging_dir(self.url)  # local state only (ledger, temp files); the data is at self.url
@@ -131,7 +111,7 @@ class ObjectWarehouse:
         from deltalake import DeltaTable
 
         try:
-            return DeltaTable(self.table_url(name), storage_options=dict(STORAGE_OPTIONS))
+            return DeltaTable(self.table_url(name), storage_options=dict(self.options))
         except Exception as exc:  # noqa: BLE001 - any client error is reported without credentials
             if _table_missing(exc):
                 return None
@@ -178,7 +158,7 @@ class ObjectWarehouse:
         if ds is None:
             return {}
         out: dict[str, tuple[datetime, dict]] = {}
-        for row in ds.to_table().to_pylist():
+        for row in ds.to_table(use_threads=False).to_pylist():
             try:
                 doc = json.loads(row["doc_json"])
                 name = str(doc["name"])
@@ -201,7 +181,7 @@ class ObjectWarehouse:
             if self.table(name) is None:
                 try:
                     DeltaTable.create(self.table_url(name), schema=schema, mode="ignore",
-                                      storage_options=dict(STORAGE_OPTIONS))
+                                      storage_options=dict(self.options))
                 except Exception as exc:  # noqa: BLE001
                     if self.table(name) is None:
                         raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
@@ -215,7 +195,7 @@ class ObjectWarehouse:
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
-                                storage_options=dict(STORAGE_OPTIONS), commit_properties=props)
+                                storage_options=dict(self.options), commit_properties=props)
                 return
             except Exception as exc:  # noqa: BLE001
                 # Appends never conflict with appends (deltalake retries those itself); a concurrent commit of
@@ -265,7 +245,8 @@ class ObjectWarehouse:
             return []
         paths = pa.array(sorted({p for p, _ in keys}), pa.string())
         flt = (pc.field("run_id") == run_id) & pc.field("path").isin(paths)
-        rows = ds.to_table(filter=flt, columns=sorted({*columns, "path", "profile"})).to_pylist()
+        rows = ds.to_table(filter=flt, columns=sorted({*columns, "path", "profile"}),
+                           use_threads=False).to_pylist()
         return [{c: r[c] for c in columns} for r in rows if (r["path"], r["profile"]) in keys]
 
     def write_results(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> str | None:
@@ -359,26 +340,5 @@ def check_readable(url: str) -> None:
 def check_writable(url: str) -> None:
     """Before a run starts: the bucket answers with these credentials (a table that exists must be readable;
     writing is proven by taking the lock, the run's first write)."""
-    bucket, prefix = split_url(url)
-    try:
-        s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
-    except Exception as exc:  # noqa: BLE001
-        raise fail(f"cannot use the warehouse {url}", exc) from None
+    check_reachable(url)
     ObjectWarehouse(url).exists()
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of `s3://bucket/prefix`."""
-    rest = url.split("://", 1)[1]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, prefix.strip("/")
-
-
-def s3_client():
-    """boto3's S3 client from the standard AWS environment (endpoint, region and credentials)."""
-    import boto3
-    from botocore.config import Config
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))

@@ -30,8 +30,8 @@ DEFAULT_MODE_HELP = ("sync: interactive requests; batch: Gemini Batch jobs at th
                      "24 h, collected by a later run or `enrich jobs collect`; flex: interactive on the Flex tier "
                      "at its price, slow (default: the mode setting, sync)")
 WAREHOUSE_HELP = "warehouse folder (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)"
-OBJECT_WAREHOUSE_HELP = ("warehouse folder, or s3://bucket/prefix on object storage (default: $ENRICH_WAREHOUSE "
-                         "or $ENRICH_HOME/warehouse)")
+OBJECT_WAREHOUSE_HELP = ("warehouse folder, or s3://bucket/prefix, gs://bucket/prefix or az://container/prefix on "
+                         "object storage (default: $ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
 
 # -- the flags of run, estimate and serve -------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "open fewer files. Safe at any moment: readers keep seeing every row exactly once, and a kill "
         "mid-way leaves nothing half-done. Takes the warehouse lock, like a run.",
     )
-    p.add_argument("--warehouse", help="warehouse folder, or s3://bucket/prefix (Delta's OPTIMIZE) (default: "
+    p.add_argument("--warehouse", help="warehouse folder, or s3:// gs:// az:// URL (Delta's OPTIMIZE) (default: "
                    "$ENRICH_WAREHOUSE or $ENRICH_HOME/warehouse)")
     p.add_argument("--target-rows", type=int, default=None, metavar="N",
                    help="rows per merged part (default 250000); parts this big are left alone")

@@ -1,4 +1,4 @@
-"""`enrich migrate --to s3://bucket/prefix`: copy a folder warehouse onto object storage. Never imports Prefect."""
+"""`enrich migrate --to s3://bucket/prefix` (or gs://, az://): copy a folder warehouse onto object storage. Never imports Prefect."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +10,13 @@ from enrich.commands._common import WAREHOUSE_HELP
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "migrate",
-        help="copy a warehouse folder onto object storage (s3://bucket/prefix)",
+        help="copy a warehouse folder onto object storage (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix)",
         description="Copy the warehouse folder's results, runs and profile records into a warehouse on object "
         "storage (Delta Lake tables), part by part; running it again copies only what is missing. The folder is "
         "left as it was. Credentials come from the AWS environment.",
     )
     p.add_argument("--warehouse", help=WAREHOUSE_HELP + " (the folder to copy)")
-    p.add_argument("--to", required=True, metavar="URL", help="the object-storage warehouse, s3://bucket/prefix")
+    p.add_argument("--to", required=True, metavar="URL", help="the object-storage warehouse: s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
     p.add_argument("--wait", action="store_true", help="if a run is using either warehouse, wait for it")
     p.set_defaults(handler=main)
 
@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     if is_object_url(settings.warehouse):
         raise UsageError("enrich migrate copies a warehouse folder: --warehouse must be a folder")
     if not is_object_url(target_url):
-        raise UsageError("--to must be an object-storage URL (s3://bucket/prefix)")
+        raise UsageError("--to must be an object-storage URL (s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)")
     from enrich.warehouse.location import check_readable, check_writable, open_warehouse, warehouse_lock
     from enrich.warehouse.object_store import copy_folder_warehouse
 
