@@ -257,9 +257,24 @@ def test_concurrent_chunk_commits_are_atomic_and_a_redone_chunk_appends_nothing(
     for t in racers:
         t.join()
     assert sorted(outcomes) == [False, True]
+    # the race made exact: attempt B checked (nothing there) and loaded its snapshot, then attempt A committed;
+    # B's commit, built on its snapshot, is refused by Delta's conflict check, and B finds A's commit: no
+    # second append (writing by URL would have appended again on the newer version)
+    from deltalake import DeltaTable
+
+    twice = [result_row(700 + i, "run-c") for i in range(size)]
+    b = ObjectWarehouse(store)
+    b._created.add("results")
+    stale = b.table("results")
+    assert ObjectWarehouse(store).commit_chunk_once(twice, "run-c", 1) is True  # attempt A
+    snapshots = iter([stale])
+    b.table = lambda name: next(snapshots, None) or DeltaTable(b.table_url(name), storage_options=b.options)
+    b.chunk_committed = lambda run_id, seq: False  # B's check ran before A's commit
+    assert b.commit_chunk_once(twice, "run-c", 1) is False
     count = read_snapshot(store, lambda con: con.execute(
-        "SELECT count(*) FILTER (run_id = 'run-a'), count(*) FILTER (run_id = 'run-b') FROM results").fetchone())
-    assert count == (total, size)
+        "SELECT count(*) FILTER (run_id = 'run-a'), count(*) FILTER (run_id = 'run-b'), "
+        "count(*) FILTER (run_id = 'run-c') FROM results").fetchone())
+    assert count == (total, size, size)
     assert wh.chunk_committed("run-b", 7) and not wh.chunk_committed("run-b", 9)
     # the run's rows of the chunk's (path, profile) keys only: another profile's row of a path is another chunk's
     wh.commit_chunk_once([dict(result_row(500, "run-b"), profile="caption")], "run-b", 8)

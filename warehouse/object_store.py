@@ -187,25 +187,39 @@ class ObjectWarehouse:
                         raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
             self._created.add(name)
 
-    def _append(self, name: str, table: pa.Table, app_id: str | None = None) -> None:
+    def _append(self, name: str, table: pa.Table, app_id: str | None = None) -> bool:
+        """Append `table` in one Delta commit; with `app_id`, exactly once: False (nothing written) when a commit
+        carrying that app transaction is in the table already. True: this call committed it."""
         from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         self._ensure(name, table.schema)
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=1)]) if app_id else None
         for attempt in range(COMMIT_ATTEMPTS):
+            # The check and the commit use one snapshot: the commit is built on the version the check read, so
+            # an attempt of the same chunk that committed after it is a conflict Delta refuses ("concurrent
+            # transaction"), never a second append. (Writing by URL would load a newer version, one that may
+            # already hold the other attempt's commit, and append again: seen with two attempts racing.)
+            snapshot = self.table(name)
+            if app_id and snapshot is not None and snapshot.transaction_version(app_id) is not None:
+                return False
             try:
-                write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
-                                storage_options=dict(self.options), commit_properties=props)
-                return
+                if snapshot is None:
+                    write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
+                                    storage_options=dict(self.options), commit_properties=props)
+                else:
+                    write_deltalake(snapshot, table, mode="append", schema_mode="merge", commit_properties=props)
+                return True
             except Exception as exc:  # noqa: BLE001
-                # Appends never conflict with appends (deltalake retries those itself); a concurrent commit of
-                # the table's metadata or protocol (a schema change, its creation committed twice by processes
-                # racing) does: write again on the new version, unless this chunk's commit is in by now.
-                retry = "changed since last commit" in str(exc) and attempt + 1 < COMMIT_ATTEMPTS
-                if retry and not (app_id and self._txn_committed(name, app_id)):
+                # Appends never conflict with appends (deltalake retries those itself). A commit of the same app
+                # transaction, or of the table's metadata or protocol (a schema change, its creation committed
+                # twice by processes racing), does: look again on the new version (the check above answers the
+                # first case), then write on it.
+                if isinstance(exc, CommitFailedError) and attempt + 1 < COMMIT_ATTEMPTS:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 raise fail(f"cannot commit to the warehouse table {self.table_url(name)}", exc) from None
+        return False  # not reached: the last attempt returns or raises
 
     def _txn_committed(self, name: str, app_id: str) -> bool:
         dt = self.table(name)
@@ -226,13 +240,7 @@ class ObjectWarehouse:
             return False
         if self.guard is not None:
             self.guard()
-        try:
-            self._append(RESULTS_DIR, table, chunk_app_id(run_id, seq))
-        except ObjectStoreError:
-            if self.chunk_committed(run_id, seq):
-                return False
-            raise
-        return True
+        return self._append(RESULTS_DIR, table, chunk_app_id(run_id, seq))
 
     def chunk_rows(self, run_id: str, keys: Iterable[tuple[str, str]], columns: list[str]) -> list[dict[str, Any]]:
         """The committed rows of a run for these (path, profile) keys (a chunk an earlier attempt committed: the
@@ -317,7 +325,9 @@ def copy_folder_warehouse(source, target: ObjectWarehouse, progress: Callable[[s
             table = pq.read_table(part)
             # parts written before a column existed lack it: the table has every current column
             rows = table.to_pylist()
-            target._append(name, rows_to_table(rows, schema), app_id)
+            if not target._append(name, rows_to_table(rows, schema), app_id):
+                done["skipped"] += 1  # another migrate copying the same folder got there first
+                continue
             done[name] += 1
             if progress is not None:
                 progress(f"{name}/{part.name}: {len(rows)} rows")
