@@ -61,6 +61,10 @@ class Budget:
         """The most this run may spend: the cap less what was spent before it (never negative)."""
         return None if self.cap is None else max(ZERO, self.cap - self.already_spent)
 
+    # How often a request waiting for room should try again without a local event; None: it waits for one of
+    # this budget's own reservations to settle (tasks/coordination.py LeasedBudget polls its coordinator).
+    poll_s: float | None = None
+
     def fits_when_idle(self, worst_case: Decimal) -> bool:
         """Whether `worst_case` could be reserved once every outstanding reservation has settled.
 

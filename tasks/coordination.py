@@ -11,6 +11,13 @@ real spend is counted and the unused part goes back. The ledger's invariant is
     spent (settled) + outstanding allowances + held (dead leases) <= cap,
 and a worker can only spend within its allowances, so the cap holds with any number of workers.
 
+A top-up refused is not the end of a lease's chunk while other leases hold allowance that may come back (real
+costs are far below worst cases, and their chunks end): the refusal says whether the request could fit once
+the others' allowances returned (`later`). A lease with nothing in flight that is refused first hands back
+what it does not use (`checkpoint`: its spend so far is counted, its unreserved allowance released), so a
+waiting lease holds nothing another one needs: two waiters can never wait on each other. It then polls.
+Only when nothing could come back is the request over budget.
+
 A lease whose worker died is *held*: its requests in flight may still be billed by the provider, and what it
 spent before dying was never reported. So a dead lease is never simply released: after `hold_s` (request
 timeout + grace: by then no request it sent can still be running) it is charged as spent at its full
@@ -68,26 +75,53 @@ class AllowanceLedger:
 
     def grant(self, key: str, worker: str, need: Decimal | str, want: Decimal | str | None = None) -> Decimal:
         """Add to lease `key` at least `need` and up to `want` (default `need`); 0 when `need` does not fit."""
+        return self.request(key, worker, need, want)[0]
+
+    def request(self, key: str, worker: str, need: Decimal | str, want: Decimal | str | None = None
+                ) -> tuple[Decimal, bool]:
+        """`grant`, and when refused, whether `need` could fit once the other live leases' allowances came back
+        (a refused lease may wait for that; otherwise its request is over budget)."""
         need = Decimal(str(need))
         want = max(need, Decimal(str(want))) if want is not None else need
         with self._lock:
             self._expire_locked()
             lease = self.leases.get(key)
             if lease is not None and lease.dead_since is not None:
-                return ZERO  # a lease of a dead worker gets nothing more
+                return ZERO, False  # a lease of a dead worker gets nothing more
             if self.cap is None:
                 amount = want
             else:
                 free = self.cap - self.spent - self.unaccounted - self._outstanding()
                 if free < need:
                     self.refused += 1
-                    return ZERO
+                    return ZERO, self._could_fit_later(key, need)
                 amount = min(want, free)
             if lease is None:
                 lease = self.leases[key] = Lease(key, worker)
             lease.allowance += amount
             self.granted_peak = max(self.granted_peak, self._outstanding())
-            return amount
+            return amount, False
+
+    def _could_fit_later(self, key: str, need: Decimal) -> bool:
+        """Whether `need` would fit if every other live lease gave back all it holds. Dead leases' allowances
+        never come back (they are charged), and with no other live lease nothing can change by waiting."""
+        others = [l for l in self.leases.values() if l.key != key and l.dead_since is None and l.allowance > 0]
+        if not others:
+            return False
+        own = self.leases[key].allowance if key in self.leases else ZERO
+        held = sum((l.allowance for l in self.leases.values() if l.dead_since is not None), ZERO)
+        return self.cap - self.spent - self.unaccounted - held - own >= need
+
+    def checkpoint(self, key: str, spent: Decimal | str, release: Decimal | str) -> None:
+        """A live lease counts `spent` (its spend not yet reported) and hands back `release` of its unused
+        allowance, keeping the rest (what its requests in flight reserved)."""
+        spent, release = Decimal(str(spent)), Decimal(str(release))
+        with self._lock:
+            lease = self.leases.get(key)
+            if lease is None or lease.dead_since is not None:
+                return
+            self.spent += spent
+            lease.allowance = max(ZERO, lease.allowance - spent - release)
 
     def settle(self, key: str, spent: Decimal | str) -> None:
         """The lease's chunk ended having spent `spent` (never more than its allowance): count it, release the
@@ -161,8 +195,11 @@ class Coordinator:
 
     def handle(self, op: str, **kw: Any) -> dict[str, Any]:
         if op == "grant":
-            amount = self.ledger.grant(kw["key"], kw["worker"], kw["need"], kw.get("want"))
-            return {"amount": str(amount), "stop": self.stop_reason}
+            amount, later = self.ledger.request(kw["key"], kw["worker"], kw["need"], kw.get("want"))
+            return {"amount": str(amount), "later": later, "stop": self.stop_reason}
+        if op == "checkpoint":
+            self.ledger.checkpoint(kw["key"], kw["spent"], kw["release"])
+            return {"stop": self.stop_reason}
         if op == "settle":
             self.ledger.settle(kw["key"], kw["spent"])
             return {"stop": self.stop_reason}
@@ -184,7 +221,11 @@ class Coordinator:
 class LeasedBudget(Budget):
     """A worker's Budget for one lease: reservations are made against the lease's allowance, which is topped
     up from the coordinator (at least the request's worst case, `quantum` when it can) when it runs short.
-    `close()` settles the lease: the real spend is reported, the unused allowance goes back."""
+    `close()` settles the lease: the real spend is reported, the unused allowance goes back. A refused top-up
+    with nothing in flight hands back the unused allowance at once and, when other leases' allowances may come
+    back, lets the describer wait (polling every `poll_s`) instead of calling the request over budget."""
+
+    poll_s = 0.25  # a waiter with nothing in flight has no local event to wake it: it asks again this often
 
     def __init__(self, call: Call, key: str, worker: str, *, quantum: Decimal | str = ZERO,
                  on_stop: Callable[[str], None] | None = None) -> None:
@@ -195,6 +236,8 @@ class LeasedBudget(Budget):
         self.quantum = Decimal(str(quantum))
         self.on_stop = on_stop
         self.closed = False
+        self.reported = ZERO  # spend already counted by the coordinator (checkpoints)
+        self._later = False  # the last refusal said the request could fit once other leases give back
 
     def _note(self, answer: dict[str, Any]) -> dict[str, Any]:
         if answer.get("stop") and self.on_stop is not None:
@@ -211,23 +254,40 @@ class LeasedBudget(Budget):
                                        want=str(max(need, self.quantum))))
         amount = Decimal(answer["amount"])
         if amount <= 0:
+            self._later = bool(answer.get("later"))
+            self._hand_back_if_idle()
             return None
+        self._later = False
         with self._lock:
             self.cap += amount
         return super().try_reserve(worst_case)
 
-    def fits_when_idle(self, worst_case: Decimal) -> bool:
-        # Waiting helps only when this lease has requests in flight (their settling frees its allowance and the
-        # describer tries again, with a top-up); with none, no local event would wake the waiter.
+    def _hand_back_if_idle(self) -> None:
+        """With nothing in flight, keep nothing: report the spend so far and release the unused allowance, so
+        that while this lease waits it holds nothing another lease needs."""
         with self._lock:
-            return self.reserved > 0
+            if self.reserved > 0:
+                return
+            spent, release = self.spent - self.reported, self.cap - self.spent
+            if spent <= 0 and release <= 0:
+                return
+            self.reported += spent
+            self.cap -= release
+        self._note(self._call("checkpoint", key=self.key, spent=str(spent), release=str(release)))
+
+    def fits_when_idle(self, worst_case: Decimal) -> bool:
+        # Waiting helps when this lease has requests in flight (their settling frees its allowance and the
+        # describer tries again, with a top-up), or when the coordinator said other leases' allowances may
+        # come back (the describer then polls every `poll_s`).
+        with self._lock:
+            return self.reserved > 0 or self._later
 
     def close(self) -> None:
         """Settle the lease (call once every request of the chunk has settled or been released)."""
         if self.closed:
             return
         self.closed = True
-        self._note(self._call("settle", key=self.key, spent=str(self.run_spent)))
+        self._note(self._call("settle", key=self.key, spent=str(self.run_spent - self.reported)))
 
 
 class SharedRateLimiter(RateLimiter):

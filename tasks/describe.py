@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import random
 import threading
@@ -362,7 +363,11 @@ class Describer:
             reservation = self.budget.try_reserve(worst)
             if reservation is not None or not self.budget.fits_when_idle(worst) or self.stopping.is_set():
                 return reservation
-            await freed.wait()
+            if self.budget.poll_s is None:
+                await freed.wait()
+            else:  # room may come from elsewhere (another worker's lease): ask again after a while
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(freed.wait(), self.budget.poll_s)
 
     def _wake_budget_waiters(self) -> None:
         freed, self._budget_freed = self._budget_freed, asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from decimal import Decimal
 
 from enrich.tasks.coordination import (
@@ -125,3 +126,77 @@ def test_stop_reaches_every_worker_through_its_next_call():
     coord.handle("stop", reason="interrupted by SIGINT")
     budget.try_reserve(D("0.01"))
     assert seen == ["interrupted by SIGINT"]
+
+
+def test_a_refused_lease_with_nothing_in_flight_hands_back_and_waits_while_others_may_give_back():
+    """Budget for three worst cases, two workers: A reserves all of it; B, refused, is told to wait (A's real
+    costs will be far below its worst cases) and keeps nothing meanwhile; once A settles, B's request fits.
+    Only when nothing can come back is B's request over budget."""
+    ledger = AllowanceLedger("0.30", hold_s=5)
+    coord = Coordinator(ledger, SlotIssuer(None, None))
+    a = LeasedBudget(coord.handle, "a", "w1", quantum="0.05")
+    b = LeasedBudget(coord.handle, "b", "w2", quantum="0.05")
+    first = b.try_reserve(D("0.02"))  # B spends a little first, then A takes the rest
+    b.settle(first, D("0.01"))
+    held = [a.try_reserve(D("0.10")) for _ in range(3)]
+    assert held[:2] != [None, None] and held[2] is None, "A holds what is left"
+    assert b.try_reserve(D("0.10")) is None
+    assert b.fits_when_idle(D("0.10")) is True, "A's allowance may come back: wait"
+    assert ledger.spent == D("0.01") and ledger.leases["b"].allowance == 0, "B reported its spend, keeps nothing"
+    assert b.poll_s and b.poll_s < 1
+    for r in held[:2]:
+        a.settle(r, D("0.01"))  # real costs: a tenth of the worst case
+    a.close()
+    r = b.try_reserve(D("0.10"))
+    assert r is not None, "room came back"
+    b.settle(r, D("0.10"))
+    in_flight = b.try_reserve(D("0.10"))  # 0.30 - 0.01 - 0.02 - 0.10 = 0.17 left
+    assert in_flight is not None and b.try_reserve(D("0.10")) is None
+    assert b.fits_when_idle(D("0.10")) is True, "its own request in flight may free room"
+    b.settle(in_flight, D("0.10"))
+    assert b.try_reserve(D("0.10")) is None
+    assert b.fits_when_idle(D("0.10")) is False, "nothing in flight anywhere: over budget, no waiting"
+    b.close()
+    assert ledger.spent == D("0.23") and ledger.snapshot()["outstanding"] == "0"
+
+
+def test_workers_on_a_tight_budget_wait_for_each_other_instead_of_giving_up():
+    """Four workers, a budget of about four worst cases, real costs a tenth of them: every request is served
+    (32 real costs and the last one's worst case fit in 0.42) and none is called over budget while another lease
+    could still give back; the cap holds. Before waiting was possible, the first lease to top up starved the
+    others: they called their requests over budget at once."""
+    ledger = AllowanceLedger("0.42", hold_s=5)
+    coord = Coordinator(ledger, SlotIssuer(None, None))
+    lock = threading.Lock()
+
+    def call(op, **kw):
+        with lock:
+            return coord.handle(op, **kw)
+
+    served, over = [], []
+
+    def worker(n: int) -> None:
+        for chunk in range(2):
+            budget = LeasedBudget(call, f"w{n}-c{chunk}", f"w{n}", quantum="0.05")
+            budget.poll_s = 0.01
+            for _ in range(4):
+                while (r := budget.try_reserve(D("0.10"))) is None:
+                    if not budget.fits_when_idle(D("0.10")):
+                        over.append(n)
+                        break
+                    time.sleep(budget.poll_s)
+                if r is None:
+                    continue
+                time.sleep(0.002)
+                budget.settle(r, D("0.01"))
+                served.append(n)
+            budget.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "no two leases waited on each other"
+    assert len(served) == 32 and over == []
+    assert ledger.spent == D("0.32") <= ledger.cap and ledger.snapshot()["outstanding"] == "0"
