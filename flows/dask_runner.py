@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import queue
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +55,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from enrich.flows.pipeline import (
-    RunContext, _row_without_request, copy_rows, discover_files, fail_run, pair_row,
+    RunContext, _row_without_request, copy_rows, feed_chunks, pair_row,
 )
-from enrich.schemas.vocab import RunStatus, Status
+from enrich.schemas.vocab import Status
 from enrich.tasks.coordination import AllowanceLedger, Coordinator, LeasedBudget, SharedRateLimiter, SlotIssuer
-from enrich.tasks.discover import DiscoveredFile, iter_batches
+from enrich.tasks.discover import DiscoveredFile
 from enrich.tasks.records import RunInfo, copied_row, status_row
 
 log = logging.getLogger("enrich.dask")
@@ -368,36 +367,16 @@ def run_chunks_dask(ctx: RunContext, overrides: dict[str, Any], workers: int) ->
     quantum = "0" if budget.run_cap is None else str(budget.run_cap / (4 * max(1, workers)))
     tokens_limited = bool(limiter and limiter.tpm)
     slot_batch = 1 if not (limiter and limiter.rpm) else max(1, min(16, int(limiter.rpm / 60 / 20)))
-    limit = max(2 * workers, 3)
-    finished: queue.SimpleQueue = queue.SimpleQueue()
-    running = 0
-    seq_files: dict[int, list[DiscoveredFile]] = {}
-    error: BaseException | None = None
     told_stop = False
-    batches = iter_batches(discover_files(ctx), ctx.settings.chunk_size)
 
-    def done(future, seq: int) -> None:
-        if ctx.planner is not None:
-            ctx.planner.chunk_done(seq_files.get(seq, []))  # duplicates waiting on this chunk may go on
-        finished.put((seq, future))
+    def submit(seq: int, files: list[DiscoveredFile]) -> Any:
+        future = dask_chunk_task.submit(_spec_for(ctx, seq, files, overrides, quantum, tokens_limited, slot_batch))
+        if ctx.planner is not None:  # duplicates waiting on this chunk may go on as soon as it ends
+            future.add_done_callback(lambda _: ctx.planner.chunk_done(files))
+        return future
 
-    def collect_one() -> None:
-        nonlocal running, error
-        while True:
-            try:
-                seq, future = finished.get(timeout=0.5)
-                break
-            except queue.Empty:
-                continue
-        running -= 1
-        seq_files.pop(seq, None)
-        try:
-            out = future.result()
-        except BaseException as exc:
-            if error is None:
-                error = exc
-                fail_run(ctx, f"chunk {seq} failed: {exc.__class__.__name__}: {exc}")
-            return
+    def collect(seq: int, future: Any) -> None:
+        out = future.result()
         for row in out["rows"]:
             ctx.progress.record(row)
             if ctx.ledger is not None:
@@ -415,34 +394,19 @@ def run_chunks_dask(ctx: RunContext, overrides: dict[str, Any], workers: int) ->
 
             ctx.describer._abort(FatalRunError(out["fatal"]))
 
+    def tell_workers_to_stop() -> None:
+        nonlocal told_stop
+        if ctx.stopping and not told_stop:
+            told_stop = True
+            coordinator.call("stop", reason=ctx.describer.stop_reason or "stopping")
+
     started = time.monotonic()
+    error: BaseException | None = None
     try:
-        try:
-            while not ctx.stopping:
-                while running >= limit:
-                    collect_one()
-                if ctx.stopping:
-                    break
-                files = next(batches, None)
-                if files is None:
-                    break
-                seq = ctx.next_seq()
-                seq_files[seq] = files
-                spec = _spec_for(ctx, seq, files, overrides, quantum, tokens_limited, slot_batch)
-                future = dask_chunk_task.submit(spec)
-                future.add_done_callback(lambda fut, s=seq: done(fut, s))
-                running += 1
-        except BaseException as exc:
-            if error is None:
-                error = exc
-                fail_run(ctx, f"{exc.__class__.__name__}: {exc}")
-        while running:
-            if ctx.stopping and not told_stop:
-                told_stop = True
-                coordinator.call("stop", reason=ctx.describer.stop_reason or "stopping")
-            collect_one()
-    finally:
-        batches.close()
+        feed_chunks(ctx, limit=max(2 * workers, 3), next_seq=ctx.next_seq, submit=submit, collect=collect,
+                    tick=tell_workers_to_stop)
+    except BaseException as exc:  # the run has failed (feed_chunks said why): unregister first, then raise
+        error = exc
     ledger = coordinator.call("snapshot")
     d = ctx.describer.stats
     if d.requests:

@@ -15,8 +15,8 @@ Importing this module imports Prefect but changes no setting: the commands that 
 """
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import signal
 import threading
 import time
@@ -33,10 +33,10 @@ from enrich.schemas.vocab import RunStatus
 from enrich.settings import load_settings
 from enrich.flows.run_options import RunOptions, check_roots, current_trusted_settings
 from enrich.flows.pipeline import (
-    MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, discover_files, fail_run, finish_batch, independent_roots,
+    MAX_CHUNKS_IN_FLIGHT, RunContext, close_run, feed_chunks, finish_batch, independent_roots,
     interrupt_run, open_run, process_chunk, run_summary, stop_notice, take_chunk, write_run_snapshot,
 )
-from enrich.tasks.discover import count_files, iter_batches, own_state_dirs
+from enrich.tasks.discover import count_files, own_state_dirs
 from enrich.tasks.selection import Selection
 
 SNAPSHOT_EVERY_S = 5.0  # a "running" snapshot of the run's counts at most this often (each is a Parquet file)
@@ -120,58 +120,20 @@ def _reporter(ctx: RunContext) -> ProgressReporter:
 def run_chunks(ctx: RunContext) -> None:
     """Feed chunks to the task runner, keeping `chunks_in_flight` running, until the files run out or the run
     stops; then wait for every chunk already started. Snapshots the run every few seconds."""
-    limit = ctx.chunks_in_flight()
-    finished: queue.SimpleQueue = queue.SimpleQueue()
-    running = 0
-    seq = 0
-    error: BaseException | None = None
-    batches = iter_batches(discover_files(ctx), ctx.settings.chunk_size)
+    last_snapshot = time.monotonic()
 
-    def collect_one() -> None:
-        nonlocal running, error
-        while True:
-            try:
-                future = finished.get(timeout=0.5)
-                break
-            except queue.Empty:
-                continue
-        running -= 1
-        try:
-            future.result()
-        except BaseException as exc:  # a chunk could not be written: stop, but let the others finish
-            if error is None:
-                error = exc
-                fail_run(ctx, f"a chunk failed: {exc.__class__.__name__}: {exc}")
-        if time.monotonic() - last_snapshot[0] >= SNAPSHOT_EVERY_S:
-            last_snapshot[0] = time.monotonic()
+    def submit(seq: int, files: list) -> Any:
+        ctx.chunk_files[seq] = files
+        return chunk_task.submit(ctx.run_id, seq)
+
+    def snapshot_now_and_then() -> None:
+        nonlocal last_snapshot
+        if time.monotonic() - last_snapshot >= SNAPSHOT_EVERY_S:
+            last_snapshot = time.monotonic()
             write_run_snapshot(ctx, RunStatus.RUNNING)
 
-    last_snapshot = [time.monotonic()]
-    try:
-        try:
-            while not ctx.stopping:
-                while running >= limit:
-                    collect_one()
-                if ctx.stopping:
-                    break
-                files = next(batches, None)
-                if files is None:
-                    break
-                seq += 1
-                ctx.chunk_files[seq] = files
-                future = chunk_task.submit(ctx.run_id, seq)
-                future.add_done_callback(finished.put)
-                running += 1
-        except BaseException as exc:  # discovery or Prefect broke: chunks already started still finish
-            if error is None:
-                error = exc
-                fail_run(ctx, f"{exc.__class__.__name__}: {exc}")
-        while running:
-            collect_one()
-    finally:
-        batches.close()  # stops discovery's thread pool
-    if error is not None:
-        raise error
+    feed_chunks(ctx, limit=ctx.chunks_in_flight(), next_seq=itertools.count(1).__next__, submit=submit,
+                collect=lambda seq, future: future.result(), tick=snapshot_now_and_then)
 
 
 @flow(name="enrich", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CHUNKS_IN_FLIGHT), persist_result=False,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import signal
 import threading
 import time
@@ -32,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from enrich.schemas.vocab import ErrorKind, RunStatus, Status
 from enrich.backends import backend_name, create_backend
@@ -45,7 +46,7 @@ from enrich.progress import RunProgress
 from enrich.settings import Settings
 from enrich.schemas.descriptions import DESCRIPTION_SCHEMAS
 from enrich.tasks.describe import DescribeOptions, Describer
-from enrich.tasks.discover import DiscoveredFile, discover, own_state_dirs
+from enrich.tasks.discover import DiscoveredFile, discover, iter_batches, own_state_dirs
 from enrich.tasks.hash_cache import HashCache, default_cache_path
 from enrich.tasks.incremental import (
     Planner, describe_inputs, known_schemas, parse_reprocess, profiles_of, run_info_for,
@@ -773,6 +774,64 @@ def interrupt_run(ctx: RunContext, signum: int) -> None:
         ctx.describer.stop(f"interrupted by {signal_name(signum)}")
     else:
         ctx.describer.stop(f"interrupted by {signal_name(signum)}", grace_s=0)
+
+
+def feed_chunks(ctx: RunContext, *, limit: int, next_seq: Callable[[], int],
+                submit: Callable[[int, list[DiscoveredFile]], Any], collect: Callable[[int, Any], None],
+                tick: Callable[[], None] | None = None) -> None:
+    """The run's chunk loop, whatever runs the chunks: discovered files in batches of `chunk_size`, each
+    `submit(seq, files)` to a task runner (a future), at most `limit` in flight, until the files run out or
+    the run stops; then every chunk started is waited for. `collect(seq, future)` takes each finished chunk (in
+    the order they finish); `tick()` runs before each wait (snapshots, telling workers to stop). The first
+    error (discovery, the task runner, a chunk) fails the run, lets the chunks in flight finish, and is
+    raised at the end."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    running = 0
+    error: BaseException | None = None
+    batches = iter_batches(discover_files(ctx), ctx.settings.chunk_size)
+
+    def collect_one() -> None:
+        nonlocal running, error
+        if tick is not None:
+            tick()
+        while True:
+            try:
+                seq, future = finished.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        running -= 1
+        try:
+            collect(seq, future)
+        except BaseException as exc:  # a chunk could not be written: stop, but let the others finish
+            if error is None:
+                error = exc
+                fail_run(ctx, f"chunk {seq} failed: {exc.__class__.__name__}: {exc}")
+
+    try:
+        try:
+            while not ctx.stopping:
+                while running >= limit:
+                    collect_one()
+                if ctx.stopping:
+                    break
+                files = next(batches, None)
+                if files is None:
+                    break
+                seq = next_seq()
+                future = submit(seq, files)
+                future.add_done_callback(lambda fut, s=seq: finished.put((s, fut)))
+                running += 1
+        except BaseException as exc:  # discovery or the task runner broke: chunks already started still finish
+            if error is None:
+                error = exc
+                fail_run(ctx, f"{exc.__class__.__name__}: {exc}")
+        while running:
+            collect_one()
+    finally:
+        batches.close()  # stops discovery's thread pool
+    if error is not None:
+        raise error
 
 
 def fail_run(ctx: RunContext, reason: str) -> None:
