@@ -14,6 +14,11 @@ the emulator in its own process:
 Throughput is items over the span of the chunk loop (`request_window_s` in the summary): Prefect's and the
 cluster's start-up are reported apart (`wall`).
 
+Client CPU per request (request-bound library): the CPU time of the whole run's process tree (the flow, the
+Dask scheduler and workers, Prefect's server; `getrusage(RUSAGE_CHILDREN)` around the command) divided by the
+requests sent: what the SDK and our code cost per request with every process counted (start-up included; its share
+shrinks as the library grows). `benchmarks/bench_overhead.py` splits it (SDK, preparation, ours) in one process.
+
     python benchmarks/bench_scale_out.py [--photos 24] [--items 300] [--rpm 600] [--workers 1,2,4]
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,13 +46,16 @@ def run_once(library: Path, home: Path, emu: EmulatorProcess, workers: int, extr
     cmd = [sys.executable, "-m", "enrich", "run", str(library), "--runner", "dask", "--workers", str(workers),
            "--json", "--progress", "off", "--yes", *extra]
     started = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.monotonic() - started
     if out.returncode != 0:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"run failed with exit code {out.returncode}")
     summary = json.loads(out.stdout)
     summary["wall_s"] = wall
+    summary["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return summary
 
 
@@ -77,13 +86,16 @@ def main() -> int:
                 print(f"{n:>8} {rate:>9.2f} {rate / base:>9.2f} {min(n, cores):>6} {s['wall_s']:>7.1f}")
         with EmulatorProcess("--rpm", str(args.rpm), "--latency-ms", "100-300") as emu:
             print(f"\nrequest-bound: {args.items} tiny photos, limit {args.rpm} rpm (run paces 2% under it)")
-            print(f"{'workers':>8} {'req/min':>9} {'achieved/limit':>15} {'429 (window)':>13} {'wall s':>7}")
+            print(f"{'workers':>8} {'req/min':>9} {'achieved/limit':>15} {'429 (window)':>13} {'wall s':>7} "
+                  f"{'CPU ms/request':>15}")
             for n in counts:
                 emu.reset()
                 s = run_once(light, tmp / f"home-l{n}", emu, n, ["--rpm", str(args.rpm), "--chunk-size", "25"])
                 stats = emu.stats()
                 rpm = s["requests"] * 60.0 / (s["request_window_s"] or s["wall_s"])
-                print(f"{n:>8} {rpm:>9.1f} {rpm / args.rpm:>15.2f} {stats['rpm_limited']:>13} {s['wall_s']:>7.1f}")
+                cpu_ms = s["cpu_s"] * 1000 / max(1, s["requests"])
+                print(f"{n:>8} {rpm:>9.1f} {rpm / args.rpm:>15.2f} {stats['rpm_limited']:>13} {s['wall_s']:>7.1f} "
+                      f"{cpu_ms:>15.1f}")
     return 0
 
 
