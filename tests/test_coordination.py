@@ -14,6 +14,16 @@ from enrich.tasks.coordination import (
 D = Decimal
 
 
+def run_workers(worker, n: int, timeout: float = 30) -> None:
+    """`worker(0..n-1)` on n threads at once; fails if any is still running after `timeout` (a deadlock)."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a worker never finished (two leases waiting on each other?)"
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -83,11 +93,7 @@ def test_many_workers_reserving_at_once_never_overrun_the_cap():
                     real_spend.append(actual)
             budget.close()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_workers(worker, 8)
     assert sum(real_spend) == ledger.spent <= D("2.00")
     assert ledger.refused > 0, "the cap was reached (the test exercised refusals)"
     assert ledger.snapshot()["outstanding"] == "0"
@@ -192,11 +198,6 @@ def test_workers_on_a_tight_budget_wait_for_each_other_instead_of_giving_up():
                 served.append(n)
             budget.close()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads), "no two leases waited on each other"
+    run_workers(worker, 4)
     assert len(served) == 32 and over == []
     assert ledger.spent == D("0.32") <= ledger.cap and ledger.snapshot()["outstanding"] == "0"
