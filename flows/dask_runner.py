@@ -77,8 +77,30 @@ def dask_task_runner(address: str | None = None, workers: int | None = None):
 
     if address:
         return DaskTaskRunner(address=address)
+    share_prefect_api_with_local_workers()
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers or os.cpu_count() or 2, "processes": True,
                                           "threads_per_worker": 1, "dashboard_address": None})
+
+
+def share_prefect_api_with_local_workers() -> None:
+    """The local cluster's workers are new processes that inherit this environment. Without PREFECT_API_URL in
+    it, each starts an ephemeral Prefect server of its own for its task runs (an API server process per worker:
+    with py-spy, a third of a 1-worker run's CPU was the worker's own server starting and serving), and the
+    flow's server never sees their task runs. Point them at this process's API: the one configured, or the
+    ephemeral server this process uses (Prefect keeps one per process: started now, so its address is known).
+    Workers of a cluster elsewhere (--dask-address) need PREFECT_API_URL set where they run."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url
 
 
 # -- the coordinator, hosted by the Dask scheduler -------------------------------------------------------------

@@ -118,3 +118,18 @@ def test_three_workers_share_one_budget_one_rate_limit_and_survive_a_killed_work
     # the shared rate limit: no 429 from the emulator's window, and the achieved rate under the limit
     assert billed["rpm_limited"] == 0, "the workers together never exceeded the emulator's RPM"
     assert summary["coordinator"]["slots_issued"] >= billed["requests"] - 8
+
+
+def test_local_workers_are_pointed_at_the_flows_prefect_api(prefect_harness, monkeypatch):
+    """`enrich run --runner dask` without PREFECT_API_URL: the local cluster's workers (new processes, which
+    inherit the environment) get this process's API instead of each starting an ephemeral server. (Here the
+    harness's API is a temporary setting, which prefect-dask also sends along with each task; the CLI's
+    ephemeral server is not a setting, so its workers need the environment: bench_scale_out shows the gain.)"""
+    from enrich.flows.dask_runner import share_prefect_api_with_local_workers
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    share_prefect_api_with_local_workers()
+    assert os.environ["PREFECT_API_URL"] == prefect_harness
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")  # the user's own server: kept
+    share_prefect_api_with_local_workers()
+    assert os.environ["PREFECT_API_URL"] == "http://prefect.example:4200/api"
