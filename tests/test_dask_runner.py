@@ -133,3 +133,25 @@ def test_local_workers_are_pointed_at_the_flows_prefect_api(prefect_harness, mon
     monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")  # the user's own server: kept
     share_prefect_api_with_local_workers()
     assert os.environ["PREFECT_API_URL"] == "http://prefect.example:4200/api"
+
+
+@pytest.mark.timeout(300)
+def test_enrich_run_runner_dask_from_the_command_line(tmp_path, emulator_process, enrich_home, prefect_harness):
+    """The user's command: `enrich run --runner dask --workers 1` builds its own local cluster (the path the
+    other tests, which bring their own cluster, do not take) and describes every file; `--workers` without
+    `--runner dask` is a usage error."""
+    import json
+    import subprocess
+    import sys
+
+    make_photos(tmp_path / "lib", 5, size=(16, 12))
+    env = {**os.environ, "PREFECT_API_URL": prefect_harness}  # the session's API: no server start-up here
+    cmd = [sys.executable, "-m", "enrich", "run", str(tmp_path / "lib"), "--json", "--yes", "--progress", "off"]
+    proc = subprocess.run([*cmd, "--runner", "dask", "--workers", "1", "--chunk-size", "2"], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "finished" and summary["by_status"] == {"ok": 5}
+    assert summary["coordinator"]["leases"] == 0 and summary["coordinator"]["outstanding"] == "0"
+    bad = subprocess.run([*cmd, "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "go with --runner dask" in bad.stderr
