@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -578,11 +579,19 @@ def warehouse_location(value: str | os.PathLike[str]) -> Path | str:
     Credentials and endpoint come only from the store's standard environment (AWS_*, GOOGLE_*, AZURE_*): a URL
     carrying any (user info, a port, a query) is refused without echoing it."""
     text = value if isinstance(value, str) else None
-    if text is None or not text.startswith(OBJECT_STORE_SCHEMES):
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text or "")
+    if scheme is None:
         return Path(value).expanduser().resolve()
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(text)
+    if scheme.group(1).lower() == "file" and parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path)).expanduser().resolve()
+    if not text.startswith(OBJECT_STORE_SCHEMES):
+        # s3a://, gcs://, abfss://...: never a folder named "s3a:" under the current directory
+        raise ConfigError(f"the warehouse URL scheme {scheme.group(1)}:// is not supported: use a folder, "
+                          "s3://bucket/prefix, gs://bucket/prefix or az://container/prefix (for Azure, the "
+                          "account comes from AZURE_STORAGE_ACCOUNT_NAME)")
     if "@" in parts.netloc or parts.query or parts.fragment or ":" in parts.netloc:
         raise ConfigError("the warehouse URL must be s3://bucket/prefix, gs://bucket/prefix or "
                           "az://container/prefix with nothing else in it: give credentials and the endpoint in the "

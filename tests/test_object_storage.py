@@ -183,6 +183,12 @@ def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_
         no_credentials_in(str(refused.value))
     assert warehouse_location("gs://bkt//a/b/") == "gs://bkt/a/b"
     assert warehouse_location("az://container") == "az://container"
+    # another scheme is refused, never taken for a folder named "s3a:" under the current directory
+    for url in ("s3a://bkt/x", "gcs://bkt/x", f"abfss://c@acct.dfs.core.windows.net/x?sig={SECRET_KEY}"):
+        with pytest.raises(ConfigError, match="is not supported") as refused:
+            warehouse_location(url)
+        no_credentials_in(str(refused.value))
+    assert warehouse_location(f"file://{tmp_path}/wh") == tmp_path / "wh"
     # what the S3 clients say (an InvalidAccessKeyId body quotes the key) reaches no message unmasked
     from enrich.warehouse.object_store import fail
 
