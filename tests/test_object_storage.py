@@ -93,7 +93,8 @@ def no_credentials_in(text: str) -> None:
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_enrich_run_writes_to_object_storage_and_query_reads_it_back(tmp_path, gemini, enrich_home, store, capsys):
+def test_enrich_run_writes_to_object_storage_and_query_reads_it_back(tmp_path, gemini, enrich_home, store, capsys,
+                                                                       monkeypatch):
     from enrich.cli import main
 
     from enrich.warehouse.object_lock import ObjectLock
@@ -145,6 +146,19 @@ def test_enrich_run_writes_to_object_storage_and_query_reads_it_back(tmp_path, g
     assert len(dump) == 14 + 2 + 2 and alt == (7, 7)
     no_credentials_in(repr(dump))
 
+    # XMP sidecars from the tables on object storage, beside the photos on this machine; originals untouched
+    import hashlib
+
+    photos = sorted((tmp_path / "lib").glob("*.jpg"))
+    before_bytes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos}
+    monkeypatch.setenv("ENRICH_PROFILE", "caption")  # the profile `items` shows (the tests' default is detailed)
+    assert main(["export", "xmp", str(tmp_path / "lib"), "--warehouse", store]) == 0
+    assert "images 7" in capsys.readouterr().out
+    sidecars = sorted((tmp_path / "lib").glob("*.xmp"))
+    assert len(sidecars) == len(photos) == 7
+    assert all("dc:description" in x.read_text() for x in sidecars)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos} == before_bytes
+
     # `enrich compact` is Delta's OPTIMIZE: fewer files, the same rows, and a reader holding the version before
     # it still reads that version whole (nothing is deleted)
     from enrich.warehouse.object_store import ObjectWarehouse
@@ -165,7 +179,7 @@ def test_query_refuses_a_missing_warehouse_and_hides_the_credentials(s3, enrich_
     from enrich.cli import main
 
     monkeypatch.setenv("GEMINI_API_KEY", "test-key-123")
-    for args in (["search", "bicycle"], ["export", "xmp"], ["jobs"], ["run", str(tmp_path), "--mode", "batch"]):
+    for args in (["search", "bicycle"], ["jobs"], ["run", str(tmp_path), "--mode", "batch"]):
         assert main([*args, "--warehouse", s3]) == 2
         err = capsys.readouterr().err
         assert "needs a warehouse folder" in err, (args, err)

@@ -28,8 +28,8 @@ of a commit, and register it in DuckDB (no DuckDB extension needed). Python-side
 
 What stays on the machine that starts the run, under `$ENRICH_HOME/remote/<bucket>/<prefix>/`: the spend ledger
 of billed requests not yet committed (warehouse/ledger.py; appended per request, which object storage cannot do)
-and temp files. Batch jobs, evaluations, the search index, `browse`, `search` and `export` are not available on
-object storage yet.
+and temp files. Batch jobs, evaluations, the search index, `browse` and `search` are not available on object
+storage yet (`export xmp` reads the rows through the views and writes sidecars locally).
 
 Credentials and the endpoint come only from each store's standard environment (AWS_*, GOOGLE_*, AZURE_*: see
 warehouse/object_stores.py), read by deltalake and obstore themselves: nothing here passes them on, and every

@@ -222,7 +222,7 @@ def require_folder_warehouse(settings, command: str):
 
     if is_object_url(settings.warehouse):
         raise UsageError(f"enrich {command} needs a warehouse folder: it does not work on object storage yet "
-                         "(run, query and runs do)")
+                         "(run, query, runs, compact, migrate and export do)")
     return settings
 
 

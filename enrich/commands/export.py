@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from enrich.commands._common import WAREHOUSE_HELP, require_folder_warehouse
+from enrich.commands._common import OBJECT_WAREHOUSE_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write keywords as lr:hierarchicalSubject under this parent (e.g. AI -> AI|bicycle)")
     x.add_argument("--dry-run", action="store_true", help="list what would change; write nothing")
     x.add_argument("--json", action="store_true", help="one JSON object per sidecar, then a summary object")
-    x.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    x.add_argument("--warehouse", help=OBJECT_WAREHOUSE_HELP)
     x.set_defaults(handler=main)
     p.set_defaults(handler=main)
 
@@ -77,9 +77,14 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.warehouse:
         settings = settings.with_overrides(warehouse=args.warehouse)
-    require_folder_warehouse(settings, "export")
-    wh = Path(settings.warehouse)
-    if not (wh / "results").is_dir():
+    from enrich.settings import is_object_url
+
+    wh = settings.warehouse
+    if is_object_url(wh):  # the rows come from the tables; the sidecars go beside the photos, on this machine
+        from enrich.warehouse.location import check_readable
+
+        check_readable(wh)
+    elif not (Path(wh) / "results").is_dir():
         raise UsageError(f"no warehouse at {wh} (run `enrich run PATH` first)")
     roots = [Path(p).expanduser().resolve() for p in args.paths]
     rows = [r for r in read_rows(str(wh)) if _under(r["path"], roots)]
