@@ -23,32 +23,26 @@ from enrich.warehouse.store import WarehouseUnusable
 @dataclass(frozen=True)
 class ObjectStoreKind:
     scheme: str
-    title: str
-    environment: tuple[str, ...]  # the variables users set (documented in `enrich run --help` and the README)
-    secrets: tuple[str, ...]  # the ones whose values must never appear in a message
+    secrets: tuple[str, ...]  # environment variables whose values must never appear in a message
     # deltalake's storage options: S3 needs to be told that it supports conditional writes (If-None-Match), so
     # that Delta commits are a conditional put rather than needing a separate lock service; GCS (generation
     # match) and Azure (If-None-Match) have them natively
     table_options: dict[str, str] = field(default_factory=dict)
 
 
+# What users set for each store (the README lists them; both libraries read them themselves):
+#   s3  Amazon S3 or an S3-compatible store: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+#       AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP
+#   gs  Google Cloud Storage: GOOGLE_APPLICATION_CREDENTIALS, GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY
+#   az  Azure Blob Storage: AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY,
+#       AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID, AZURE_STORAGE_USE_EMULATOR
 STORES = {
     "s3": ObjectStoreKind(
-        "s3", "Amazon S3 or an S3-compatible store",
-        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
-         "AWS_ALLOW_HTTP"),
-        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
-        {"conditional_put": "etag"}),
-    "gs": ObjectStoreKind(
-        "gs", "Google Cloud Storage",
-        ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_KEY"),
-        ("GOOGLE_SERVICE_ACCOUNT_KEY",)),
+        "s3", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), {"conditional_put": "etag"}),
+    "gs": ObjectStoreKind("gs", ("GOOGLE_SERVICE_ACCOUNT_KEY",)),
     "az": ObjectStoreKind(
-        "az", "Azure Blob Storage",
-        ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_CLIENT_ID",
-         "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_STORAGE_USE_EMULATOR"),
-        ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_TOKEN",
-         "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CLIENT_SECRET")),
+        "az", ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_TOKEN",
+               "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CLIENT_SECRET")),
 }
 
 
@@ -68,10 +62,10 @@ def secret_values() -> list[str]:
 
 def scrub(text: str) -> str:
     """`text` with every object-store credential of the environment masked (the stores' error bodies can quote
-    an access key id; a client's debug output can quote anything)."""
-    for value in secret_values():
-        text = text.replace(value, "***")
-    return text
+    an access key id; a client's debug output can quote anything), and every secret registered elsewhere."""
+    from enrich.redact import scrub as scrub_secrets
+
+    return scrub_secrets(text, tuple(secret_values())) or ""
 
 
 def register_secrets() -> None:
