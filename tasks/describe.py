@@ -363,11 +363,10 @@ class Describer:
             reservation = self.budget.try_reserve(worst)
             if reservation is not None or not self.budget.fits_when_idle(worst) or self.stopping.is_set():
                 return reservation
-            if self.budget.poll_s is None:
-                await freed.wait()
-            else:  # room may come from elsewhere (another worker's lease): ask again after a while
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(freed.wait(), self.budget.poll_s)
+            # until a reservation of this budget settles, or at most `poll_s` when room may come from elsewhere
+            # (another worker's lease); None waits for the settle alone
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(freed.wait(), self.budget.poll_s)
 
     def _wake_budget_waiters(self) -> None:
         freed, self._budget_freed = self._budget_freed, asyncio.Event()
