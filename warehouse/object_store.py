@@ -187,9 +187,11 @@ class ObjectWarehouse:
                         raise fail(f"cannot create the warehouse table {self.table_url(name)}", exc) from None
             self._created.add(name)
 
-    def _append(self, name: str, table: pa.Table, app_id: str | None = None) -> bool:
+    def _append(self, name: str, table: pa.Table, app_id: str | None = None,
+                guard: Callable[[], None] | None = None) -> bool:
         """Append `table` in one Delta commit; with `app_id`, exactly once: False (nothing written) when a commit
-        carrying that app transaction is in the table already. True: this call committed it."""
+        carrying that app transaction is in the table already. True: this call committed it. `guard` runs just
+        before writing (the run lock's check: nothing is written by a run that lost its lock)."""
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
@@ -203,6 +205,8 @@ class ObjectWarehouse:
             snapshot = self.table(name)
             if app_id and snapshot is not None and snapshot.transaction_version(app_id) is not None:
                 return False
+            if guard is not None:
+                guard()
             try:
                 if snapshot is None:
                     write_deltalake(self.table_url(name), table, mode="append", schema_mode="merge",
@@ -235,12 +239,9 @@ class ObjectWarehouse:
         id), which then finds the first one's and returns False."""
         if not rows:
             return False
-        table = rows_to_table(rows, RESULT_SCHEMA)
-        if self.chunk_committed(run_id, seq):
-            return False
-        if self.guard is not None:
-            self.guard()
-        return self._append(RESULTS_DIR, table, chunk_app_id(run_id, seq))
+        # one table load: _append's check of the app transaction is the "already committed" answer
+        return self._append(RESULTS_DIR, rows_to_table(rows, RESULT_SCHEMA), chunk_app_id(run_id, seq),
+                            guard=self.guard)
 
     def chunk_rows(self, run_id: str, keys: Iterable[tuple[str, str]], columns: list[str]) -> list[dict[str, Any]]:
         """The committed rows of a run for these (path, profile) keys (a chunk an earlier attempt committed: the
