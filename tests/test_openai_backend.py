@@ -12,7 +12,6 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from enrich.backends.openai_compat import OpenAICompatBackend, strict_json_schem
 from enrich.errors import FatalRunError, ItemRequestError, RetryableError
 from enrich.schemas.descriptions import ImageDescription
 from tests.support import tiny_vlm_dir
+from tests.support.net import free_port
 
 GOOD = ImageDescription(
     caption="A red square.",
@@ -58,12 +58,6 @@ def _request(max_tokens=16, mime="image/jpeg") -> DescribeRequest:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(coro):
     return asyncio.run(coro)
 
@@ -93,7 +87,7 @@ def tiny_vlm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mlx_server(tiny_vlm, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("mlx-server") / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", MLX_DISABLE_COMPILE="1")
     cmd = [sys.executable, "-m", "mlx_vlm.server", "--model", str(tiny_vlm),
@@ -361,7 +355,7 @@ def test_timeout_is_retryable(scripted):
 
 
 def test_connection_refused_is_retryable_and_preflight_fatal():
-    base = f"http://127.0.0.1:{_free_port()}/v1"
+    base = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(RetryableError) as info:
         _run(_describe(OpenAICompatBackend(model="m", base_url=base, api_key=SECRET), _request()))
     assert info.value.kind == "connection" and SECRET not in str(info.value)

@@ -9,11 +9,11 @@ import hashlib
 import hmac
 import http.client
 import shutil
-import socket
 import subprocess
-import time
 from email.utils import formatdate
 from pathlib import Path
+
+from tests.support.net import free_port, wait_for_port
 
 AZURITE = Path(__file__).resolve().parent.parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's one account and its published key (the same on every machine: it protects nothing)
@@ -21,24 +21,6 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 S3_ACCESS_KEY = "AKIAENRICHTEST7Q2X9Z"
 S3_SECRET_KEY = "enrich-test-secret/Zq8w3Xv5Lp0Rt7Yu2Io9"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
-                raise
-            time.sleep(0.1)
 
 
 class S3Server:
