@@ -1,6 +1,6 @@
 """Local object-storage servers for the warehouse tests, one per kind of store, each started by the tests on
 127.0.0.1: moto (S3, in server mode), Azurite (Microsoft's Azure Storage server, from npm: tests/azurite/) and
-tests/support/gcs_emulator.py (Google Cloud Storage's XML API). `StoreServer.environment()` is what a user sets
+tests/support/gcs_emulator.py (Google Cloud Storage's XML API). Each server's `environment()` is what a user sets
 for that store (warehouse/object_stores.py), pointed at the local server."""
 from __future__ import annotations
 
